@@ -1,0 +1,449 @@
+//! B-AlexNet with five exits, built from the [layer table](crate::layers).
+//!
+//! The module holds the trunk (the chain of exit 5) and one branch per early exit. Exit `i`'s
+//! chain is the first `trunk_layers` trunk layers followed by branch `i`; layer `j` of that
+//! chain is therefore found without copying anything.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Linear, LinearConfig, LocalResponseNorm, LocalResponseNormConfig,
+    PaddingConfig2d, Relu,
+};
+use burn::prelude::*;
+
+use crate::layers::{LayerParams, LayerSpec, LayerTable, NUM_EXITS, b_alexnet};
+
+/// An intermediate tensor: a batch of feature maps `[N, C, H, W]` or of vectors `[N, F]`.
+#[derive(Debug, Clone)]
+pub enum Activation {
+    /// Feature maps.
+    Map(Tensor<4>),
+    /// Vectors (after the first FC layer), and the logits.
+    Flat(Tensor<2>),
+}
+
+impl Activation {
+    /// Shape including the batch dimension.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Self::Map(t) => t.dims().to_vec(),
+            Self::Flat(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// The activation as `[N, F]`, flattening feature maps in C, H, W order.
+    pub fn into_flat(self) -> Tensor<2> {
+        match self {
+            Self::Flat(t) => t,
+            Self::Map(t) => t.flatten(1, 3),
+        }
+    }
+
+    /// The activation as `[N, C, H, W]` of the given per-sample shape.
+    fn into_map(self, shape: &[usize]) -> Tensor<4> {
+        match self {
+            Self::Map(t) => t,
+            Self::Flat(t) => {
+                let n = t.dims()[0];
+                t.reshape([n, shape[0], shape[1], shape[2]])
+            }
+        }
+    }
+
+    /// Builds an activation from flat `f32` values and a shape with the batch dimension.
+    pub fn from_values(
+        values: Vec<f32>,
+        dims: &[usize],
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let expected: usize = dims.iter().product();
+        if values.len() != expected {
+            return Err(ModelError::Shape(format!(
+                "{} values do not fill shape {dims:?} ({expected} values)",
+                values.len()
+            )));
+        }
+        match *dims {
+            [n, c, h, w] => Ok(Self::Map(Tensor::from_data(
+                TensorData::new(values, [n, c, h, w]),
+                device,
+            ))),
+            [n, f] => Ok(Self::Flat(Tensor::from_data(
+                TensorData::new(values, [n, f]),
+                device,
+            ))),
+            _ => Err(ModelError::Shape(format!(
+                "activations have rank 2 or 4, not {} ({dims:?})",
+                dims.len()
+            ))),
+        }
+    }
+
+    /// The values in row-major order.
+    pub fn to_values(&self) -> Vec<f32> {
+        let data = match self {
+            Self::Map(t) => t.to_data(),
+            Self::Flat(t) => t.to_data(),
+        };
+        data.try_into_vec_as::<f32>().unwrap_or_default()
+    }
+}
+
+/// Errors of model calls with caller-supplied arguments.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// No such exit.
+    #[error("exit {0} does not exist: exits are 1..={NUM_EXITS}")]
+    UnknownExit(usize),
+    /// The slice `[a, b)` is not inside the exit's chain.
+    #[error("layer slice [{start}, {end}) is not within exit {exit}'s {len} layers")]
+    BadSlice {
+        /// Exit.
+        exit: usize,
+        /// First layer.
+        start: usize,
+        /// One past the last layer.
+        end: usize,
+        /// Layers in the chain.
+        len: usize,
+    },
+    /// A tensor has the wrong shape.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+}
+
+/// One layer of the network.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Layer {
+    /// Convolution.
+    Conv(Conv2d),
+    /// ReLU.
+    Relu(Relu),
+    /// Max-pooling.
+    MaxPool(MaxPool2d),
+    /// Local response normalisation.
+    Lrn(LocalResponseNorm),
+    /// Dropout.
+    Dropout(Dropout),
+    /// Fully connected.
+    Fc(Linear),
+}
+
+impl Layer {
+    /// Creates the layer a spec describes, with fresh weights.
+    pub fn init(spec: &LayerSpec, device: &Device) -> Self {
+        match spec.params {
+            LayerParams::Conv {
+                in_channels,
+                out_channels,
+                kernel,
+                padding,
+            } => Self::Conv(
+                Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
+                    .with_padding(PaddingConfig2d::Explicit(
+                        padding, padding, padding, padding,
+                    ))
+                    .init(device),
+            ),
+            LayerParams::MaxPool { kernel, stride } => Self::MaxPool(
+                MaxPool2dConfig::new([kernel, kernel])
+                    .with_strides([stride, stride])
+                    .with_ceil_mode(true)
+                    .init(),
+            ),
+            // burn divides α by the window size like PyTorch; Chainer does not.
+            LayerParams::Lrn {
+                size,
+                alpha,
+                beta,
+                k,
+            } => Self::Lrn(
+                LocalResponseNormConfig::new(size)
+                    .with_alpha(alpha * size as f64)
+                    .with_beta(beta)
+                    .with_k(k)
+                    .init(),
+            ),
+            LayerParams::Dropout { prob } => Self::Dropout(DropoutConfig::new(prob).init()),
+            LayerParams::Fc {
+                in_features,
+                out_features,
+            } => Self::Fc(LinearConfig::new(in_features, out_features).init(device)),
+            LayerParams::None => Self::Relu(Relu::new()),
+        }
+    }
+
+    /// Applies the layer; `input_shape` is the layer's per-sample input shape.
+    pub fn forward(&self, x: Activation, input_shape: &[usize]) -> Activation {
+        match self {
+            Self::Conv(conv) => Activation::Map(conv.forward(x.into_map(input_shape))),
+            Self::MaxPool(pool) => Activation::Map(pool.forward(x.into_map(input_shape))),
+            Self::Lrn(lrn) => Activation::Map(lrn.forward(x.into_map(input_shape))),
+            Self::Fc(linear) => Activation::Flat(linear.forward(x.into_flat())),
+            Self::Relu(relu) => match x {
+                Activation::Map(t) => Activation::Map(relu.forward(t)),
+                Activation::Flat(t) => Activation::Flat(relu.forward(t)),
+            },
+            Self::Dropout(drop) => match x {
+                Activation::Map(t) => Activation::Map(drop.forward(t)),
+                Activation::Flat(t) => Activation::Flat(drop.forward(t)),
+            },
+        }
+    }
+}
+
+/// Configuration of [`BranchyAlexNet`].
+#[derive(Config, Debug, PartialEq)]
+pub struct BranchyAlexNetConfig {
+    /// Input channels (1 for Fashion-MNIST, 3 for CIFAR-10).
+    #[config(default = 1)]
+    pub channels: usize,
+    /// Number of classes.
+    #[config(default = 10)]
+    pub classes: usize,
+}
+
+impl BranchyAlexNetConfig {
+    /// The layer table of this configuration.
+    pub fn layer_table(&self) -> LayerTable {
+        b_alexnet(self.channels, self.classes)
+    }
+
+    /// A network with fresh weights (seed the device first for reproducible weights).
+    pub fn init(&self, device: &Device) -> BranchyAlexNet {
+        let table = self.layer_table();
+        let full = &table.exits[NUM_EXITS - 1];
+        let trunk = full.layers.iter().map(|l| Layer::init(l, device)).collect();
+        let branches = table.exits[..NUM_EXITS - 1]
+            .iter()
+            .map(|e| {
+                e.layers[e.trunk_layers..]
+                    .iter()
+                    .map(|l| Layer::init(l, device))
+                    .collect()
+            })
+            .collect();
+        BranchyAlexNet {
+            trunk,
+            branches,
+            table,
+        }
+    }
+}
+
+/// B-AlexNet with five exits (BranchyNet).
+#[derive(Module, Debug)]
+pub struct BranchyAlexNet {
+    /// The trunk: the chain of exit 5.
+    pub trunk: Vec<Layer>,
+    /// The branches of exits 1–4 (the layers after their tap on the trunk).
+    pub branches: Vec<Vec<Layer>>,
+    /// The layer table the network was built from.
+    #[module(skip)]
+    pub table: LayerTable,
+}
+
+impl BranchyAlexNet {
+    /// The layer table the network was built from.
+    pub fn layer_table(&self) -> &LayerTable {
+        &self.table
+    }
+
+    /// Layer `index` of exit `exit`'s chain.
+    fn layer(&self, exit: usize, index: usize) -> &Layer {
+        let spec = &self.table.exits[exit - 1];
+        if index < spec.trunk_layers {
+            &self.trunk[index]
+        } else {
+            &self.branches[exit - 1][index - spec.trunk_layers]
+        }
+    }
+
+    /// Logits of all five exits at once, sharing the trunk (training mode).
+    ///
+    /// `images`: `[N, C, 32, 32]`; returns five `[N, classes]` tensors, exit 1 first.
+    pub fn forward_all(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
+        let table = &self.table;
+        let trunk_spec = &table.exits[NUM_EXITS - 1];
+        let mut logits = vec![None; NUM_EXITS];
+        let mut x = Activation::Map(images);
+        for (i, layer) in self.trunk.iter().enumerate() {
+            x = layer.forward(x, &trunk_spec.layers[i].input);
+            // Branches whose tap is right after layer `i`.
+            for spec in &table.exits[..NUM_EXITS - 1] {
+                if spec.trunk_layers == i + 1 {
+                    let mut y = x.clone();
+                    for (j, branch_layer) in self.branches[spec.exit - 1].iter().enumerate() {
+                        y = branch_layer.forward(y, &spec.layers[spec.trunk_layers + j].input);
+                    }
+                    logits[spec.exit - 1] = Some(y.into_flat());
+                }
+            }
+        }
+        logits[NUM_EXITS - 1] = Some(x.into_flat());
+        logits
+            .into_iter()
+            .map(|l| l.expect("every exit has a tap"))
+            .collect()
+    }
+
+    /// Logits of one exit: `images` `[N, C, 32, 32]` → `[N, classes]`.
+    pub fn forward_exit(&self, exit: usize, images: Tensor<4>) -> Result<Tensor<2>, ModelError> {
+        let len = self.exit_len(exit)?;
+        Ok(self
+            .forward_slice(exit, 0..len, Activation::Map(images))?
+            .into_flat())
+    }
+
+    /// Number of layers of exit `exit`'s chain.
+    pub fn exit_len(&self, exit: usize) -> Result<usize, ModelError> {
+        self.table
+            .exit(exit)
+            .map(|e| e.len())
+            .ok_or(ModelError::UnknownExit(exit))
+    }
+
+    /// Runs layers `[start, end)` of exit `exit`'s chain on `x`, the activation entering
+    /// layer `start`. Checks the exit, the slice and `x`'s shape first.
+    pub fn forward_slice(
+        &self,
+        exit: usize,
+        range: std::ops::Range<usize>,
+        x: Activation,
+    ) -> Result<Activation, ModelError> {
+        let spec = self.table.exit(exit).ok_or(ModelError::UnknownExit(exit))?;
+        if range.start > range.end || range.end > spec.len() {
+            return Err(ModelError::BadSlice {
+                exit,
+                start: range.start,
+                end: range.end,
+                len: spec.len(),
+            });
+        }
+        let dims = x.dims();
+        let expected = spec.boundary_shape(range.start);
+        if dims.len() < 2 || dims[1..] != *expected {
+            return Err(ModelError::Shape(format!(
+                "exit {exit} layer {} takes [N, {}], got {dims:?}",
+                range.start,
+                expected
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut x = x;
+        for index in range {
+            x = self
+                .layer(exit, index)
+                .forward(x, &spec.layers[index].input);
+        }
+        Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> (BranchyAlexNet, Device) {
+        let device = Device::flex();
+        device.seed(3);
+        (BranchyAlexNetConfig::new().init(&device).valid(), device)
+    }
+
+    fn input(device: &Device, n: usize) -> Tensor<4> {
+        let values: Vec<f32> = (0..n * 1024)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        Tensor::from_data(TensorData::new(values, [n, 1, 32, 32]), device)
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn split_runs_equal_the_whole_chain_for_every_exit_and_partition() {
+        let (model, device) = model();
+        let x = input(&device, 2);
+        for exit in 1..=NUM_EXITS {
+            let n = model.exit_len(exit).unwrap();
+            let whole = model.forward_exit(exit, x.clone()).unwrap();
+            assert_eq!(whole.dims(), [2, 10]);
+            let whole = whole.into_data().try_into_vec_as::<f32>().unwrap();
+            for p in 0..=n {
+                let head = model
+                    .forward_slice(exit, 0..p, Activation::Map(x.clone()))
+                    .unwrap();
+                // Ship the boundary tensor as raw values, as the device would.
+                let shipped =
+                    Activation::from_values(head.to_values(), &head.dims(), &device).unwrap();
+                let tail = model.forward_slice(exit, p..n, shipped).unwrap();
+                let split = tail.to_values();
+                assert_eq!(split, whole, "exit {exit}, partition {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_exits_at_once_match_single_exits() {
+        let (model, device) = model();
+        let x = input(&device, 3);
+        let all = model.forward_all(x.clone());
+        for (i, logits) in all.into_iter().enumerate() {
+            let single = model.forward_exit(i + 1, x.clone()).unwrap();
+            let d = max_abs_diff(
+                &logits.into_data().try_into_vec_as::<f32>().unwrap(),
+                &single.into_data().try_into_vec_as::<f32>().unwrap(),
+            );
+            assert!(d < 1e-5, "exit {}: {d}", i + 1);
+        }
+    }
+
+    #[test]
+    fn bad_calls_are_errors() {
+        let (model, device) = model();
+        let x = input(&device, 1);
+        assert!(matches!(
+            model.forward_exit(6, x.clone()),
+            Err(ModelError::UnknownExit(6))
+        ));
+        assert!(matches!(
+            model.forward_slice(1, 3..20, Activation::Map(x.clone())),
+            Err(ModelError::BadSlice { .. })
+        ));
+        let err = model
+            .forward_slice(1, 1..3, Activation::Map(x))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("takes [N, 32, 32, 32]"), "{err}");
+    }
+
+    #[test]
+    fn lrn_follows_chainers_formula() {
+        let device = Device::flex();
+        let spec = &b_alexnet(1, 10).exits[4].layers[3];
+        let lrn = Layer::init(spec, &device);
+        let values: Vec<f32> = (0..4).map(|c| c as f32 + 1.0).collect();
+        let x = Activation::from_values(values.clone(), &[1, 4, 1, 1], &device).unwrap();
+        let y = lrn.forward(x, &[4, 1, 1]).to_values();
+        for c in 0..4usize {
+            let lo = c.saturating_sub(1);
+            let hi = (c + 1).min(3);
+            let sum: f32 = values[lo..=hi].iter().map(|v| v * v).sum();
+            let expected = values[c] / (2.0f32 + 5e-5 * sum).powf(0.75);
+            assert!(
+                (y[c] - expected).abs() < 1e-6,
+                "channel {c}: {} vs {expected}",
+                y[c]
+            );
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask train`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use datasets::DatasetKind;
+use runtime::Backend;
+use trainer::TrainConfig;
+
+/// Flags of `cargo xtask train`; defaults are the reference Fashion-MNIST run.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Data set: fashion-mnist, cifar10 or synthetic.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: DatasetKind,
+    /// Directory holding the data set's files (Fashion-MNIST defaults to Debian's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = positive)]
+    epochs: usize,
+    /// Images per mini-batch.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size, value_parser = positive)]
+    batch_size: usize,
+    /// Peak learning rate of Adam (cosine decay over the run).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    lr: f64,
+    /// Seed of initialisation, dropout and shuffling.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    seed: u64,
+    /// Train on the first N training images only.
+    #[arg(long, value_parser = positive)]
+    limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_parser = positive)]
+    test_limit: Option<usize>,
+    /// Burn backend: flex or ndarray.
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
+    /// Output directory for weights, config and metrics.
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses a whole number of at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let config = TrainConfig {
+        dataset: args.dataset,
+        data_dir: args.data_dir,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+        limit: args.limit,
+        test_limit: args.test_limit,
+        backend: args.backend,
+        out: args.out,
+        progress: !args.quiet,
+        ..TrainConfig::default()
+    };
+    let metrics = trainer::train(&config).context("training failed")?;
+    println!("{:<6} {:>9}", "exit", "accuracy");
+    for exit in &metrics.exits {
+        println!("{:<6} {:>8.2}%", exit.exit, 100.0 * exit.accuracy);
+    }
+    println!("entropy mode (threshold: accuracy, fraction leaving at exits 1..5):");
+    for point in &metrics.entropy {
+        let fractions: Vec<String> = point
+            .exit_fraction
+            .iter()
+            .map(|f| format!("{:.2}", f))
+            .collect();
+        println!(
+            "  {:>5.2}: {:>6.2}%  [{}]",
+            point.threshold,
+            100.0 * point.accuracy,
+            fractions.join(" ")
+        );
+    }
+    println!(
+        "{} epochs on {} images in {:.0} s ({:.0} images/s, {}); weights digest {}",
+        metrics.epochs,
+        metrics.train_images,
+        metrics.train_seconds,
+        metrics.images_per_second,
+        metrics.backend,
+        metrics.digest
+    );
+    println!("outputs in {}", config.out.display());
+    Ok(())
+}
