@@ -2,7 +2,7 @@
 # Installs the system packages the project needs on a fresh Debian machine with Rust:
 # Fashion-MNIST (the default data set), libzmq with CURVE (ZeroMQ), pkg-config, iproute2 (tc).
 set -euo pipefail
-packages=(dataset-fashion-mnist libzmq3-dev pkg-config iproute2)
+packages=(dataset-fashion-mnist libzmq3-dev pkg-config iproute2 fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

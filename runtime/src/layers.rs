@@ -325,7 +325,7 @@ pub const DROPOUT: f64 = 0.5;
 pub const POOL: (usize, usize) = (3, 2);
 
 /// Infers the spec of one layer from its input shape.
-fn spec(name: String, op: Op, input: &[usize], classes: usize) -> LayerSpec {
+pub(crate) fn spec(name: String, op: Op, input: &[usize], classes: usize) -> LayerSpec {
     let (kind, params, output) = match op {
         Op::Conv {
             out,

@@ -3,8 +3,12 @@
 
 pub mod backend;
 pub mod entropy;
+pub mod latency;
 pub mod layers;
 pub mod model;
+pub mod planner;
+pub mod profile;
+pub mod timing;
 pub mod weights;
 
 pub use backend::Backend;

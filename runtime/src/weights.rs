@@ -122,12 +122,17 @@ impl WeightMap {
             path: shown.clone(),
             source,
         })?;
+        Self::from_bytes(&bytes, &shown)
+    }
+
+    /// Parses safetensors bytes of `f32` tensors; `source` names them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, WeightsError> {
         let format = |problem: String| WeightsError::Format {
-            path: shown.clone(),
+            path: source.to_string(),
             problem,
         };
         let file =
-            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
         let mut map = BTreeMap::new();
         for (name, view) in file.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {

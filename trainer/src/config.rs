@@ -44,7 +44,7 @@ impl Default for TrainConfig {
         Self {
             dataset: DatasetKind::FashionMnist,
             data_dir: None,
-            epochs: 10,
+            epochs: 5,
             batch_size: 64,
             lr: 1e-3,
             seed: 42,

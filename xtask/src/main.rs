@@ -1,6 +1,9 @@
 //! `cargo xtask`: the Edgent pipeline. Each subcommand parses flags and calls a library crate.
 
 mod bench;
+mod generate;
+mod latency;
+mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +22,20 @@ enum Command {
     Train(train::TrainArgs),
     /// Measure forward latency at batch 1 for each exit on every CPU backend.
     Bench(bench::BenchArgs),
+    /// Time every layer kind over a sweep of configurations on one role (device or edge).
+    Profile(latency::ProfileArgs),
+    /// Fit per-layer-kind linear latency models to profiles (or load the paper's).
+    Fit(latency::FitArgs),
+    /// Write the plan file the device and edge binaries are compiled from.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Profile(args) => latency::run_profile(args),
+        Command::Fit(args) => latency::run_fit(args),
+        Command::Generate(args) => generate::run(args),
     }
 }

@@ -97,6 +97,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         metrics.backend,
         metrics.digest
     );
+    let png = config.out.join("accuracy.png");
+    let accuracies: Vec<f64> = metrics.exits.iter().map(|e| e.accuracy).collect();
+    match crate::plot::exit_accuracy(&metrics.dataset, &accuracies, &png) {
+        Ok(()) => println!("plot → {}", png.display()),
+        Err(e) => eprintln!("warning: no plot: {e}"),
+    }
     println!("outputs in {}", config.out.display());
     Ok(())
 }

@@ -1,0 +1,3 @@
+codegen_macros::edgent_plan!("");
+
+fn main() {}

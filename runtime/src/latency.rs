@@ -1,0 +1,490 @@
+//! Per-layer-kind linear latency models (DESIGN.md §4): fitting them with linfa-linear on
+//! profile samples, predicting a layer's or a chain's time, and the paper's built-in models.
+//!
+//! Each (role, kind) gets a model on the paper's Table I features and, where it helps, one on
+//! richer features (multiply-adds); both are kept with their held-out R² and mean absolute
+//! percentage error, and predictions use the one with the lower held-out error.
+
+use std::collections::BTreeMap;
+
+use linfa::prelude::*;
+use linfa_linear::LinearRegression;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{LayerKind, LayerSpec};
+use crate::profile::{Features, MODEL_LOAD, Role, Sample};
+
+/// Version of the latency-model JSON schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Table I features of a kind (sizes in bytes).
+pub fn feature_names(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "conv" => &["input_bytes", "kernel_filters"],
+        "relu" | "lrn" | "dropout" => &["input_bytes"],
+        "pool" | "fc" => &["input_bytes", "output_bytes"],
+        MODEL_LOAD => &["model_bytes"],
+        _ => return None,
+    })
+}
+
+/// Richer features of a kind, where there are any.
+pub fn rich_feature_names(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "conv" | "fc" => Some(&["macs", "input_bytes", "output_bytes"]),
+        _ => None,
+    }
+}
+
+/// A fitted linear model `ms = intercept + Σ coefficient·feature`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearModel {
+    /// Feature names, in coefficient order.
+    pub features: Vec<String>,
+    /// One coefficient per feature (ms per unit).
+    pub coefficients: Vec<f64>,
+    /// Intercept (ms).
+    pub intercept: f64,
+    /// R² on held-out samples (absent for built-in models).
+    pub r2: Option<f64>,
+    /// Mean absolute percentage error on held-out samples, in percent.
+    pub mape: Option<f64>,
+    /// Samples used for fitting.
+    pub train_samples: usize,
+    /// Held-out samples.
+    pub test_samples: usize,
+}
+
+impl LinearModel {
+    /// Predicted milliseconds for `features` (never negative).
+    pub fn predict(&self, features: &Features) -> f64 {
+        let sum: f64 = self
+            .features
+            .iter()
+            .zip(&self.coefficients)
+            .map(|(name, c)| c * features.get(name).unwrap_or(0.0))
+            .sum();
+        (self.intercept + sum).max(0.0)
+    }
+}
+
+/// The models of one layer kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindModels {
+    /// The model on the paper's Table I features.
+    pub table1: LinearModel,
+    /// The model on richer features, if fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rich: Option<LinearModel>,
+    /// Which one predictions use: `table1` or `rich`.
+    pub selected: String,
+}
+
+impl KindModels {
+    /// The model predictions use.
+    pub fn selected(&self) -> &LinearModel {
+        match (&self.rich, self.selected.as_str()) {
+            (Some(rich), "rich") => rich,
+            _ => &self.table1,
+        }
+    }
+}
+
+/// The models of one role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleModels {
+    /// Where the profile came from: the backend it was measured on, or `paper`.
+    pub source: String,
+    /// Emulated slowdown the profile was taken with.
+    pub slowdown: f64,
+    /// Models by kind name (`conv`, …, `model_load`).
+    pub kinds: BTreeMap<String, KindModels>,
+}
+
+/// Latency models of both roles: the output of `cargo xtask fit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyModels {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub version: u32,
+    /// Unit of sizes in features.
+    pub unit: String,
+    /// Models by role.
+    pub roles: BTreeMap<Role, RoleModels>,
+}
+
+/// Why fitting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// Not enough samples of a kind.
+    #[error(
+        "too few samples for {role} {kind}: {found}, need at least {needed}; profile more configurations"
+    )]
+    TooFew {
+        /// Role.
+        role: &'static str,
+        /// Kind.
+        kind: String,
+        /// Samples found.
+        found: usize,
+        /// Samples needed.
+        needed: usize,
+    },
+    /// A kind no model exists for.
+    #[error(
+        "unknown layer kind `{0}` in the profile: expected conv, relu, pool, lrn, dropout, fc or model_load"
+    )]
+    UnknownKind(String),
+    /// Nothing to fit.
+    #[error("the profile holds no samples")]
+    Empty,
+    /// Samples of one role from different settings.
+    #[error("{0}")]
+    Mixed(String),
+    /// linfa refused the data.
+    #[error("fitting {kind} failed: {problem}")]
+    Linfa {
+        /// Kind.
+        kind: String,
+        /// linfa's message.
+        problem: String,
+    },
+    /// The JSON is not a latency-model file.
+    #[error("not a latency-model file: {0}")]
+    Format(String),
+}
+
+/// Fits one linear model on `train`, evaluates it on `test`.
+fn fit_one(
+    kind: &str,
+    names: &[&str],
+    train: &[&Sample],
+    test: &[&Sample],
+) -> Result<LinearModel, FitError> {
+    let matrix = |rows: &[&Sample]| -> Array2<f64> {
+        Array2::from_shape_fn((rows.len(), names.len()), |(i, j)| {
+            rows[i].features().get(names[j]).unwrap_or(0.0)
+        })
+    };
+    let x = matrix(train);
+    let y: Array1<f64> = train.iter().map(|s| s.ms).collect();
+    // Scale columns to comparable magnitudes for a well-conditioned solve; undo afterwards.
+    let scales: Vec<f64> = (0..names.len())
+        .map(|j| {
+            x.column(j)
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()))
+                .max(1e-12)
+        })
+        .collect();
+    let scaled = Array2::from_shape_fn(x.dim(), |(i, j)| x[[i, j]] / scales[j]);
+    let fitted = LinearRegression::new()
+        .fit(&Dataset::new(scaled, y))
+        .map_err(|e| FitError::Linfa {
+            kind: kind.into(),
+            problem: e.to_string(),
+        })?;
+    let mut model = LinearModel {
+        features: names.iter().map(ToString::to_string).collect(),
+        coefficients: fitted
+            .params()
+            .iter()
+            .zip(&scales)
+            .map(|(p, s)| p / s)
+            .collect(),
+        intercept: fitted.intercept(),
+        r2: None,
+        mape: None,
+        train_samples: train.len(),
+        test_samples: test.len(),
+    };
+    let (r2, mape) = evaluate(&model, test);
+    model.r2 = Some(r2);
+    model.mape = Some(mape);
+    Ok(model)
+}
+
+/// R² and mean absolute percentage error (percent) of `model` on `samples`.
+pub fn evaluate(model: &LinearModel, samples: &[&Sample]) -> (f64, f64) {
+    let n = samples.len().max(1) as f64;
+    let mean = samples.iter().map(|s| s.ms).sum::<f64>() / n;
+    let (mut ss_res, mut ss_tot, mut ape) = (0.0, 0.0, 0.0);
+    for s in samples {
+        let p = model.predict(&s.features());
+        ss_res += (s.ms - p).powi(2);
+        ss_tot += (s.ms - mean).powi(2);
+        ape += (s.ms - p).abs() / s.ms.max(1e-6);
+    }
+    let r2 = if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        1.0
+    };
+    (r2, 100.0 * ape / n)
+}
+
+/// Fits every (role, kind) present in `samples`; every fourth sample of a kind is held out.
+pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
+    if samples.is_empty() {
+        return Err(FitError::Empty);
+    }
+    let mut roles = BTreeMap::new();
+    for role in Role::ALL {
+        let of_role: Vec<&Sample> = samples.iter().filter(|s| s.role == role).collect();
+        if of_role.is_empty() {
+            continue;
+        }
+        let mut kinds = BTreeMap::new();
+        let mut names: Vec<&str> = of_role.iter().map(|s| s.kind.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for kind in names {
+            let table1 = feature_names(kind).ok_or_else(|| FitError::UnknownKind(kind.into()))?;
+            let rows: Vec<&Sample> = of_role.iter().copied().filter(|s| s.kind == kind).collect();
+            let needed =
+                4 * (table1.len() + 1).max(rich_feature_names(kind).map_or(0, |r| r.len() + 1));
+            if rows.len() < needed {
+                return Err(FitError::TooFew {
+                    role: role.name(),
+                    kind: kind.into(),
+                    found: rows.len(),
+                    needed,
+                });
+            }
+            let test: Vec<&Sample> = rows.iter().copied().skip(3).step_by(4).collect();
+            let train: Vec<&Sample> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 4 != 3)
+                .map(|(_, s)| *s)
+                .collect();
+            let table1 = fit_one(kind, table1, &train, &test)?;
+            let rich = rich_feature_names(kind)
+                .map(|names| fit_one(kind, names, &train, &test))
+                .transpose()?;
+            let selected = match &rich {
+                Some(r) if r.mape < table1.mape => "rich",
+                _ => "table1",
+            };
+            kinds.insert(
+                kind.to_string(),
+                KindModels {
+                    table1,
+                    rich,
+                    selected: selected.into(),
+                },
+            );
+        }
+        let first = of_role[0];
+        if let Some(odd) = of_role
+            .iter()
+            .find(|s| s.backend != first.backend || s.slowdown != first.slowdown)
+        {
+            return Err(FitError::Mixed(format!(
+                "{} samples were taken on {} with slowdown {} and on {} with slowdown {}: profile each setting into its own file",
+                role.name(),
+                first.backend,
+                first.slowdown,
+                odd.backend,
+                odd.slowdown
+            )));
+        }
+        roles.insert(
+            role,
+            RoleModels {
+                source: first.backend.clone(),
+                slowdown: first.slowdown,
+                kinds,
+            },
+        );
+    }
+    Ok(LatencyModels {
+        version: SCHEMA_VERSION,
+        unit: "bytes".into(),
+        roles,
+    })
+}
+
+impl LatencyModels {
+    /// Predicted milliseconds of `layer` on `role`. Dropout is the identity at inference and
+    /// costs nothing; a kind without a model is an error.
+    pub fn layer_ms(&self, role: Role, layer: &LayerSpec) -> Result<f64, String> {
+        if layer.kind == LayerKind::Dropout {
+            return Ok(0.0);
+        }
+        let models = self
+            .roles
+            .get(&role)
+            .ok_or_else(|| format!("no latency models for the {} role", role.name()))?;
+        let kind = models
+            .kinds
+            .get(layer.kind.name())
+            .ok_or_else(|| format!("no {} latency model for {}", role.name(), layer.kind.name()))?;
+        Ok(kind.selected().predict(&Features::of(layer)))
+    }
+
+    /// Predicted milliseconds of a chain of layers on `role`.
+    pub fn chain_ms(&self, role: Role, layers: &[LayerSpec]) -> Result<f64, String> {
+        layers.iter().map(|l| self.layer_ms(role, l)).sum()
+    }
+
+    /// Checks that the file is a latency-model file this build understands.
+    pub fn from_json(text: &str) -> Result<Self, FitError> {
+        let models: Self =
+            serde_json::from_str(text).map_err(|e| FitError::Format(e.to_string()))?;
+        if models.version != SCHEMA_VERSION {
+            return Err(FitError::Format(format!(
+                "schema version {} is not {SCHEMA_VERSION}: refit with this build's `cargo xtask fit`",
+                models.version
+            )));
+        }
+        Ok(models)
+    }
+
+    /// The paper's fitted models (Raspberry Pi 3 device, desktop edge), DESIGN.md §4.
+    pub fn paper() -> Self {
+        let model = |features: &[&str], coefficients: &[f64], intercept: f64| KindModels {
+            table1: LinearModel {
+                features: features.iter().map(ToString::to_string).collect(),
+                coefficients: coefficients.to_vec(),
+                intercept,
+                r2: None,
+                mape: None,
+                train_samples: 0,
+                test_samples: 0,
+            },
+            rich: None,
+            selected: "table1".into(),
+        };
+        let role = |rows: [(&str, &[f64], f64); 7]| RoleModels {
+            source: "paper".into(),
+            slowdown: 1.0,
+            kinds: rows
+                .into_iter()
+                .map(|(kind, c, b)| (kind.to_string(), model(feature_names(kind).unwrap(), c, b)))
+                .collect(),
+        };
+        let device = role([
+            ("conv", &[6.13e-3, 2.67e-2], -9.909),
+            ("relu", &[1.5e-5], 0.488),
+            ("pool", &[1.33e-4, 3.31e-5], 1.657),
+            ("lrn", &[5.19e-4], 0.589),
+            ("dropout", &[2.34e-6], 0.0525),
+            ("fc", &[9.18e-4, 3.99e-3], 1.169),
+            (MODEL_LOAD, &[4.49e-6], 842.136),
+        ]);
+        let edge = role([
+            ("conv", &[6.03e-5, 1.24e-4], 0.189),
+            ("relu", &[5.6e-6], 5.69e-2),
+            ("pool", &[1.63e-5, 4.07e-6], 0.211),
+            ("lrn", &[6.59e-5], 7.80e-2),
+            ("dropout", &[5.23e-6], 4.64e-3),
+            ("fc", &[1.07e-4, -1.83e-4], 0.164),
+            (MODEL_LOAD, &[1.33e-6], 2.182),
+        ]);
+        Self {
+            version: SCHEMA_VERSION,
+            unit: "bytes".into(),
+            roles: BTreeMap::from([(Role::Device, device), (Role::Edge, edge)]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(role: Role, kind: &str, f: Features, ms: f64) -> Sample {
+        Sample {
+            role,
+            kind: kind.into(),
+            config: String::new(),
+            input_bytes: f.input_bytes,
+            output_bytes: f.output_bytes,
+            kernel_filters: f.kernel_filters,
+            macs: f.macs,
+            model_bytes: f.model_bytes,
+            backend: "flex".into(),
+            slowdown: 1.0,
+            ms,
+        }
+    }
+
+    #[test]
+    fn fit_recovers_known_coefficients_from_exact_data() {
+        let mut samples = Vec::new();
+        for i in 0..40 {
+            let f = Features {
+                input_bytes: 1000.0 * (i % 7 + 1) as f64,
+                kernel_filters: 16.0 * (i % 5 + 1) as f64,
+                output_bytes: 500.0 * (i % 3 + 1) as f64,
+                macs: 1e5 * ((i * 13) % 11 + 1) as f64,
+                ..Features::default()
+            };
+            let ms = 0.002 * f.input_bytes + 0.05 * f.kernel_filters + 1.5;
+            samples.push(sample(Role::Edge, "conv", f, ms));
+            let relu_ms = 3e-5 * f.input_bytes + 0.01;
+            samples.push(sample(Role::Device, "relu", f, relu_ms));
+        }
+        let models = fit(&samples).unwrap();
+        let conv = &models.roles[&Role::Edge].kinds["conv"].table1;
+        approx::assert_abs_diff_eq!(conv.coefficients[0], 0.002, epsilon = 1e-9);
+        approx::assert_abs_diff_eq!(conv.coefficients[1], 0.05, epsilon = 1e-9);
+        approx::assert_abs_diff_eq!(conv.intercept, 1.5, epsilon = 1e-6);
+        assert!(conv.r2.unwrap() > 0.999_999);
+        assert!(conv.mape.unwrap() < 1e-6);
+        let relu = &models.roles[&Role::Device].kinds["relu"].table1;
+        approx::assert_abs_diff_eq!(relu.coefficients[0], 3e-5, epsilon = 1e-12);
+        approx::assert_abs_diff_eq!(relu.intercept, 0.01, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn too_few_samples_and_unknown_kinds_are_errors() {
+        let few: Vec<Sample> = (0..3)
+            .map(|i| {
+                sample(
+                    Role::Edge,
+                    "relu",
+                    Features {
+                        input_bytes: i as f64,
+                        ..Features::default()
+                    },
+                    1.0,
+                )
+            })
+            .collect();
+        let err = fit(&few).unwrap_err().to_string();
+        assert!(err.contains("too few samples for edge relu: 3"), "{err}");
+        let odd = vec![sample(Role::Edge, "softmax", Features::default(), 1.0)];
+        assert!(
+            fit(&odd)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown layer kind `softmax`")
+        );
+        assert!(matches!(fit(&[]), Err(FitError::Empty)));
+    }
+
+    #[test]
+    fn paper_models_round_trip_and_charge_no_dropout() {
+        let paper = LatencyModels::paper();
+        let text = serde_json::to_string(&paper).unwrap();
+        assert_eq!(LatencyModels::from_json(&text).unwrap(), paper);
+        let table = crate::layers::b_alexnet(3, 10);
+        let trunk = &table.exits[4].layers;
+        let drop = trunk.iter().find(|l| l.kind == LayerKind::Dropout).unwrap();
+        assert_eq!(paper.layer_ms(Role::Device, drop).unwrap(), 0.0);
+        // The Raspberry Pi is slower than the desktop on the whole network.
+        let device = paper.chain_ms(Role::Device, trunk).unwrap();
+        let edge = paper.chain_ms(Role::Edge, trunk).unwrap();
+        assert!(device > 10.0 * edge, "device {device} ms, edge {edge} ms");
+        let bad = text.replace("\"version\":1", "\"version\":9");
+        assert!(
+            LatencyModels::from_json(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("schema version 9")
+        );
+        assert!(LatencyModels::from_json("{").is_err());
+    }
+}

@@ -1,0 +1,566 @@
+//! The layer profiler: times every layer kind over a sweep of configurations, batch 1, on
+//! one backend, for one role (device or edge), and records the paper's Table I features.
+//!
+//! Sizes are in **bytes** (`f32` activations: 4 bytes an element), as in the paper.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{LayerKind, LayerSpec, Op, spec};
+use crate::model::{Activation, Layer};
+use crate::timing::{Repeats, Slowdown, timed};
+use crate::weights::{NamedTensor, WeightMap};
+use crate::{Backend, BranchyAlexNet};
+
+/// Which side of the link a measurement or model describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The mobile/IoT device: runs layers `[0, p)`.
+    Device,
+    /// The edge server: runs layers `[p, N)`.
+    Edge,
+}
+
+impl Role {
+    /// Both roles.
+    pub const ALL: [Role; 2] = [Role::Device, Role::Edge];
+
+    /// The role's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Edge => "edge",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "device" => Ok(Self::Device),
+            "edge" => Ok(Self::Edge),
+            other => Err(format!("unknown role `{other}`: expected device or edge")),
+        }
+    }
+}
+
+/// Name of the model-loading "kind" in profiles and latency models.
+pub const MODEL_LOAD: &str = "model_load";
+
+/// The features of one measurement. Which of them a kind's model uses is in
+/// [`crate::latency::feature_names`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    /// Bytes of the layer's input.
+    pub input_bytes: f64,
+    /// Bytes of the layer's output.
+    pub output_bytes: f64,
+    /// Convolutions: (kernel / stride)² × filters.
+    pub kernel_filters: f64,
+    /// Multiply-accumulates.
+    pub macs: f64,
+    /// Bytes of parameters (model loading).
+    pub model_bytes: f64,
+}
+
+impl Features {
+    /// The features of a layer.
+    pub fn of(layer: &LayerSpec) -> Self {
+        let kernel_filters = match layer.params {
+            crate::LayerParams::Conv {
+                out_channels,
+                kernel,
+                ..
+            } => (kernel * kernel * out_channels) as f64,
+            _ => 0.0,
+        };
+        Self {
+            input_bytes: 4.0 * layer.input_len() as f64,
+            output_bytes: 4.0 * layer.output_len() as f64,
+            kernel_filters,
+            macs: layer.macs() as f64,
+            model_bytes: 4.0 * layer.param_count() as f64,
+        }
+    }
+
+    /// A feature by name.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "input_bytes" => Some(self.input_bytes),
+            "output_bytes" => Some(self.output_bytes),
+            "kernel_filters" => Some(self.kernel_filters),
+            "macs" => Some(self.macs),
+            "model_bytes" => Some(self.model_bytes),
+            _ => None,
+        }
+    }
+}
+
+/// One measurement: a row of the profile CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Device or edge.
+    pub role: Role,
+    /// Layer kind name (`conv`, `relu`, `pool`, `lrn`, `dropout`, `fc`) or `model_load`.
+    pub kind: String,
+    /// The configuration, in words (`c32x16x16-k5-f64`).
+    pub config: String,
+    /// Bytes of the layer's input.
+    pub input_bytes: f64,
+    /// Bytes of the layer's output.
+    pub output_bytes: f64,
+    /// Convolutions: (kernel / stride)² × filters.
+    pub kernel_filters: f64,
+    /// Multiply-accumulates.
+    pub macs: f64,
+    /// Bytes of parameters.
+    pub model_bytes: f64,
+    /// Backend the time was measured on.
+    pub backend: String,
+    /// Emulated slowdown factor the time includes.
+    pub slowdown: f64,
+    /// Median time in milliseconds.
+    pub ms: f64,
+}
+
+impl Sample {
+    /// The sample's features.
+    pub fn features(&self) -> Features {
+        Features {
+            input_bytes: self.input_bytes,
+            output_bytes: self.output_bytes,
+            kernel_filters: self.kernel_filters,
+            macs: self.macs,
+            model_bytes: self.model_bytes,
+        }
+    }
+
+    fn new(settings: &ProfileSettings, kind: &str, config: String, f: Features, ms: f64) -> Self {
+        Self {
+            role: settings.role,
+            backend: settings.backend.name().into(),
+            slowdown: settings.slowdown.factor(),
+            kind: kind.into(),
+            config,
+            input_bytes: f.input_bytes,
+            output_bytes: f.output_bytes,
+            kernel_filters: f.kernel_filters,
+            macs: f.macs,
+            model_bytes: f.model_bytes,
+            ms,
+        }
+    }
+}
+
+/// What to profile, and how.
+#[derive(Debug, Clone)]
+pub struct ProfileSettings {
+    /// Device or edge.
+    pub role: Role,
+    /// Backend to time.
+    pub backend: Backend,
+    /// Emulated slowdown (device role).
+    pub slowdown: Slowdown,
+    /// Repetitions per configuration.
+    pub repeats: Repeats,
+}
+
+/// The sweep of layer configurations for `kind` (not only the model's own layers).
+pub fn sweep(kind: LayerKind) -> Vec<LayerSpec> {
+    let maps = |channels: &[usize], sides: &[usize], op: Op| -> Vec<LayerSpec> {
+        let mut out = Vec::new();
+        for &c in channels {
+            for &s in sides {
+                out.push(spec(String::new(), op, &[c, s, s], 10));
+            }
+        }
+        out
+    };
+    match kind {
+        LayerKind::Conv => {
+            let mut out = Vec::new();
+            for &c in &[1, 3, 16, 32, 64, 96] {
+                for &f in &[16, 32, 64, 96] {
+                    for &s in &[4, 8, 16, 32] {
+                        for &k in &[3, 5] {
+                            let op = Op::Conv {
+                                out: f,
+                                kernel: k,
+                                padding: k / 2,
+                            };
+                            out.push(spec(String::new(), op, &[c, s, s], 10));
+                        }
+                    }
+                }
+            }
+            out
+        }
+        LayerKind::Relu | LayerKind::Dropout => {
+            let op = if kind == LayerKind::Relu {
+                Op::Relu
+            } else {
+                Op::Dropout
+            };
+            let mut out = maps(&[1, 16, 32, 64, 96, 128], &[4, 8, 16, 32], op);
+            for f in [10, 128, 256, 512, 1024, 4096] {
+                out.push(spec(String::new(), op, &[f], 10));
+            }
+            out
+        }
+        LayerKind::MaxPool => maps(&[8, 16, 32, 64, 96], &[4, 6, 8, 12, 16, 24, 32], Op::Pool),
+        LayerKind::Lrn => maps(&[8, 16, 32, 64, 96], &[4, 6, 8, 12, 16, 24, 32], Op::Lrn),
+        LayerKind::Fc => {
+            let mut out = Vec::new();
+            for &i in &[64, 128, 256, 512, 1024, 2048, 4096] {
+                for &o in &[10, 64, 128, 256, 512, 1024] {
+                    out.push(spec(String::new(), Op::Fc { out: o }, &[i], 10));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Parameter counts of the model-loading sweep.
+pub const MODEL_LOAD_SWEEP: [usize; 8] = [
+    10_000, 40_000, 100_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000,
+];
+
+/// Describes a layer configuration in a few characters.
+pub fn describe(layer: &LayerSpec) -> String {
+    let shape = layer
+        .input
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("x");
+    match layer.params {
+        crate::LayerParams::Conv {
+            out_channels,
+            kernel,
+            ..
+        } => format!("{shape}-k{kernel}-f{out_channels}"),
+        crate::LayerParams::Fc { out_features, .. } => format!("{shape}-o{out_features}"),
+        _ => shape,
+    }
+}
+
+/// A random input for a layer, batch 1.
+fn random_input(layer: &LayerSpec, device: &Device) -> Activation {
+    let len = layer.input_len();
+    let values: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
+    let mut dims = vec![1];
+    dims.extend(&layer.input);
+    Activation::from_values(values, &dims, device).expect("shape from the spec")
+}
+
+/// Median milliseconds of one layer at batch 1, stretched by the slowdown.
+pub fn time_layer(layer: &LayerSpec, settings: &ProfileSettings, device: &Device) -> f64 {
+    let module = Layer::init(layer, device);
+    let input = random_input(layer, device);
+    settings.repeats.median_ms(|| {
+        let x = input.clone();
+        let (_, took) = timed(device, || module.forward(x, &layer.input));
+        settings.slowdown.stretch(took)
+    })
+}
+
+/// Median milliseconds to load `params` weights from a safetensors file onto the device.
+fn time_model_load(
+    params: usize,
+    settings: &ProfileSettings,
+    device: &Device,
+    dir: &std::path::Path,
+) -> f64 {
+    let path = dir.join(format!("load-{params}.safetensors"));
+    let weights = WeightMap(BTreeMap::from([(
+        "w".to_string(),
+        NamedTensor {
+            shape: vec![params],
+            values: (0..params).map(|i| i as f32 * 1e-6).collect(),
+        },
+    )]));
+    if weights.save(&path, BTreeMap::new()).is_err() {
+        return f64::NAN;
+    }
+    let repeats = Repeats {
+        min: 5,
+        max: 15,
+        ..settings.repeats
+    };
+    repeats.median_ms(|| {
+        let (_, took) = timed(device, || {
+            let loaded = WeightMap::load(&path).expect("file just written");
+            let t = &loaded.0["w"];
+            Tensor::<1>::from_data(TensorData::new(t.values.clone(), [t.values.len()]), device)
+        });
+        settings.slowdown.stretch(took)
+    })
+}
+
+/// Number of measurements a full profile makes (for progress bars).
+pub fn profile_len() -> usize {
+    LayerKind::ALL
+        .iter()
+        .map(|&k| sweep(k).len())
+        .sum::<usize>()
+        + MODEL_LOAD_SWEEP.len()
+}
+
+/// Profiles every layer kind and model loading; calls `progress` after each measurement.
+pub fn profile(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) -> Vec<Sample> {
+    let device = settings.backend.device();
+    let mut samples = Vec::with_capacity(profile_len());
+    for kind in LayerKind::ALL {
+        for layer in sweep(kind) {
+            let ms = time_layer(&layer, settings, &device);
+            let sample = Sample::new(
+                settings,
+                kind.name(),
+                describe(&layer),
+                Features::of(&layer),
+                ms,
+            );
+            progress(&sample);
+            samples.push(sample);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("edgent-profile-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    for params in MODEL_LOAD_SWEEP {
+        let ms = time_model_load(params, settings, &device, &dir);
+        let features = Features {
+            model_bytes: 4.0 * params as f64,
+            ..Features::default()
+        };
+        let sample = Sample::new(settings, MODEL_LOAD, format!("p{params}"), features, ms);
+        progress(&sample);
+        samples.push(sample);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    samples
+}
+
+/// Times layers `[start, end)` of `exit` on `model` as the device or edge runs them: layer by
+/// layer, each stretched by the slowdown. Returns the output and the total time.
+pub fn run_slice(
+    model: &BranchyAlexNet,
+    exit: usize,
+    range: std::ops::Range<usize>,
+    x: Activation,
+    slowdown: Slowdown,
+    device: &Device,
+) -> Result<(Activation, Duration), crate::ModelError> {
+    let mut total = Duration::ZERO;
+    let mut x = x;
+    for index in range {
+        let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
+        x = y?;
+        total += slowdown.stretch(took);
+    }
+    Ok((x, total))
+}
+
+/// Writes samples as CSV (header: the [`Sample`] field names).
+pub fn write_csv(samples: &[Sample], out: impl std::io::Write) -> Result<(), csv::Error> {
+    let mut writer = csv::Writer::from_writer(out);
+    for s in samples {
+        writer.serialize(s)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Reads samples from CSV; every row must have every column, numbers where numbers belong.
+pub fn read_csv(input: impl std::io::Read) -> Result<Vec<Sample>, String> {
+    let mut reader = csv::Reader::from_reader(input);
+    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    let required = [
+        "role",
+        "kind",
+        "config",
+        "input_bytes",
+        "output_bytes",
+        "kernel_filters",
+        "macs",
+        "model_bytes",
+        "backend",
+        "slowdown",
+        "ms",
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|r| !headers.iter().any(|h| h == *r))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing column(s) {}: a profile CSV has the columns {}",
+            missing.join(", "),
+            required.join(",")
+        ));
+    }
+    let mut samples = Vec::new();
+    for (i, row) in reader.deserialize::<Sample>().enumerate() {
+        let sample = row.map_err(|e| format!("row {}: {e}", i + 2))?;
+        if !sample.ms.is_finite() || sample.ms < 0.0 {
+            return Err(format!(
+                "row {}: time {} ms is not a non-negative number",
+                i + 2,
+                sample.ms
+            ));
+        }
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_follow_table_one() {
+        let conv = spec(
+            String::new(),
+            Op::Conv {
+                out: 64,
+                kernel: 5,
+                padding: 2,
+            },
+            &[32, 8, 8],
+            10,
+        );
+        let f = Features::of(&conv);
+        assert_eq!(f.input_bytes, 4.0 * 32.0 * 64.0);
+        assert_eq!(f.kernel_filters, 25.0 * 64.0);
+        assert_eq!(f.macs, (64 * 64 * 32 * 25) as f64);
+        let pool = spec(String::new(), Op::Pool, &[32, 16, 16], 10);
+        assert_eq!(Features::of(&pool).output_bytes, 4.0 * 32.0 * 64.0);
+    }
+
+    #[test]
+    fn csv_round_trip_and_errors() {
+        let settings = ProfileSettings {
+            role: Role::Edge,
+            backend: Backend::Flex,
+            slowdown: Slowdown::NONE,
+            repeats: Repeats::default(),
+        };
+        let sample = Sample::new(&settings, "relu", "1x4x4".into(), Features::default(), 0.25);
+        let mut buf = Vec::new();
+        write_csv(std::slice::from_ref(&sample), &mut buf).unwrap();
+        assert_eq!(read_csv(buf.as_slice()).unwrap(), vec![sample]);
+
+        let err = read_csv("role,kind,ms\nedge,relu,1\n".as_bytes()).unwrap_err();
+        assert!(err.contains("missing column(s) config"), "{err}");
+        let text = String::from_utf8(buf).unwrap().replace("0.25", "fast");
+        let err = read_csv(text.as_bytes()).unwrap_err();
+        assert!(err.contains("row 2"), "{err}");
+        let text = "role,kind,config,input_bytes,output_bytes,kernel_filters,macs,model_bytes,backend,slowdown,ms\nphone,relu,x,1,1,0,0,0,flex,1,1\n";
+        assert!(read_csv(text.as_bytes()).unwrap_err().contains("row 2"));
+    }
+
+    #[test]
+    fn sweep_covers_more_than_the_model() {
+        for kind in LayerKind::ALL {
+            assert!(sweep(kind).len() >= 20, "{kind:?}");
+        }
+        assert!(profile_len() > 300);
+    }
+}
+
+/// Predicted against measured time of one slice of an exit's chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceCheck {
+    /// Role measured.
+    pub role: Role,
+    /// Exit.
+    pub exit: usize,
+    /// First layer of the slice.
+    pub start: usize,
+    /// One past the last layer.
+    pub end: usize,
+    /// Sum of the predicted layer times.
+    pub predicted_ms: f64,
+    /// Median measured time of the slice.
+    pub measured_ms: f64,
+}
+
+impl SliceCheck {
+    /// Absolute percentage error of the prediction.
+    pub fn ape(&self) -> f64 {
+        100.0 * (self.predicted_ms - self.measured_ms).abs() / self.measured_ms.max(1e-9)
+    }
+}
+
+/// Every slice the planner can use for `role`: for each exit and partition `p`, the prefix
+/// `[0, p)` (device) or the suffix `[p, N)` (edge), non-empty.
+pub fn role_slices(table: &crate::LayerTable, role: Role) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    for exit in &table.exits {
+        let n = exit.len();
+        for p in 0..n {
+            out.push(match role {
+                Role::Device => (exit.exit, 0..p + 1),
+                Role::Edge => (exit.exit, p..n),
+            });
+        }
+    }
+    out
+}
+
+/// Measures every slice of `role` on this machine and compares it with `models`.
+pub fn check_slices(
+    models: &crate::latency::LatencyModels,
+    settings: &ProfileSettings,
+    channels: usize,
+    mut progress: impl FnMut(&SliceCheck),
+) -> Result<Vec<SliceCheck>, String> {
+    let device = settings.backend.device();
+    device.seed(0);
+    let model = crate::BranchyAlexNetConfig::new()
+        .with_channels(channels)
+        .init(&device);
+    let table = model.layer_table().clone();
+    let mut out = Vec::new();
+    for (exit, range) in role_slices(&table, settings.role) {
+        let spec = table.exit(exit).expect("exit from the table");
+        let predicted_ms = models.chain_ms(settings.role, &spec.layers[range.clone()])?;
+        let image = random_input(&spec.layers[0], &device);
+        let input = model
+            .forward_slice(exit, 0..range.start, image)
+            .map_err(|e| e.to_string())?;
+        let measured_ms = settings.repeats.median_ms(|| {
+            run_slice(
+                &model,
+                exit,
+                range.clone(),
+                input.clone(),
+                settings.slowdown,
+                &device,
+            )
+            .map(|(_, took)| took)
+            .unwrap_or_default()
+        });
+        let check = SliceCheck {
+            role: settings.role,
+            exit,
+            start: range.start,
+            end: range.end,
+            predicted_ms,
+            measured_ms,
+        };
+        progress(&check);
+        out.push(check);
+    }
+    Ok(out)
+}

@@ -1,0 +1,145 @@
+//! Timing layers, and emulating a slower device.
+
+use std::time::{Duration, Instant};
+
+use burn::prelude::Device;
+
+/// Emulates a device `factor` times slower than this machine: after each layer, wait
+/// (factor − 1) × the time the layer took (DESIGN.md §8). The wait spins, as a busy slow
+/// processor would, so that the emulated time is exact even for microsecond layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slowdown(f64);
+
+impl Slowdown {
+    /// No emulation: factor 1.
+    pub const NONE: Slowdown = Slowdown(1.0);
+
+    /// A slowdown by `factor`, which must be a finite number ≥ 1.
+    pub fn new(factor: f64) -> Result<Self, String> {
+        if factor.is_finite() && factor >= 1.0 {
+            Ok(Self(factor))
+        } else {
+            Err(format!("slowdown must be a number ≥ 1, got {factor}"))
+        }
+    }
+
+    /// The factor.
+    pub fn factor(self) -> f64 {
+        self.0
+    }
+
+    /// Waits (factor − 1) × `took`; returns the emulated duration (factor × `took`).
+    pub fn stretch(self, took: Duration) -> Duration {
+        if self.0 <= 1.0 {
+            return took;
+        }
+        let extra = took.mul_f64(self.0 - 1.0);
+        let until = Instant::now() + extra;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        took + extra
+    }
+}
+
+impl std::str::FromStr for Slowdown {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let factor: f64 = s
+            .trim_end_matches('x')
+            .parse()
+            .map_err(|_| format!("slowdown `{s}` is not a number (e.g. 4 or 4x)"))?;
+        Self::new(factor)
+    }
+}
+
+/// Runs `work`, waits for the device to finish it, and returns how long that took.
+pub fn timed<T>(device: &Device, work: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = work();
+    let _ = device.sync();
+    (out, start.elapsed())
+}
+
+/// Median of `values` (0 for an empty slice).
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        0.5 * (values[mid - 1] + values[mid])
+    }
+}
+
+/// How many times to repeat a measurement: until `budget` is spent, between `min` and `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Repeats {
+    /// Untimed runs first.
+    pub warmup: usize,
+    /// At least this many timed runs.
+    pub min: usize,
+    /// At most this many timed runs.
+    pub max: usize,
+    /// Stop after `min` runs once this much time is spent.
+    pub budget: Duration,
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        Self {
+            warmup: 3,
+            min: 7,
+            max: 41,
+            budget: Duration::from_millis(150),
+        }
+    }
+}
+
+impl Repeats {
+    /// Median milliseconds of `run`, which returns the duration of one run.
+    pub fn median_ms(self, mut run: impl FnMut() -> Duration) -> f64 {
+        for _ in 0..self.warmup {
+            run();
+        }
+        let start = Instant::now();
+        let mut samples = Vec::with_capacity(self.max);
+        while samples.len() < self.min
+            || (samples.len() < self.max && start.elapsed() < self.budget)
+        {
+            samples.push(run().as_secs_f64() * 1e3);
+        }
+        median(&mut samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowdown_stretches_time() {
+        let s: Slowdown = "3x".parse().unwrap();
+        let start = Instant::now();
+        let emulated = s.stretch(Duration::from_millis(2));
+        assert_eq!(emulated, Duration::from_millis(6));
+        assert!(start.elapsed() >= Duration::from_millis(4));
+        assert!("0.5".parse::<Slowdown>().is_err());
+        assert!(
+            "fast"
+                .parse::<Slowdown>()
+                .unwrap_err()
+                .contains("not a number")
+        );
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

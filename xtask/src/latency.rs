@@ -1,0 +1,252 @@
+//! `cargo xtask profile` and `cargo xtask fit`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use runtime::Backend;
+use runtime::latency::{LatencyModels, fit};
+use runtime::profile::{self, ProfileSettings, Role, SliceCheck};
+use runtime::timing::{Repeats, Slowdown, median};
+
+use crate::plot;
+
+/// Flags of `cargo xtask profile`.
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// Which side to profile: device or edge.
+    #[arg(long)]
+    role: Role,
+    /// Emulate a device this many times slower (DESIGN.md §8); use the same value when the
+    /// device runs.
+    #[arg(long, default_value = "1")]
+    slowdown: Slowdown,
+    /// Burn backend: flex or ndarray.
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
+    /// Output CSV file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Flags of `cargo xtask fit`.
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    /// Profile CSV file(s) from `cargo xtask profile` (one per role, or `paper` for the
+    /// paper's built-in models).
+    #[arg(long, required = true, num_args = 1..)]
+    profile: Vec<String>,
+    /// Output JSON file with the latency models; a PNG of predicted against measured time
+    /// is written beside it.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also measure every prefix (device) and suffix (edge) of every exit chain of the real
+    /// model and compare it with the predicted sum of layer times.
+    #[arg(long)]
+    check: bool,
+    /// Input channels of the model checked (1: Fashion-MNIST, 3: CIFAR-10).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} eta {{eta}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
+    let settings = ProfileSettings {
+        role: args.role,
+        backend: args.backend,
+        slowdown: args.slowdown,
+        repeats: Repeats::default(),
+    };
+    let bar = progress_bar(
+        profile::profile_len(),
+        &format!("profile {}", args.role.name()),
+    );
+    let started = std::time::Instant::now();
+    let samples = profile::profile(&settings, |s| {
+        bar.set_message(format!("{} {}: {:.3} ms", s.kind, s.config, s.ms));
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    profile::write_csv(&samples, file)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!(
+        "{} samples for the {} role ({}, slowdown {}) in {:.0} s → {}",
+        samples.len(),
+        args.role.name(),
+        args.backend,
+        args.slowdown.factor(),
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn run_fit(args: FitArgs) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    let mut paper = false;
+    for source in &args.profile {
+        if source == "paper" {
+            paper = true;
+            continue;
+        }
+        let file =
+            std::fs::File::open(source).with_context(|| format!("cannot open profile {source}"))?;
+        let mut rows = profile::read_csv(file).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        samples.append(&mut rows);
+    }
+    let models = match (paper, samples.is_empty()) {
+        (true, true) => LatencyModels::paper(),
+        (true, false) => {
+            bail!("`paper` is a complete set of models: give it alone, not with profile files")
+        }
+        (false, _) => fit(&samples).context("fitting the latency models failed")?,
+    };
+    print_models(&models);
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&models)? + "\n")
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("latency models → {}", args.out.display());
+    if !samples.is_empty() {
+        let png = args.out.with_extension("png");
+        match plot::predicted_vs_measured(&models, &samples, &png) {
+            Ok(()) => println!("plot → {}", png.display()),
+            Err(e) => eprintln!("warning: no plot: {e}"),
+        }
+    }
+    if args.check {
+        check(&models, args.channels)?;
+    }
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn print_models(models: &LatencyModels) {
+    println!(
+        "{:<7} {:<11} {:<7} {:>7} {:>8}  model (ms; sizes in {})",
+        "role", "kind", "fit", "R²", "MAPE %", models.unit
+    );
+    for (role, role_models) in &models.roles {
+        for (kind, fits) in &role_models.kinds {
+            for (name, m) in std::iter::once(("table1", &fits.table1))
+                .chain(fits.rich.as_ref().map(|r| ("rich", r)))
+            {
+                let terms: Vec<String> = m
+                    .features
+                    .iter()
+                    .zip(&m.coefficients)
+                    .map(|(f, c)| format!("{c:.3e}·{f}"))
+                    .collect();
+                let mark = if fits.selected == name { "*" } else { " " };
+                println!(
+                    "{:<7} {:<11} {:<6}{} {:>7} {:>8}  {} {:+.4}",
+                    role.name(),
+                    kind,
+                    name,
+                    mark,
+                    fmt_opt(m.r2, 4),
+                    fmt_opt(m.mape, 1),
+                    terms.join(" + "),
+                    m.intercept
+                );
+            }
+        }
+    }
+    println!("(* the model predictions use)");
+}
+
+/// Measures every exit-chain slice of each role present and prints the errors.
+fn check(models: &LatencyModels, channels: usize) -> anyhow::Result<()> {
+    for (&role, role_models) in &models.roles {
+        let backend: Backend = match role_models.source.parse() {
+            Ok(b) => b,
+            Err(_) => {
+                println!(
+                    "{}: models from `{}` describe another machine; nothing to measure here",
+                    role.name(),
+                    role_models.source
+                );
+                continue;
+            }
+        };
+        let settings = ProfileSettings {
+            role,
+            backend,
+            slowdown: Slowdown::new(role_models.slowdown).map_err(anyhow::Error::msg)?,
+            repeats: Repeats::default(),
+        };
+        let table = runtime::BranchyAlexNetConfig::new()
+            .with_channels(channels)
+            .layer_table();
+        let bar = progress_bar(
+            profile::role_slices(&table, role).len(),
+            &format!("check {}", role.name()),
+        );
+        let checks = profile::check_slices(models, &settings, channels, |c| {
+            bar.set_message(format!(
+                "exit {} [{}, {}): {:.1} %",
+                c.exit,
+                c.start,
+                c.end,
+                c.ape()
+            ));
+            bar.inc(1);
+        })
+        .map_err(anyhow::Error::msg)?;
+        bar.finish_and_clear();
+        print_checks(role, &checks);
+    }
+    Ok(())
+}
+
+fn print_checks(role: Role, checks: &[SliceCheck]) {
+    let what = match role {
+        Role::Device => "prefix [0, p)",
+        Role::Edge => "suffix [p, N)",
+    };
+    println!("\n{} role: every {what} of every exit chain", role.name());
+    println!(
+        "{:<5} {:>9} {:>13} {:>12} {:>7}",
+        "exit", "slice", "predicted ms", "measured ms", "APE %"
+    );
+    for c in checks {
+        println!(
+            "{:<5} {:>9} {:>13.3} {:>12.3} {:>7.1}",
+            c.exit,
+            format!("[{},{})", c.start, c.end),
+            c.predicted_ms,
+            c.measured_ms,
+            c.ape()
+        );
+    }
+    let mut apes: Vec<f64> = checks.iter().map(SliceCheck::ape).collect();
+    let worst = apes.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{}: {} slices, median APE {:.1} %, worst {:.1} %",
+        role.name(),
+        apes.len(),
+        median(&mut apes),
+        worst
+    );
+}

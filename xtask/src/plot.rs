@@ -1,0 +1,150 @@
+//! Figures (PNG) with plotters. Text needs a TrueType font: DejaVu Sans from Debian's
+//! `fonts-dejavu-core` (installed by `scripts/setup.sh`), or the file `EDGENT_FONT` names.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{Context, anyhow};
+use plotters::prelude::*;
+use runtime::latency::LatencyModels;
+use runtime::profile::{Role, Sample};
+
+const FONT_PATHS: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// Registers the font once; an error says how to get one.
+fn font() -> anyhow::Result<()> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let candidates: Vec<String> = std::env::var("EDGENT_FONT")
+                .into_iter()
+                .chain(FONT_PATHS.iter().map(ToString::to_string))
+                .collect();
+            let bytes = candidates
+                .iter()
+                .find_map(|p| std::fs::read(p).ok())
+                .ok_or_else(|| {
+                    "no TrueType font found: install fonts-dejavu-core (scripts/setup.sh) or set EDGENT_FONT".to_string()
+                })?;
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| "the font file is not a usable TrueType font".to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+/// Log-log scatter of predicted against measured layer time, one panel per role.
+pub fn predicted_vs_measured(
+    models: &LatencyModels,
+    samples: &[Sample],
+    path: &Path,
+) -> anyhow::Result<()> {
+    font()?;
+    let roles: Vec<Role> = models.roles.keys().copied().collect();
+    let root = BitMapBackend::new(path, (600 * roles.len().max(1) as u32, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let kinds = ["conv", "relu", "pool", "lrn", "dropout", "fc", "model_load"];
+    for (area, role) in root
+        .split_evenly((1, roles.len().max(1)))
+        .iter()
+        .zip(&roles)
+    {
+        let points: Vec<(usize, f64, f64)> = samples
+            .iter()
+            .filter(|s| s.role == *role)
+            .filter_map(|s| {
+                let kind = models.roles[role].kinds.get(&s.kind)?;
+                let k = kinds.iter().position(|k| *k == s.kind).unwrap_or(0);
+                Some((
+                    k,
+                    s.ms.max(1e-4),
+                    kind.selected().predict(&s.features()).max(1e-4),
+                ))
+            })
+            .collect();
+        let hi = points.iter().map(|p| p.1.max(p.2)).fold(1e-3, f64::max) * 1.5;
+        let lo = points.iter().map(|p| p.1.min(p.2)).fold(hi, f64::min) / 1.5;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{}: predicted vs measured", role.name()),
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("measured ms")
+            .y_desc("predicted ms")
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.4)))?;
+        for (k, kind) in kinds.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|p| p.0 == k)
+                        .map(|&(_, m, p)| Circle::new((m, p), 3, color.filled())),
+                )?
+                .label(*kind)
+                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+    }
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Bar chart of test accuracy per exit.
+pub fn exit_accuracy(dataset: &str, accuracies: &[f64], path: &Path) -> anyhow::Result<()> {
+    font()?;
+    let root = BitMapBackend::new(path, (640, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let lo = (accuracies.iter().copied().fold(1.0, f64::min) * 100.0 - 5.0)
+        .floor()
+        .max(0.0);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Test accuracy per exit ({dataset})"),
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((1..accuracies.len() + 1).into_segmented(), lo..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("exit")
+        .y_desc("accuracy %")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    chart.draw_series(accuracies.iter().enumerate().map(|(i, a)| {
+        let x0 = SegmentValue::Exact(i + 1);
+        let x1 = SegmentValue::Exact(i + 2);
+        Rectangle::new([(x0, lo), (x1, a * 100.0)], BLUE.mix(0.6).filled())
+    }))?;
+    chart.draw_series(accuracies.iter().enumerate().map(|(i, a)| {
+        Text::new(
+            format!("{:.1}", a * 100.0),
+            (SegmentValue::CenterOf(i + 1), a * 100.0 + 0.5),
+            ("sans-serif", 14),
+        )
+    }))?;
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
