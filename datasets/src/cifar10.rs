@@ -40,7 +40,7 @@ pub fn parse_into(path: &Path, bytes: &[u8], set: &mut ImageSet) -> Result<(), D
             "file is empty: expected CIFAR-10 records",
         ));
     }
-    if bytes.len() % RECORD_LEN != 0 {
+    if !bytes.len().is_multiple_of(RECORD_LEN) {
         return Err(DatasetError::corrupt(
             path,
             format!(

@@ -14,7 +14,7 @@ pub const TRAIN_LEN: usize = 6_000;
 /// Images in the synthetic test split.
 pub const TEST_LEN: usize = 1_000;
 
-const PROTOTYPE_SEED: u64 = 0xb1a5_0f_ed6e;
+const PROTOTYPE_SEED: u64 = 0x00b1_a50f_ed6e;
 const BLOBS_PER_CLASS: usize = 3;
 
 fn prototypes() -> Vec<Vec<f32>> {

@@ -110,7 +110,7 @@ fn parse_pgm(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     );
     let side = plan::INPUT[1];
     ensure!(
-        w == h && w <= side && (side - w) % 2 == 0,
+        w == h && w <= side && (side - w).is_multiple_of(2),
         "{w}×{h} image: expected {side}×{side} or a smaller square that pads evenly (28×28)"
     );
     let pad = (side - w) / 2;

@@ -391,18 +391,18 @@ pub(crate) fn spec(name: String, op: Op, input: &[usize], classes: usize) -> Lay
     }
 }
 
-fn chain<'a>(
+/// Appends the layers of `ops` to `out`, inferring shapes from `shape` on.
+fn chain(
     ops: impl IntoIterator<Item = (String, Op)>,
     mut shape: Vec<usize>,
     classes: usize,
-    out: &'a mut Vec<LayerSpec>,
-) -> &'a mut Vec<LayerSpec> {
+    out: &mut Vec<LayerSpec>,
+) {
     for (name, op) in ops {
         let layer = spec(name, op, &shape, classes);
         shape = layer.output.clone();
         out.push(layer);
     }
-    out
 }
 
 /// Builds the layer table of B-AlexNet for `channels`-channel 32×32 inputs and `classes`.

@@ -81,10 +81,10 @@ pub fn summarize(logits: &[Vec<Vec<f32>>], labels: &[u8], thresholds: &[f32]) ->
     let entropy = thresholds
         .iter()
         .map(|&threshold| {
-            let mut counts = vec![0usize; NUM_EXITS];
+            let mut counts = [0usize; NUM_EXITS];
             let mut right = 0;
-            for s in 0..labels.len() {
-                let exit = entropy_exit(&logits[s], threshold);
+            for (s, sample) in logits.iter().enumerate().take(labels.len()) {
+                let exit = entropy_exit(sample, threshold);
                 counts[exit - 1] += 1;
                 right += usize::from(correct(s, exit));
             }

@@ -36,7 +36,7 @@ pub fn median_ms(repeats: u32, mut f: impl FnMut()) -> f64 {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = BranchyAlexNetConfig::new().with_channels(args.channels);
-    let mut table = vec![[0.0f64; 2]; NUM_EXITS];
+    let mut table = [[0.0f64; 2]; NUM_EXITS];
     for (b, backend) in Backend::ALL.into_iter().enumerate() {
         let device = backend.device();
         device.seed(0);
