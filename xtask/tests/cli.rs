@@ -20,11 +20,11 @@ fn bad_flags_are_rejected_clearly() {
             "unknown data set `imagenet`",
         ),
         (&["train", "--epochs", "0"][..], "--epochs"),
-        (&["train", "--batch-size", "-3"][..], "--batch-size"),
+        (&["train", "--batch-size=-3"][..], "--batch-size"),
         (&["train", "--lr", "fast"][..], "--lr"),
         (&["train", "--backend", "tpu"][..], "unknown backend `tpu`"),
         (
-            &["train", "--lr", "-1", "--dataset", "synthetic"][..],
+            &["train", "--lr=-1", "--dataset", "synthetic"][..],
             "--lr must be a positive number",
         ),
     ] {
@@ -39,7 +39,7 @@ fn bad_data_files_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("train-images-idx3-ubyte"),
-        [0u8, 0, 8, 1, 0, 0, 0, 0],
+        [0u8, 0, 8, 1, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28],
     )
     .unwrap();
     std::fs::write(
