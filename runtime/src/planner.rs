@@ -117,9 +117,10 @@ pub fn exit_costs(
                 .map(|l| models.layer_ms(Role::Edge, l))
                 .collect::<Result<_, _>>()?;
             let pairs = (0..=spec.len())
+                // `+ 0.0` turns the empty sum's -0.0 into 0.0.
                 .map(|p| PairCost {
-                    device_ms: device[..p].iter().sum(),
-                    edge_ms: edge[p..].iter().sum(),
+                    device_ms: device[..p].iter().sum::<f64>() + 0.0,
+                    edge_ms: edge[p..].iter().sum::<f64>() + 0.0,
                     bytes: wire_bytes(table, spec.exit, p),
                 })
                 .collect();

@@ -92,10 +92,10 @@ pub struct Repeats {
 impl Default for Repeats {
     fn default() -> Self {
         Self {
-            warmup: 3,
-            min: 7,
-            max: 41,
-            budget: Duration::from_millis(150),
+            warmup: 5,
+            min: 25,
+            max: 201,
+            budget: Duration::from_millis(400),
         }
     }
 }
