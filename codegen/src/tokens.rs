@@ -304,7 +304,7 @@ pub(crate) mod tests {
     fn expand_sample(exits: usize) -> (Plan, TokenStream) {
         let plan = sample_plan(exits);
         assert!(plan.validate().is_empty(), "{:?}", plan.validate());
-        let tokens = expand(&plan, Path::new("/work/crate/generated/plan.json"));
+        let tokens = expand(&plan, Path::new("/project/generated/plan.json"));
         (plan, tokens)
     }
 
@@ -403,7 +403,7 @@ pub(crate) mod tests {
         let (_, tokens) = expand_sample(2);
         let text = tokens.to_string();
         assert!(
-            text.contains(":: core :: include_bytes ! (\"/work/crate/generated/plan.json\")"),
+            text.contains(":: core :: include_bytes ! (\"/project/generated/plan.json\")"),
             "{text}"
         );
     }
