@@ -1,17 +1,20 @@
 //! Flag values with units: bandwidths (`400kbit`, `1.5Mbit/s`, `2mbps`) and durations
 //! (`300ms`, `1s`, `250us`).
 
+/// Splits `400kbit` into the number `400` and the unit `kbit`.
+fn split_number(text: &str) -> (&str, &str) {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')))
+        .unwrap_or(t.len());
+    t.split_at(end)
+}
+
 /// Parses a bandwidth into bits per second. Units: `bit`, `kbit`, `Mbit`, `Gbit` (optionally
 /// `/s`), `bps`, `kbps`, `Mbps`, `Gbps` (case-insensitive, decimal prefixes); a plain number
 /// is bits per second.
 pub fn parse_bandwidth(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| {
-            !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-')
-        })
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
+    let (number, unit) = split_number(text);
     let value: f64 = number.parse().map_err(|_| {
         format!("bandwidth `{text}` does not start with a number (e.g. 400kbit, 1.5Mbit)")
     })?;
@@ -38,13 +41,7 @@ pub fn parse_bandwidth(text: &str) -> Result<f64, String> {
 
 /// Parses a duration into milliseconds. Units: `us`, `ms`, `s`; a plain number is ms.
 pub fn parse_duration_ms(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| {
-            !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-')
-        })
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
+    let (number, unit) = split_number(text);
     let value: f64 = number
         .parse()
         .map_err(|_| format!("duration `{text}` does not start with a number (e.g. 300ms, 1s)"))?;

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use generated::plan;
 use proptest::prelude::*;
+use runtime::BranchyAlexNetConfig;
 use runtime::planner::{ExitCosts, Link, decide};
-use runtime::{BranchyAlexNetConfig, LayerKind};
 
 fn search_input() -> Vec<ExitCosts> {
     plan::TABLES
@@ -34,10 +34,7 @@ proptest! {
         prop_assert_eq!(fast.exit, slow.exit);
         prop_assert_eq!(fast.feasible, slow.feasible);
         prop_assert!((fast.predicted_ms - slow.predicted_ms).abs() <= 1e-9 * slow.predicted_ms.max(1.0));
-        if fast.partition != slow.partition {
-            // Only a tie may choose another partition.
-            prop_assert!((fast.predicted_ms - slow.predicted_ms).abs() <= 1e-9 * slow.predicted_ms.max(1.0));
-        }
+        // The partition may differ only on a tie, which the time check above covers.
     }
 
     #[test]
@@ -99,7 +96,6 @@ fn committed_plan_matches_the_layer_table_and_the_binary() {
             spec.exit
         );
     }
-    assert!(LayerKind::ALL.len() == 6);
 }
 
 fn device_plan(bandwidth: &str, deadline: &str) -> serde_json::Value {
