@@ -33,15 +33,7 @@ pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
 
 /// Normalises `u8` pixels (`[C, H, W]`) as the model was trained.
 pub fn normalize(pixels: &[u8]) -> Vec<f32> {
-    let plane = plan::INPUT[1] * plan::INPUT[2];
-    pixels
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| {
-            let c = (i / plane).min(plan::INPUT[0] - 1);
-            (f32::from(p) / 255.0 - plan::NORMALIZATION_MEAN[c]) / plan::NORMALIZATION_STD[c]
-        })
-        .collect()
+    runtime::model::normalize(pixels, plan::NORMALIZATION_MEAN, plan::NORMALIZATION_STD)
 }
 
 /// Bytes of one input image.

@@ -2,13 +2,17 @@
 //! grows) latency models, the planner, the wire protocol, the device client and the edge server.
 
 pub mod backend;
+pub mod device;
+pub mod edge;
 pub mod entropy;
 pub mod latency;
 pub mod layers;
 pub mod model;
 pub mod planner;
 pub mod profile;
+pub mod protocol;
 pub mod timing;
+pub mod transport;
 pub mod weights;
 
 pub use backend::Backend;

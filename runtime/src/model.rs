@@ -90,6 +90,21 @@ impl Activation {
     }
 }
 
+/// Normalises `u8` pixels (`[C, H, W]`, channel-major) as the model was trained:
+/// `(p / 255 − mean[c]) / std[c]`.
+pub fn normalize(pixels: &[u8], mean: &[f32], std: &[f32]) -> Vec<f32> {
+    let channels = mean.len().max(1);
+    let plane = (pixels.len() / channels).max(1);
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let c = (i / plane).min(channels - 1);
+            (f32::from(p) / 255.0 - mean[c]) / std[c]
+        })
+        .collect()
+}
+
 /// Errors of model calls with caller-supplied arguments.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

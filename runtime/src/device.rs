@@ -1,0 +1,725 @@
+//! The device client (DESIGN.md §7): per request, estimate the link, ask the planner for
+//! (exit, partition), run the prefix `[0, p)`, send the activation to the edge over a
+//! DEALER socket, and return the class with its timing breakdown. When the edge does not
+//! answer in time, or answers with an error, answer from the best local exit that still
+//! fits in the deadline.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use burn::prelude::Device;
+use serde::Serialize;
+
+use crate::entropy::argmax;
+use crate::model::{Activation, BranchyAlexNet, ModelError, normalize};
+use crate::planner::{Decision, ExitTable, Link, decide_tables};
+use crate::profile::run_slice;
+use crate::protocol::{ErrorCode, Header, Message, MessageType, Payload};
+use crate::timing::Slowdown;
+use crate::transport::{Security, TransportError, zmq_err};
+
+/// The compiled-in plan as the device uses it.
+#[derive(Debug, Clone, Copy)]
+pub struct DevicePlan {
+    /// SHA-256 of the plan.
+    pub digest: [u8; 32],
+    /// Per-exit tables (costs of every partition, envelope).
+    pub tables: &'static [ExitTable],
+    /// Exit indices, most accurate first.
+    pub by_accuracy: &'static [usize],
+    /// Input normalisation mean per channel.
+    pub mean: &'static [f32],
+    /// Input normalisation standard deviation per channel.
+    pub std: &'static [f32],
+    /// Input shape `[C, H, W]`.
+    pub input: &'static [usize],
+}
+
+impl DevicePlan {
+    /// The planner's decision for `link` and `deadline_ms`.
+    pub fn decide(&self, link: Link, deadline_ms: f64) -> Decision {
+        decide_tables(self.tables, self.by_accuracy, link, deadline_ms)
+    }
+
+    /// Layers of exit `exit`'s chain.
+    pub fn chain_len(&self, exit: usize) -> usize {
+        self.tables[exit - 1].pairs.len() - 1
+    }
+
+    /// Predicted time of exit `exit` run entirely on the device, ms.
+    pub fn local_ms(&self, exit: usize) -> f64 {
+        self.tables[exit - 1].pairs[self.chain_len(exit)].device_ms
+    }
+
+    /// The most accurate exit whose local run is predicted to take at most `budget_ms`
+    /// (the fastest exit when none is).
+    pub fn best_local(&self, budget_ms: f64) -> usize {
+        self.by_accuracy
+            .iter()
+            .map(|&i| i + 1)
+            .find(|&e| self.local_ms(e) <= budget_ms)
+            .unwrap_or_else(|| {
+                (1..=self.tables.len())
+                    .min_by(|&a, &b| self.local_ms(a).total_cmp(&self.local_ms(b)))
+                    .expect("at least one exit")
+            })
+    }
+}
+
+/// Estimates the uplink from the device's own transfers: the round trip of each reply
+/// minus the edge's compute and queue time is network time; pings (no payload) give the
+/// fixed round trip, and the bytes of recent requests over their network time give the
+/// bandwidth.
+#[derive(Debug, Clone)]
+pub struct LinkEstimator {
+    rtts: VecDeque<f64>,
+    transfers: VecDeque<(f64, f64)>,
+    window: usize,
+    fixed: Option<Link>,
+    initial: Link,
+}
+
+impl LinkEstimator {
+    /// An estimator over the last `window` observations, starting from `initial`.
+    pub fn new(initial: Link, window: usize) -> Self {
+        Self {
+            rtts: VecDeque::new(),
+            transfers: VecDeque::new(),
+            window: window.max(1),
+            fixed: None,
+            initial,
+        }
+    }
+
+    /// An estimator that always answers `link` (a plan fixed in advance).
+    pub fn fixed(link: Link) -> Self {
+        Self {
+            fixed: Some(link),
+            ..Self::new(link, 1)
+        }
+    }
+
+    /// Records the network time of a message without payload (a ping), ms.
+    pub fn observe_rtt(&mut self, network_ms: f64) {
+        push(&mut self.rtts, network_ms, self.window);
+    }
+
+    /// Records a transfer of `bytes` that took `network_ms` (round trip less edge time).
+    pub fn observe(&mut self, bytes: u64, network_ms: f64) {
+        if bytes == 0 {
+            return self.observe_rtt(network_ms);
+        }
+        push(&mut self.transfers, (bytes as f64, network_ms), self.window);
+    }
+
+    /// The current estimate.
+    pub fn link(&self) -> Link {
+        if let Some(link) = self.fixed {
+            return link;
+        }
+        let rtt_ms = self
+            .rtts
+            .iter()
+            .copied()
+            .reduce(f64::min)
+            .unwrap_or(self.initial.rtt_ms);
+        if self.transfers.is_empty() {
+            return Link {
+                rtt_ms,
+                ..self.initial
+            };
+        }
+        let bits: f64 = self.transfers.iter().map(|(b, _)| 8.0 * b).sum();
+        // A transfer faster than the round trip says "at least this fast": floor at 0.1 ms.
+        let ms: f64 = self
+            .transfers
+            .iter()
+            .map(|(_, t)| (t - rtt_ms).max(0.1))
+            .sum();
+        Link {
+            bandwidth_bps: bits * 1e3 / ms,
+            rtt_ms,
+        }
+    }
+}
+
+fn push<T>(queue: &mut VecDeque<T>, value: T, window: usize) {
+    if queue.len() == window {
+        queue.pop_front();
+    }
+    queue.push_back(value);
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The plan split the exit between device and edge (or sent the image: p = 0).
+    Edge,
+    /// The plan ran the exit on the device alone.
+    Local,
+    /// The edge did not answer in time or refused: the device ran its best local exit.
+    Fallback,
+}
+
+/// One answered request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The device's request id.
+    pub request_id: u64,
+    /// Predicted class.
+    pub class: usize,
+    /// The logits.
+    pub logits: Vec<f32>,
+    /// Exit that produced the logits.
+    pub exit: usize,
+    /// Partition actually used (the chain length when the device ran it alone).
+    pub partition: usize,
+    /// Where the answer came from.
+    pub source: Source,
+    /// Why the device fell back, when it did.
+    pub fallback: Option<String>,
+    /// The planner's decision (for fallbacks: the plan that was tried).
+    pub plan: Decision,
+    /// The link estimate the plan was made for.
+    pub link: Link,
+    /// Deadline, ms.
+    pub deadline_ms: f64,
+    /// End-to-end latency, ms.
+    pub total_ms: f64,
+    /// Device compute, ms.
+    pub device_ms: f64,
+    /// Network (round trip less edge time), ms.
+    pub network_ms: f64,
+    /// Edge compute, ms.
+    pub edge_ms: f64,
+    /// Edge queue, ms.
+    pub queue_ms: f64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Whether the answer came within the deadline.
+    pub met: bool,
+}
+
+/// Settings of a [`DeviceClient`].
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The edge or broker, e.g. `tcp://127.0.0.1:5555`.
+    pub endpoint: String,
+    /// CURVE keys, or NULL.
+    pub security: Security,
+    /// Emulate a slower device (as profiled).
+    pub slowdown: Slowdown,
+    /// Plan for this link instead of estimating it.
+    pub fixed_link: Option<Link>,
+    /// The estimate before the first measurement.
+    pub initial_link: Link,
+    /// Bytes of the bandwidth probe sent at start (0: no probe).
+    pub probe_bytes: usize,
+    /// Margin kept for the local fallback: its predicted time × this factor.
+    pub fallback_margin: f64,
+}
+
+impl DeviceConfig {
+    /// Defaults for `endpoint` and `security`.
+    pub fn new(endpoint: impl Into<String>, security: Security) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            security,
+            slowdown: Slowdown::NONE,
+            fixed_link: None,
+            initial_link: Link {
+                bandwidth_bps: 1e6,
+                rtt_ms: 1.0,
+            },
+            probe_bytes: 2048,
+            fallback_margin: 1.3,
+        }
+    }
+}
+
+/// Counters of a client.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceCounters {
+    /// Requests answered.
+    pub answered: u64,
+    /// Answers from the edge.
+    pub edge: u64,
+    /// Answers planned device-only.
+    pub local: u64,
+    /// Fallbacks.
+    pub fallback: u64,
+    /// Replies that arrived after their request was answered locally (discarded).
+    pub late_replies: u64,
+}
+
+/// The device side of co-inference.
+pub struct DeviceClient {
+    model: BranchyAlexNet,
+    device: Device,
+    plan: DevicePlan,
+    config: DeviceConfig,
+    socket: zmq::Socket,
+    _context: zmq::Context,
+    estimator: LinkEstimator,
+    next_id: u64,
+    /// While set, plan device-only: the edge failed recently.
+    backoff_until: Option<Instant>,
+    backoff: Duration,
+    counters: DeviceCounters,
+}
+
+/// Errors of a forced (exit, partition) request.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Socket set-up failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The model refused the input.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The edge refused the request.
+    #[error("the edge answered {code:?}: {text}")]
+    Edge {
+        /// The code.
+        code: Option<ErrorCode>,
+        /// The text.
+        text: String,
+    },
+    /// No reply in time.
+    #[error("no reply from the edge within {0:?}")]
+    Timeout(Duration),
+    /// Invalid request arguments.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+enum Reply {
+    Result { logits: Vec<f32>, edge_ms: f64, queue_ms: f64, network_ms: f64 },
+    Refused(Option<ErrorCode>, String),
+    Timeout,
+}
+
+impl DeviceClient {
+    /// Connects to the edge (lazily: ZeroMQ connects in the background) and, if configured,
+    /// probes the link.
+    pub fn connect(
+        model: BranchyAlexNet,
+        device: Device,
+        plan: DevicePlan,
+        config: DeviceConfig,
+    ) -> Result<Self, TransportError> {
+        config.security.check()?;
+        let context = zmq::Context::new();
+        let socket = context
+            .socket(zmq::DEALER)
+            .map_err(zmq_err("creating the device socket"))?;
+        socket.set_linger(0).map_err(zmq_err("setting linger"))?;
+        // Queue nothing for an edge that is not connected: a send then fails at once.
+        socket
+            .set_immediate(true)
+            .map_err(zmq_err("setting IMMEDIATE"))?;
+        socket.set_sndhwm(64).map_err(zmq_err("setting SNDHWM"))?;
+        socket
+            .set_reconnect_ivl(100)
+            .map_err(zmq_err("setting RECONNECT_IVL"))?;
+        config.security.apply_client(&socket)?;
+        socket
+            .connect(&config.endpoint)
+            .map_err(zmq_err(format!("connecting to {}", config.endpoint)))?;
+        let estimator = match config.fixed_link {
+            Some(link) => LinkEstimator::fixed(link),
+            None => LinkEstimator::new(config.initial_link, 8),
+        };
+        Ok(Self {
+            model,
+            device,
+            plan,
+            config,
+            socket,
+            _context: context,
+            estimator,
+            next_id: 1,
+            backoff_until: None,
+            backoff: Duration::from_millis(250),
+            counters: DeviceCounters::default(),
+        })
+    }
+
+    /// Waits up to `timeout` for the connection, then measures the round trip with empty
+    /// pings and the bandwidth with one padded ping. Returns the estimate, or `None` if
+    /// the edge did not answer.
+    pub fn probe(&mut self, timeout: Duration) -> Option<Link> {
+        let until = Instant::now() + timeout;
+        let mut answered = false;
+        for _ in 0..3 {
+            if let Some(ms) = self.ping(0, until) {
+                self.estimator.observe_rtt(ms);
+                answered = true;
+            }
+        }
+        if answered && self.config.probe_bytes > 0 {
+            let bytes = self.config.probe_bytes;
+            if let Some(ms) = self.ping(bytes, until) {
+                self.estimator.observe(bytes as u64, ms);
+            }
+        }
+        answered.then(|| self.estimator.link())
+    }
+
+    fn ping(&mut self, bytes: usize, until: Instant) -> Option<f64> {
+        let id = self.take_id();
+        let mut header = Header::new(MessageType::Ping, self.plan.digest, id);
+        let payload = if bytes > 0 {
+            header.dtype = crate::protocol::Dtype::U8;
+            header.shape = vec![bytes as u32];
+            Payload::U8(vec![0; bytes])
+        } else {
+            Payload::Text(String::new())
+        };
+        // Retry until the connection is up (IMMEDIATE refuses sends before that).
+        let sent = loop {
+            let msg = Message {
+                header: header.clone(),
+                payload: payload.clone(),
+            };
+            if self.socket.send_multipart(msg.encode(), zmq::DONTWAIT).is_ok() {
+                break Instant::now();
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let frames = self.recv(left)?;
+            match Message::decode(&frames) {
+                Ok(m) if m.header.request_id == id && m.header.kind == MessageType::Pong => {
+                    return Some(sent.elapsed().as_secs_f64() * 1e3);
+                }
+                _ => self.counters.late_replies += 1,
+            }
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn recv(&self, timeout: Duration) -> Option<Vec<Vec<u8>>> {
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        match self.socket.poll(zmq::POLLIN, ms) {
+            Ok(n) if n > 0 => self.socket.recv_multipart(zmq::DONTWAIT).ok(),
+            _ => None,
+        }
+    }
+
+    /// The current link estimate.
+    pub fn link(&self) -> Link {
+        self.estimator.link()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &DeviceCounters {
+        &self.counters
+    }
+
+    fn input(&self, pixels: &[u8]) -> Result<Activation, ModelError> {
+        let mut dims = vec![1];
+        dims.extend(self.plan.input);
+        Activation::from_values(
+            normalize(pixels, self.plan.mean, self.plan.std),
+            &dims,
+            &self.device,
+        )
+    }
+
+    /// Runs layers `[0, end)` of `exit` on the device, stretched by the slowdown.
+    fn run_local(
+        &self,
+        pixels: &[u8],
+        exit: usize,
+        end: usize,
+    ) -> Result<(Activation, f64), ModelError> {
+        let (y, took) = run_slice(
+            &self.model,
+            exit,
+            0..end,
+            self.input(pixels)?,
+            self.config.slowdown,
+            &self.device,
+        )?;
+        Ok((y, took.as_secs_f64() * 1e3))
+    }
+
+    /// Sends the prefix output for `(exit, p)` and waits until `until` for the reply.
+    fn offload(
+        &mut self,
+        pixels: &[u8],
+        exit: usize,
+        p: usize,
+        prefix: Option<Activation>,
+        deadline_ms: f64,
+        until: Instant,
+    ) -> (u64, u64, Reply) {
+        let id = self.take_id();
+        let shape: Vec<usize> = match &prefix {
+            None => self.plan.input.to_vec(),
+            Some(x) => x.dims()[1..].to_vec(),
+        };
+        let payload = match prefix {
+            None => Payload::U8(pixels.to_vec()),
+            Some(x) => Payload::F32(x.to_values()),
+        };
+        let deadline_us = (deadline_ms * 1e3).clamp(0.0, f64::from(u32::MAX)) as u32;
+        let msg = Message::infer(
+            self.plan.digest,
+            id,
+            exit as u8,
+            p as u8,
+            deadline_us,
+            &shape,
+            payload,
+        );
+        let frames = msg.encode();
+        let bytes = frames[1].len() as u64;
+        let sent = Instant::now();
+        if let Err(e) = self.socket.send_multipart(frames, zmq::DONTWAIT) {
+            let why = if e == zmq::Error::EAGAIN {
+                "the edge is not connected".to_string()
+            } else {
+                format!("sending failed: {e}")
+            };
+            return (id, bytes, Reply::Refused(None, why));
+        }
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Some(frames) = self.recv(left) else {
+                return (id, bytes, Reply::Timeout);
+            };
+            let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
+            let msg = match Message::decode(&frames) {
+                Ok(m) if m.header.request_id == id => m,
+                // Replies to requests already answered locally, or garbage: not ours.
+                _ => {
+                    self.counters.late_replies += 1;
+                    continue;
+                }
+            };
+            let h = &msg.header;
+            return match (h.kind, msg.payload) {
+                (MessageType::Result, Payload::F32(logits))
+                    if usize::from(h.exit) == exit && usize::from(h.partition) == p =>
+                {
+                    let edge_ms = f64::from(h.edge_us) / 1e3;
+                    let queue_ms = f64::from(h.queue_us) / 1e3;
+                    let network_ms = (round_trip_ms - edge_ms - queue_ms).max(0.0);
+                    (id, bytes, Reply::Result { logits, edge_ms, queue_ms, network_ms })
+                }
+                (MessageType::Error, Payload::Text(text)) => {
+                    (id, bytes, Reply::Refused(ErrorCode::from_u16(h.code), text))
+                }
+                (kind, _) => (
+                    id,
+                    bytes,
+                    Reply::Refused(None, format!("unexpected {kind:?} reply")),
+                ),
+            };
+        }
+    }
+
+    /// Classifies one image (`u8` pixels `[C, H, W]`) within `deadline_ms`.
+    pub fn infer(&mut self, pixels: &[u8], deadline_ms: f64) -> Result<Answer, ModelError> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(deadline_ms.max(0.0) / 1e3);
+        let backing_off = self.backoff_until.is_some_and(|t| Instant::now() < t);
+        let link = self.estimator.link();
+        let plan = if backing_off {
+            // The edge failed recently: plan as if there were no network.
+            self.plan.decide(
+                Link {
+                    bandwidth_bps: f64::MIN_POSITIVE,
+                    rtt_ms: f64::INFINITY,
+                },
+                deadline_ms,
+            )
+        } else {
+            self.plan.decide(link, deadline_ms)
+        };
+        let n = self.plan.chain_len(plan.exit);
+        let mut answer = Answer {
+            request_id: 0,
+            class: 0,
+            logits: Vec::new(),
+            exit: plan.exit,
+            partition: plan.partition,
+            source: Source::Local,
+            fallback: None,
+            plan,
+            link,
+            deadline_ms,
+            total_ms: 0.0,
+            device_ms: 0.0,
+            network_ms: 0.0,
+            edge_ms: 0.0,
+            queue_ms: 0.0,
+            bytes: 0,
+            met: false,
+        };
+        if plan.partition == n {
+            let (y, ms) = self.run_local(pixels, plan.exit, n)?;
+            answer.logits = y.to_values();
+            answer.device_ms = ms;
+            self.counters.local += 1;
+        } else {
+            let p = plan.partition;
+            let prefix = if p == 0 {
+                None
+            } else {
+                let (y, ms) = self.run_local(pixels, plan.exit, p)?;
+                answer.device_ms = ms;
+                Some(y)
+            };
+            // Wait for the edge only as long as a local exit can still answer in time.
+            let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
+            let remote_ms = plan.network_ms + plan.edge_ms;
+            let margin = self.config.fallback_margin;
+            let fallback_exit = self.plan.best_local((left_ms - remote_ms) / margin);
+            let reserve = Duration::from_secs_f64(
+                (self.plan.local_ms(fallback_exit) * margin + 1.0) / 1e3,
+            );
+            let until = deadline.checked_sub(reserve).unwrap_or(started);
+            let (id, bytes, reply) =
+                self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
+            answer.request_id = id;
+            answer.bytes = bytes;
+            match reply {
+                Reply::Result { logits, edge_ms, queue_ms, network_ms } => {
+                    self.estimator.observe(bytes, network_ms);
+                    self.backoff = Duration::from_millis(250);
+                    self.backoff_until = None;
+                    answer.logits = logits;
+                    answer.source = Source::Edge;
+                    answer.edge_ms = edge_ms;
+                    answer.queue_ms = queue_ms;
+                    answer.network_ms = network_ms;
+                    self.counters.edge += 1;
+                }
+                failed => {
+                    let reason = match failed {
+                        Reply::Timeout => "no reply from the edge in time".to_string(),
+                        Reply::Refused(code, text) => match code {
+                            Some(code) => format!("edge refused: {} ({text})", code.name()),
+                            None => text,
+                        },
+                        Reply::Result { .. } => unreachable!(),
+                    };
+                    self.backoff_until = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(8));
+                    let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
+                    let exit = self.plan.best_local(left_ms / margin);
+                    let chain = self.plan.chain_len(exit);
+                    let (y, ms) = self.run_local(pixels, exit, chain)?;
+                    answer.logits = y.to_values();
+                    answer.device_ms += ms;
+                    answer.exit = exit;
+                    answer.partition = chain;
+                    answer.source = Source::Fallback;
+                    answer.fallback = Some(reason);
+                    self.counters.fallback += 1;
+                }
+            }
+        }
+        if answer.request_id == 0 {
+            answer.request_id = self.take_id();
+        }
+        answer.class = argmax(&answer.logits);
+        answer.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        answer.met = answer.total_ms <= deadline_ms;
+        self.counters.answered += 1;
+        Ok(answer)
+    }
+
+    /// Runs exactly `(exit, partition)`: the prefix here, the rest on the edge (no
+    /// fallback). `partition` equal to the chain length runs locally. Returns the logits.
+    pub fn infer_pair(
+        &mut self,
+        pixels: &[u8],
+        exit: usize,
+        partition: usize,
+        timeout: Duration,
+    ) -> Result<Vec<f32>, DeviceError> {
+        if !(1..=self.plan.tables.len()).contains(&exit) {
+            return Err(DeviceError::Invalid(format!("exit {exit} does not exist")));
+        }
+        let n = self.plan.chain_len(exit);
+        if partition > n {
+            return Err(DeviceError::Invalid(format!(
+                "partition {partition} is past exit {exit}'s {n} layers"
+            )));
+        }
+        if partition == n {
+            return Ok(self.run_local(pixels, exit, n)?.0.to_values());
+        }
+        let prefix = if partition == 0 {
+            None
+        } else {
+            Some(self.run_local(pixels, exit, partition)?.0)
+        };
+        let until = Instant::now() + timeout;
+        match self.offload(pixels, exit, partition, prefix, 0.0, until).2 {
+            Reply::Result { logits, .. } => Ok(logits),
+            Reply::Refused(code, text) => Err(DeviceError::Edge { code, text }),
+            Reply::Timeout => Err(DeviceError::Timeout(timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimator_separates_round_trip_from_bandwidth() {
+        let mut e = LinkEstimator::new(
+            Link {
+                bandwidth_bps: 1e6,
+                rtt_ms: 1.0,
+            },
+            8,
+        );
+        assert_eq!(e.link().bandwidth_bps, 1e6);
+        e.observe_rtt(2.5);
+        e.observe_rtt(2.0);
+        // 1,000 bytes at 400 kbit/s = 20 ms of transfer, plus the 2 ms round trip.
+        e.observe(1000, 22.0);
+        e.observe(4000, 82.0);
+        let link = e.link();
+        assert!((link.rtt_ms - 2.0).abs() < 1e-9);
+        assert!((link.bandwidth_bps - 400e3).abs() < 1.0, "{link:?}");
+    }
+
+    #[test]
+    fn estimator_forgets_old_transfers() {
+        let mut e = LinkEstimator::new(
+            Link {
+                bandwidth_bps: 1e6,
+                rtt_ms: 0.0,
+            },
+            2,
+        );
+        e.observe_rtt(0.0);
+        e.observe(1000, 80.0); // 100 kbit/s
+        e.observe(1000, 8.0); // 1 Mbit/s
+        e.observe(1000, 8.0);
+        assert!((e.link().bandwidth_bps - 1e6).abs() < 1.0);
+        let fixed = LinkEstimator::fixed(Link {
+            bandwidth_bps: 5.0,
+            rtt_ms: 1.0,
+        });
+        assert_eq!(fixed.link().bandwidth_bps, 5.0);
+    }
+}

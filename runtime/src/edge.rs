@@ -1,0 +1,608 @@
+//! The edge server (DESIGN.md §7): a ROUTER socket (or a DEALER connected to a
+//! [`broker`]) in front of a pool of workers that run the suffix `[p, N)` of the requested
+//! exit. The socket thread validates every message and answers bad ones itself; workers
+//! only ever see well-formed requests for the served plan.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use burn::prelude::Device;
+use serde::Serialize;
+
+use crate::model::{Activation, BranchyAlexNet, normalize};
+use crate::profile::run_slice;
+use crate::protocol::{Dtype, ErrorCode, Header, Message, MessageType, Payload};
+use crate::timing::Slowdown;
+use crate::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
+
+/// What the edge serves: the plan digest devices must present, and the input normalisation.
+#[derive(Debug, Clone)]
+pub struct ServedPlan {
+    /// SHA-256 of the plan.
+    pub digest: [u8; 32],
+    /// Per-channel mean of the input normalisation.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation of the input normalisation.
+    pub std: Vec<f32>,
+}
+
+/// Where the edge listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Bind a ROUTER socket here, e.g. `tcp://*:5555`: devices connect directly.
+    Bind(String),
+    /// Connect to a broker's back end here, e.g. `tcp://broker:5556`.
+    Broker(String),
+}
+
+/// Settings of [`serve`].
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Where to listen.
+    pub endpoint: Endpoint,
+    /// Worker threads, each with its own copy of the model.
+    pub workers: usize,
+    /// Requests that may wait for a worker; more are refused with `busy`.
+    pub queue: usize,
+    /// CURVE with an allow-list, or NULL.
+    pub security: Security,
+}
+
+/// The broker's control message an edge sends once per worker when it connects.
+pub const READY: &[u8] = b"READY";
+
+/// Counters the operator can read (`--stats FILE`, and on shutdown).
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    /// Inference requests received (well-formed or not).
+    pub requests: AtomicU64,
+    /// Results sent.
+    pub results: AtomicU64,
+    /// Error replies sent, by code (index = code).
+    pub errors: [AtomicU64; 17],
+    /// Pings answered.
+    pub pings: AtomicU64,
+    /// Total queue time of served requests, µs.
+    pub queue_us: AtomicU64,
+    /// Longest queue time, µs.
+    pub queue_us_max: AtomicU64,
+    /// Total compute time of served requests, µs.
+    pub compute_us: AtomicU64,
+}
+
+/// A snapshot of [`EdgeCounters`] for humans and JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeStats {
+    /// Seconds since the server started.
+    pub uptime_s: f64,
+    /// Inference requests received.
+    pub requests: u64,
+    /// Results sent.
+    pub results: u64,
+    /// Error replies sent.
+    pub errors: u64,
+    /// Error replies by code name.
+    pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    /// Pings answered.
+    pub pings: u64,
+    /// Mean queue time of served requests, ms.
+    pub queue_ms_mean: f64,
+    /// Longest queue time, ms.
+    pub queue_ms_max: f64,
+    /// Mean compute time of served requests, ms.
+    pub compute_ms_mean: f64,
+    /// Results per second since start.
+    pub results_per_s: f64,
+    /// CURVE handshakes admitted by the ZAP handler.
+    pub zap_allowed: u64,
+    /// CURVE handshakes refused (key not on the allow-list).
+    pub zap_denied: u64,
+}
+
+impl EdgeCounters {
+    fn error(&self, code: ErrorCode) {
+        self.errors[code as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self, started: Instant, zap: Option<&ZapCounters>) -> EdgeStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let results = load(&self.results);
+        let errors_by_code: std::collections::BTreeMap<String, u64> = ErrorCode::ALL
+            .iter()
+            .map(|&c| (c.name().to_string(), load(&self.errors[c as usize])))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let per = |total: u64| {
+            if results == 0 {
+                0.0
+            } else {
+                total as f64 / results as f64 / 1e3
+            }
+        };
+        let uptime_s = started.elapsed().as_secs_f64();
+        EdgeStats {
+            uptime_s,
+            requests: load(&self.requests),
+            results,
+            errors: errors_by_code.values().sum(),
+            errors_by_code,
+            pings: load(&self.pings),
+            queue_ms_mean: per(load(&self.queue_us)),
+            queue_ms_max: load(&self.queue_us_max) as f64 / 1e3,
+            compute_ms_mean: per(load(&self.compute_us)),
+            results_per_s: results as f64 / uptime_s.max(1e-9),
+            zap_allowed: zap.map_or(0, |z| z.allowed.load(Ordering::Relaxed)),
+            zap_denied: zap.map_or(0, |z| z.denied.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A validated request waiting for a worker.
+struct Job {
+    envelope: Vec<Vec<u8>>,
+    header: Header,
+    input: Vec<f32>,
+    received: Instant,
+}
+
+const RESULTS: &str = "inproc://edgent-edge-results";
+
+/// Runs the edge until `stop` is set (e.g. by SIGINT/SIGTERM). `ready` is called once the
+/// socket listens. `stats` is called about once a second with the counters.
+pub fn serve(
+    model: &BranchyAlexNet,
+    device: &Device,
+    plan: &ServedPlan,
+    config: &EdgeConfig,
+    stop: &AtomicBool,
+    ready: impl FnOnce(),
+    mut stats: impl FnMut(&EdgeStats),
+) -> Result<EdgeStats, TransportError> {
+    config.security.check()?;
+    let started = Instant::now();
+    let context = zmq::Context::new();
+    let zap = match &config.security {
+        Security::Curve { allow, .. } => Some(start_zap(&context, allow)?),
+        Security::Null => None,
+    };
+    let results = context
+        .socket(zmq::PULL)
+        .map_err(zmq_err("creating the results socket"))?;
+    results.bind(RESULTS).map_err(zmq_err("binding the results socket"))?;
+    let front = open_front(&context, config)?;
+
+    let counters = Arc::new(EdgeCounters::default());
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
+    let queue = Arc::new(Mutex::new(queue));
+    let mut workers = Vec::new();
+    for i in 0..config.workers.max(1) {
+        let push = context
+            .socket(zmq::PUSH)
+            .map_err(zmq_err("creating a worker socket"))?;
+        push.connect(RESULTS).map_err(zmq_err("connecting a worker"))?;
+        let (model, device, queue) = (model.clone(), device.clone(), Arc::clone(&queue));
+        let (plan, counters) = (plan.clone(), Arc::clone(&counters));
+        let handle = std::thread::Builder::new()
+            .name(format!("edgent-worker-{i}"))
+            .spawn(move || worker(&model, &device, &plan, &queue, &push, &counters))
+            .map_err(|source| TransportError::Io {
+                path: "<worker thread>".into(),
+                source,
+            })?;
+        workers.push(handle);
+    }
+    ready();
+
+    let mut last_stats = Instant::now();
+    let reply = |frames: Vec<Vec<u8>>| {
+        // A device that went away cannot be answered; that must not stop the others.
+        let _ = front.send_multipart(frames, zmq::DONTWAIT);
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut items = [
+            front.as_poll_item(zmq::POLLIN),
+            results.as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, 100) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(zmq_err("polling")(e)),
+        }
+        let (front_ready, results_ready) = (items[0].is_readable(), items[1].is_readable());
+        if results_ready {
+            while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
+                reply(frames);
+            }
+        }
+        if front_ready {
+            // Bounded: at most a burst of messages before the results get their turn.
+            for _ in 0..256 {
+                let Ok(frames) = front.recv_multipart(zmq::DONTWAIT) else {
+                    break;
+                };
+                if let Some(out) = admit(frames, model, plan, &counters, &jobs) {
+                    reply(out);
+                }
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            stats(&counters.snapshot(started, zap.as_deref()));
+            last_stats = Instant::now();
+        }
+    }
+    // Shut down: no new work; workers finish what they hold; their replies go out.
+    drop(jobs);
+    for handle in workers {
+        let _ = handle.join();
+    }
+    while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
+        reply(frames);
+    }
+    let snapshot = counters.snapshot(started, zap.as_deref());
+    stats(&snapshot);
+    Ok(snapshot)
+}
+
+fn open_front(context: &zmq::Context, config: &EdgeConfig) -> Result<zmq::Socket, TransportError> {
+    let (kind, address) = match &config.endpoint {
+        Endpoint::Bind(a) => (zmq::ROUTER, a),
+        Endpoint::Broker(a) => (zmq::DEALER, a),
+    };
+    let socket = context
+        .socket(kind)
+        .map_err(zmq_err("creating the edge socket"))?;
+    socket.set_linger(1000).map_err(zmq_err("setting linger"))?;
+    match &config.endpoint {
+        Endpoint::Bind(_) => {
+            config.security.apply_server(&socket)?;
+            socket
+                .bind(address)
+                .map_err(zmq_err(format!("binding {address}")))?;
+        }
+        Endpoint::Broker(_) => {
+            config.security.apply_client(&socket)?;
+            socket
+                .connect(address)
+                .map_err(zmq_err(format!("connecting to the broker at {address}")))?;
+            for _ in 0..config.workers.max(1) {
+                socket
+                    .send(READY, 0)
+                    .map_err(zmq_err("announcing workers to the broker"))?;
+            }
+        }
+    }
+    Ok(socket)
+}
+
+/// Validates one incoming message. Returns the frames to send back now (errors, pongs),
+/// or `None` when the request went to the workers.
+fn admit(
+    frames: Vec<Vec<u8>>,
+    model: &BranchyAlexNet,
+    plan: &ServedPlan,
+    counters: &EdgeCounters,
+    jobs: &SyncSender<Job>,
+) -> Option<Vec<Vec<u8>>> {
+    let received = Instant::now();
+    let mut frames = frames;
+    if frames.is_empty() {
+        return None;
+    }
+    // One routing frame: the device's identity (from our ROUTER, or the broker's).
+    let body = frames.split_off(1);
+    let envelope = frames;
+    let with_envelope = |msg: Message| {
+        let mut out = envelope.clone();
+        out.extend(msg.encode());
+        Some(out)
+    };
+    let refuse = |request_id: u64, code: ErrorCode, text: &str| {
+        counters.error(code);
+        with_envelope(Message::error(plan.digest, request_id, code, text))
+    };
+    let msg = match Message::decode(&body) {
+        Ok(msg) => msg,
+        Err(e) => {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            return refuse(e.request_id, e.code, &e.text);
+        }
+    };
+    let h = msg.header;
+    match h.kind {
+        MessageType::Ping => {
+            counters.pings.fetch_add(1, Ordering::Relaxed);
+            return with_envelope(Message {
+                header: Header::new(MessageType::Pong, plan.digest, h.request_id),
+                payload: Payload::Text(String::new()),
+            });
+        }
+        MessageType::Infer => {}
+        other => {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            return refuse(
+                h.request_id,
+                ErrorCode::BadType,
+                &format!("{other:?} is not a request an edge serves (send Infer or Ping)"),
+            );
+        }
+    }
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    if let Err((code, text)) = check_request(&h, model, plan) {
+        return refuse(h.request_id, code, &text);
+    }
+    let input = match msg.payload {
+        Payload::U8(pixels) => normalize(&pixels, &plan.mean, &plan.std),
+        Payload::F32(values) => values,
+        Payload::Text(_) => unreachable!("check_request demands a tensor"),
+    };
+    let request_id = h.request_id;
+    let job = Job {
+        envelope: envelope.clone(),
+        header: h,
+        input,
+        received,
+    };
+    match jobs.try_send(job) {
+        Ok(()) => None,
+        Err(TrySendError::Full(_)) => refuse(
+            request_id,
+            ErrorCode::Busy,
+            "the edge's queue is full; run locally or retry",
+        ),
+        Err(TrySendError::Disconnected(_)) => refuse(
+            request_id,
+            ErrorCode::Internal,
+            "the edge is shutting down",
+        ),
+    }
+}
+
+/// Checks a decoded request against the served plan and the layer table.
+fn check_request(
+    h: &Header,
+    model: &BranchyAlexNet,
+    plan: &ServedPlan,
+) -> Result<(), (ErrorCode, String)> {
+    if h.plan_digest != plan.digest {
+        return Err((
+            ErrorCode::UnknownPlan,
+            format!(
+                "plan {} is not the plan this edge serves ({}): deploy device and edge from the same plan.json",
+                hex::encode(h.plan_digest),
+                hex::encode(plan.digest)
+            ),
+        ));
+    }
+    if h.code != 0 {
+        return Err((
+            ErrorCode::BadField,
+            format!("a request's code field must be 0, got {}", h.code),
+        ));
+    }
+    let exit = usize::from(h.exit);
+    let spec = model.layer_table().exit(exit).ok_or_else(|| {
+        (
+            ErrorCode::BadExit,
+            format!("exit {exit} does not exist (1 to {})", crate::NUM_EXITS),
+        )
+    })?;
+    let p = usize::from(h.partition);
+    if p >= spec.len() {
+        return Err((
+            ErrorCode::BadPartition,
+            format!(
+                "partition {p} of exit {exit}: the edge runs [p, {}), so p must be below {}",
+                spec.len(),
+                spec.len()
+            ),
+        ));
+    }
+    let dtype = if p == 0 { Dtype::U8 } else { Dtype::F32 };
+    if h.dtype != dtype {
+        return Err((
+            ErrorCode::BadDtype,
+            format!(
+                "partition {p} takes {dtype:?} (raw u8 image at 0, f32 activations after), got {:?}",
+                h.dtype
+            ),
+        ));
+    }
+    let expected = spec.boundary_shape(p);
+    if h.shape.len() != expected.len()
+        || h.shape.iter().zip(expected).any(|(&a, &b)| a as usize != b)
+    {
+        return Err((
+            ErrorCode::WrongShape,
+            format!(
+                "exit {exit} partition {p} takes shape {expected:?}, got {:?}",
+                h.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn worker(
+    model: &BranchyAlexNet,
+    device: &Device,
+    plan: &ServedPlan,
+    queue: &Mutex<Receiver<Job>>,
+    push: &zmq::Socket,
+    counters: &EdgeCounters,
+) {
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match queue.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let queued = job.received.elapsed();
+        let reply = run_job(model, device, plan, &job, queued, counters);
+        let mut frames = job.envelope;
+        frames.extend(reply.encode());
+        if push.send_multipart(frames, 0).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_job(
+    model: &BranchyAlexNet,
+    device: &Device,
+    plan: &ServedPlan,
+    job: &Job,
+    queued: Duration,
+    counters: &EdgeCounters,
+) -> Message {
+    let h = &job.header;
+    let (exit, p) = (usize::from(h.exit), usize::from(h.partition));
+    let n = model.layer_table().exit(exit).map_or(0, |e| e.len());
+    let mut dims = vec![1];
+    dims.extend(h.shape.iter().map(|&d| d as usize));
+    let outcome = Activation::from_values(job.input.clone(), &dims, device)
+        .and_then(|x| run_slice(model, exit, p..n, x, Slowdown::NONE, device));
+    match outcome {
+        Ok((logits, took)) => {
+            let values = logits.to_values();
+            let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+            let mut header = Header::new(MessageType::Result, plan.digest, h.request_id);
+            header.exit = h.exit;
+            header.partition = h.partition;
+            header.edge_us = us(took);
+            header.queue_us = us(queued);
+            header.dtype = Dtype::F32;
+            header.shape = vec![values.len() as u32];
+            counters.results.fetch_add(1, Ordering::Relaxed);
+            counters
+                .compute_us
+                .fetch_add(u64::from(header.edge_us), Ordering::Relaxed);
+            counters
+                .queue_us
+                .fetch_add(u64::from(header.queue_us), Ordering::Relaxed);
+            counters
+                .queue_us_max
+                .fetch_max(u64::from(header.queue_us), Ordering::Relaxed);
+            Message {
+                header,
+                payload: Payload::F32(values),
+            }
+        }
+        Err(e) => {
+            counters.error(ErrorCode::Internal);
+            Message::error(
+                plan.digest,
+                h.request_id,
+                ErrorCode::Internal,
+                &format!("running exit {exit} layers [{p}, {n}) failed: {e}"),
+            )
+        }
+    }
+}
+
+/// Counters of the [`broker`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BrokerStats {
+    /// Requests forwarded to an edge.
+    pub forwarded: u64,
+    /// Replies returned to devices.
+    pub replies: u64,
+    /// Edge credits dropped because the edge had gone.
+    pub dropped_credits: u64,
+    /// CURVE handshakes refused.
+    pub zap_denied: u64,
+}
+
+/// A load-balancing broker (the zguide's ROUTER–ROUTER pattern): devices connect to
+/// `front` exactly as to an edge; edges started with [`Endpoint::Broker`] connect to
+/// `back` and announce one [`READY`] credit per worker. Each request goes to the edge
+/// that has been free longest; each reply returns the credit. Runs until `stop` is set.
+pub fn broker(
+    front: &str,
+    back: &str,
+    security: &Security,
+    stop: &AtomicBool,
+    ready: impl FnOnce(),
+) -> Result<BrokerStats, TransportError> {
+    security.check()?;
+    let context = zmq::Context::new();
+    let zap = match security {
+        Security::Curve { allow, .. } => Some(start_zap(&context, allow)?),
+        Security::Null => None,
+    };
+    let open = |address: &str, side: &str| -> Result<zmq::Socket, TransportError> {
+        let socket = context
+            .socket(zmq::ROUTER)
+            .map_err(zmq_err(format!("creating the {side} socket")))?;
+        socket.set_linger(0).map_err(zmq_err("setting linger"))?;
+        socket
+            .set_router_mandatory(true)
+            .map_err(zmq_err("setting ROUTER_MANDATORY"))?;
+        security.apply_server(&socket)?;
+        socket
+            .bind(address)
+            .map_err(zmq_err(format!("binding the {side} at {address}")))?;
+        Ok(socket)
+    };
+    let (front, back) = (open(front, "front end")?, open(back, "back end")?);
+    ready();
+    let mut credits: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut stats = BrokerStats::default();
+    while !stop.load(Ordering::Relaxed) {
+        // Only take requests while some edge has a free worker.
+        let mut items = [
+            back.as_poll_item(zmq::POLLIN),
+            front.as_poll_item(if credits.is_empty() {
+                zmq::PollEvents::empty()
+            } else {
+                zmq::POLLIN
+            }),
+        ];
+        match zmq::poll(&mut items, 100) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(zmq_err("polling")(e)),
+        }
+        if items[0].is_readable() {
+            while let Ok(mut frames) = back.recv_multipart(zmq::DONTWAIT) {
+                if frames.len() < 2 {
+                    continue;
+                }
+                let reply = frames.split_off(1);
+                credits.push_back(frames.pop().expect("edge identity"));
+                if reply != [READY] && front.send_multipart(reply, zmq::DONTWAIT).is_ok() {
+                    stats.replies += 1;
+                }
+            }
+        }
+        if items[1].is_readable() {
+            while !credits.is_empty() {
+                let Ok(frames) = front.recv_multipart(zmq::DONTWAIT) else {
+                    break;
+                };
+                // Find a live edge; an edge that went away loses its credits.
+                while let Some(edge) = credits.pop_front() {
+                    let mut out = vec![edge.clone()];
+                    out.extend(frames.iter().cloned());
+                    match back.send_multipart(out, zmq::DONTWAIT) {
+                        Ok(()) => {
+                            stats.forwarded += 1;
+                            break;
+                        }
+                        Err(_) => {
+                            let before = credits.len();
+                            credits.retain(|c| *c != edge);
+                            stats.dropped_credits += 1 + (before - credits.len()) as u64;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    stats.zap_denied = zap.map_or(0, |z| z.denied.load(Ordering::Relaxed));
+    Ok(stats)
+}

@@ -1,0 +1,588 @@
+//! The wire protocol between `edgent-device` and `edgent-edge` (PROTOCOL.md).
+//!
+//! Every message is two ZeroMQ frames: an 80-byte little-endian [`Header`] and a payload
+//! (tensor bytes, or UTF-8 text for errors). Decoding validates everything and answers with
+//! an [`ErrorCode`] a peer can send back; it never panics on bytes from the network.
+
+use std::fmt;
+
+/// First four bytes of every header.
+pub const MAGIC: [u8; 4] = *b"EDGT";
+/// Protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Length of the header frame, bytes.
+pub const HEADER_LEN: usize = 80;
+/// Most dimensions a tensor may have.
+pub const MAX_DIMS: usize = 4;
+/// Largest payload accepted, bytes (far above any B-AlexNet activation: 128 KiB).
+pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageType {
+    /// Device → edge: run layers `[partition, N)` of `exit` on the payload.
+    Infer = 1,
+    /// Edge → device: the logits, with edge compute and queue time.
+    Result = 2,
+    /// Edge → device: the request failed; `code` says why, the payload is text.
+    Error = 3,
+    /// Device → edge: measure the link; the payload (any `u8` bytes) is discarded.
+    Ping = 4,
+    /// Edge → device: answer to a ping, empty payload.
+    Pong = 5,
+}
+
+impl MessageType {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Infer,
+            2 => Self::Result,
+            3 => Self::Error,
+            4 => Self::Ping,
+            5 => Self::Pong,
+            _ => return None,
+        })
+    }
+}
+
+/// Element type of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Dtype {
+    /// No tensor (errors, pongs): `ndim` is 0.
+    None = 0,
+    /// Unsigned bytes (the raw image at partition 0, ping padding).
+    U8 = 1,
+    /// IEEE-754 binary32, little-endian.
+    F32 = 2,
+}
+
+impl Dtype {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::None,
+            1 => Self::U8,
+            2 => Self::F32,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element (text counts as bytes).
+    pub fn size(self) -> usize {
+        match self {
+            Self::None | Self::U8 => 1,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// Why a message was refused; sent back in an [`MessageType::Error`] header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// Not exactly two frames (header, payload).
+    BadFrames = 1,
+    /// The header frame is not 80 bytes.
+    BadHeaderLength = 2,
+    /// The header does not start with `EDGT`.
+    BadMagic = 3,
+    /// A protocol version this edge does not speak.
+    BadVersion = 4,
+    /// Unknown message type, or one a device may not send.
+    BadType = 5,
+    /// Unknown dtype, or the wrong dtype for the message.
+    BadDtype = 6,
+    /// `ndim` over 4, a zero dimension, or non-zero unused dimensions.
+    BadShape = 7,
+    /// Payload length differs from the shape × dtype size, or is over the limit.
+    BadLength = 8,
+    /// The tensor holds NaN or infinity.
+    NonFinite = 9,
+    /// The plan digest is not the one this edge serves.
+    UnknownPlan = 10,
+    /// Exit outside 1..=5.
+    BadExit = 11,
+    /// Partition outside `0..N` for the exit (the edge must run at least one layer).
+    BadPartition = 12,
+    /// The tensor's shape is not the activation entering the partition's layer.
+    WrongShape = 13,
+    /// The edge's queue is full; try again or run locally.
+    Busy = 14,
+    /// The edge failed while running the request.
+    Internal = 15,
+    /// Non-zero reserved bytes or fields a request must leave zero.
+    BadField = 16,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 16] = [
+        Self::BadFrames,
+        Self::BadHeaderLength,
+        Self::BadMagic,
+        Self::BadVersion,
+        Self::BadType,
+        Self::BadDtype,
+        Self::BadShape,
+        Self::BadLength,
+        Self::NonFinite,
+        Self::UnknownPlan,
+        Self::BadExit,
+        Self::BadPartition,
+        Self::WrongShape,
+        Self::Busy,
+        Self::Internal,
+        Self::BadField,
+    ];
+
+    /// The code for a number, if it is one.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as u16 == v)
+    }
+
+    /// Short name, as PROTOCOL.md writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BadFrames => "bad_frames",
+            Self::BadHeaderLength => "bad_header_length",
+            Self::BadMagic => "bad_magic",
+            Self::BadVersion => "bad_version",
+            Self::BadType => "bad_type",
+            Self::BadDtype => "bad_dtype",
+            Self::BadShape => "bad_shape",
+            Self::BadLength => "bad_length",
+            Self::NonFinite => "non_finite",
+            Self::UnknownPlan => "unknown_plan",
+            Self::BadExit => "bad_exit",
+            Self::BadPartition => "bad_partition",
+            Self::WrongShape => "wrong_shape",
+            Self::Busy => "busy",
+            Self::Internal => "internal",
+            Self::BadField => "bad_field",
+        }
+    }
+}
+
+/// A refused message: the code to send back and a human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// What was wrong, for the peer's operator.
+    pub text: String,
+    /// The request id, when the header got far enough to carry one (else 0).
+    pub request_id: u64,
+}
+
+impl ProtocolError {
+    fn new(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+            request_id: 0,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code.name(), self.code as u16, self.text)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// The fixed header frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// What the message is.
+    pub kind: MessageType,
+    /// Element type of the payload.
+    pub dtype: Dtype,
+    /// SHA-256 of the plan both sides were generated from.
+    pub plan_digest: [u8; 32],
+    /// Chosen by the device; echoed in the reply.
+    pub request_id: u64,
+    /// Exit, 1 to 5 (0 when not an inference).
+    pub exit: u8,
+    /// Partition point `p`: the edge runs `[p, N)`.
+    pub partition: u8,
+    /// Error code for [`MessageType::Error`], else 0.
+    pub code: u16,
+    /// Request: the device's latency requirement, µs (informational). Reply: 0.
+    pub deadline_us: u32,
+    /// Reply: time the edge spent running layers, µs.
+    pub edge_us: u32,
+    /// Reply: time the request waited for a worker, µs.
+    pub queue_us: u32,
+    /// Tensor shape per sample, `ndim` dimensions (no batch dimension).
+    pub shape: Vec<u32>,
+}
+
+impl Header {
+    /// A header of `kind` with everything else zero.
+    pub fn new(kind: MessageType, plan_digest: [u8; 32], request_id: u64) -> Self {
+        Self {
+            kind,
+            dtype: Dtype::None,
+            plan_digest,
+            request_id,
+            exit: 0,
+            partition: 0,
+            code: 0,
+            deadline_us: 0,
+            edge_us: 0,
+            queue_us: 0,
+            shape: Vec::new(),
+        }
+    }
+
+    /// Elements the shape holds (1 for a scalar shape `[]` is not allowed: 0 dims → 0).
+    pub fn elements(&self) -> usize {
+        if self.shape.is_empty() {
+            0
+        } else {
+            self.shape.iter().map(|&d| d as usize).product()
+        }
+    }
+
+    /// The 80 header bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        assert!(self.shape.len() <= MAX_DIMS, "at most {MAX_DIMS} dimensions");
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4] = VERSION;
+        b[5] = self.kind as u8;
+        b[6] = self.dtype as u8;
+        b[7] = self.shape.len() as u8;
+        b[8..40].copy_from_slice(&self.plan_digest);
+        b[40..48].copy_from_slice(&self.request_id.to_le_bytes());
+        b[48] = self.exit;
+        b[49] = self.partition;
+        b[50..52].copy_from_slice(&self.code.to_le_bytes());
+        b[52..56].copy_from_slice(&self.deadline_us.to_le_bytes());
+        b[56..60].copy_from_slice(&self.edge_us.to_le_bytes());
+        b[60..64].copy_from_slice(&self.queue_us.to_le_bytes());
+        for (i, d) in self.shape.iter().enumerate() {
+            b[64 + 4 * i..68 + 4 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses and checks a header frame (magic, version, type, dtype, shape).
+    pub fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
+        if b.len() != HEADER_LEN {
+            return Err(ProtocolError::new(
+                ErrorCode::BadHeaderLength,
+                format!("header frame is {} bytes, expected {HEADER_LEN}", b.len()),
+            ));
+        }
+        if b[0..4] != MAGIC {
+            return Err(ProtocolError::new(
+                ErrorCode::BadMagic,
+                format!("header starts with {:02x?}, expected \"EDGT\"", &b[0..4]),
+            ));
+        }
+        let request_id = u64::from_le_bytes(b[40..48].try_into().expect("8 bytes"));
+        let fail = |code, text: String| ProtocolError {
+            code,
+            text,
+            request_id,
+        };
+        if b[4] != VERSION {
+            return Err(fail(
+                ErrorCode::BadVersion,
+                format!("protocol version {} is not supported (this edge speaks {VERSION})", b[4]),
+            ));
+        }
+        let kind = MessageType::from_u8(b[5])
+            .ok_or_else(|| fail(ErrorCode::BadType, format!("unknown message type {}", b[5])))?;
+        let dtype = Dtype::from_u8(b[6])
+            .ok_or_else(|| fail(ErrorCode::BadDtype, format!("unknown dtype {}", b[6])))?;
+        let ndim = b[7] as usize;
+        if ndim > MAX_DIMS {
+            return Err(fail(
+                ErrorCode::BadShape,
+                format!("ndim {ndim} is over {MAX_DIMS}"),
+            ));
+        }
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let dims: Vec<u32> = (0..MAX_DIMS).map(|i| word(64 + 4 * i)).collect();
+        if dims[..ndim].contains(&0) || dims[ndim..].iter().any(|&d| d != 0) {
+            return Err(fail(
+                ErrorCode::BadShape,
+                format!("shape {dims:?} with ndim {ndim}: used dimensions must be > 0, unused 0"),
+            ));
+        }
+        if (dtype == Dtype::None) != (ndim == 0) {
+            return Err(fail(
+                ErrorCode::BadDtype,
+                format!("dtype {dtype:?} with {ndim} dimensions: a tensor needs a dtype and dimensions, text neither"),
+            ));
+        }
+        Ok(Self {
+            kind,
+            dtype,
+            plan_digest: b[8..40].try_into().expect("32 bytes"),
+            request_id,
+            exit: b[48],
+            partition: b[49],
+            code: u16::from_le_bytes([b[50], b[51]]),
+            deadline_us: word(52),
+            edge_us: word(56),
+            queue_us: word(60),
+            shape: dims[..ndim].to_vec(),
+        })
+    }
+}
+
+/// A message's payload, decoded by its dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Text (errors) or nothing (pongs): dtype none.
+    Text(String),
+    /// `u8` tensor.
+    U8(Vec<u8>),
+    /// `f32` tensor.
+    F32(Vec<f32>),
+}
+
+/// A whole decoded message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The header.
+    pub header: Header,
+    /// The payload.
+    pub payload: Payload,
+}
+
+impl Message {
+    /// The two frames of this message.
+    pub fn encode(&self) -> [Vec<u8>; 2] {
+        let payload = match &self.payload {
+            Payload::Text(t) => t.as_bytes().to_vec(),
+            Payload::U8(v) => v.clone(),
+            Payload::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        [self.header.encode().to_vec(), payload]
+    }
+
+    /// Decodes and validates the frames of one message (without any routing envelope).
+    pub fn decode<F: AsRef<[u8]>>(frames: &[F]) -> Result<Self, ProtocolError> {
+        if frames.len() != 2 {
+            let mut err = ProtocolError::new(
+                ErrorCode::BadFrames,
+                format!(
+                    "{} frames, expected 2 (an {HEADER_LEN}-byte header and a payload)",
+                    frames.len()
+                ),
+            );
+            if let Some(Ok(h)) = frames.first().map(|f| Header::decode(f.as_ref())) {
+                err.request_id = h.request_id;
+            }
+            return Err(err);
+        }
+        let header = Header::decode(frames[0].as_ref())?;
+        let bytes = frames[1].as_ref();
+        let fail = |code, text: String| ProtocolError {
+            code,
+            text,
+            request_id: header.request_id,
+        };
+        if bytes.len() > MAX_PAYLOAD {
+            return Err(fail(
+                ErrorCode::BadLength,
+                format!("payload of {} bytes is over the {MAX_PAYLOAD}-byte limit", bytes.len()),
+            ));
+        }
+        let payload = match header.dtype {
+            Dtype::None => Payload::Text(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| fail(ErrorCode::BadLength, "text payload is not UTF-8".into()))?,
+            ),
+            dtype => {
+                let expected = header
+                    .elements()
+                    .checked_mul(dtype.size())
+                    .filter(|&n| n <= MAX_PAYLOAD)
+                    .ok_or_else(|| fail(ErrorCode::BadShape, format!("shape {:?} is too large", header.shape)))?;
+                if bytes.len() != expected {
+                    return Err(fail(
+                        ErrorCode::BadLength,
+                        format!(
+                            "payload is {} bytes; shape {:?} of {dtype:?} needs {expected}",
+                            bytes.len(),
+                            header.shape
+                        ),
+                    ));
+                }
+                if dtype == Dtype::U8 {
+                    Payload::U8(bytes.to_vec())
+                } else {
+                    let values: Vec<f32> = bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                        .collect();
+                    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                        return Err(fail(
+                            ErrorCode::NonFinite,
+                            format!("element {i} is {} (tensors must be finite)", values[i]),
+                        ));
+                    }
+                    Payload::F32(values)
+                }
+            }
+        };
+        Ok(Self { header, payload })
+    }
+
+    /// An inference request.
+    pub fn infer(
+        plan_digest: [u8; 32],
+        request_id: u64,
+        exit: u8,
+        partition: u8,
+        deadline_us: u32,
+        shape: &[usize],
+        payload: Payload,
+    ) -> Self {
+        let mut header = Header::new(MessageType::Infer, plan_digest, request_id);
+        header.exit = exit;
+        header.partition = partition;
+        header.deadline_us = deadline_us;
+        header.shape = shape.iter().map(|&d| d as u32).collect();
+        header.dtype = match payload {
+            Payload::U8(_) => Dtype::U8,
+            Payload::F32(_) => Dtype::F32,
+            Payload::Text(_) => Dtype::None,
+        };
+        Self { header, payload }
+    }
+
+    /// An error reply to `request_id`.
+    pub fn error(plan_digest: [u8; 32], request_id: u64, code: ErrorCode, text: &str) -> Self {
+        let mut header = Header::new(MessageType::Error, plan_digest, request_id);
+        header.code = code as u16;
+        Self {
+            header,
+            payload: Payload::Text(text.to_string()),
+        }
+    }
+}
+
+/// Parses a 64-hex-digit plan digest.
+pub fn digest_bytes(hex_digest: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(hex_digest).map_err(|e| format!("plan digest `{hex_digest}`: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("plan digest has {} bytes, expected 32", b.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request() -> Message {
+        Message::infer(
+            [7; 32],
+            42,
+            3,
+            5,
+            300_000,
+            &[2, 2],
+            Payload::F32(vec![1.0, -2.5, 0.0, 3.25]),
+        )
+    }
+
+    #[test]
+    fn header_layout_is_the_documented_one() {
+        let [h, p] = request().encode();
+        assert_eq!(h.len(), HEADER_LEN);
+        assert_eq!(&h[0..4], b"EDGT");
+        assert_eq!(h[4..8], [1, 1, 2, 2]); // version, infer, f32, ndim
+        assert_eq!(h[40..48], 42u64.to_le_bytes());
+        assert_eq!(h[48..50], [3, 5]);
+        assert_eq!(h[52..56], 300_000u32.to_le_bytes());
+        assert_eq!(h[64..72], [2, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(p.len(), 16);
+        assert_eq!(p[4..8], (-2.5f32).to_le_bytes());
+    }
+
+    #[test]
+    fn each_kind_of_damage_has_its_code() {
+        let [h, p] = request().encode();
+        let code = |frames: &[Vec<u8>]| Message::decode(frames).unwrap_err().code;
+        assert_eq!(code(&[h.clone()]), ErrorCode::BadFrames);
+        assert_eq!(code(&[h.clone(), p.clone(), p.clone()]), ErrorCode::BadFrames);
+        assert_eq!(code(&[h[..79].to_vec(), p.clone()]), ErrorCode::BadHeaderLength);
+        let patched = |at: usize, v: u8| {
+            let mut h = h.clone();
+            h[at] = v;
+            vec![h, p.clone()]
+        };
+        assert_eq!(code(&patched(0, b'X')), ErrorCode::BadMagic);
+        assert_eq!(code(&patched(4, 9)), ErrorCode::BadVersion);
+        assert_eq!(code(&patched(5, 77)), ErrorCode::BadType);
+        assert_eq!(code(&patched(6, 9)), ErrorCode::BadDtype);
+        assert_eq!(code(&patched(7, 5)), ErrorCode::BadShape);
+        assert_eq!(code(&patched(64, 0)), ErrorCode::BadShape);
+        assert_eq!(code(&patched(72, 1)), ErrorCode::BadShape);
+        assert_eq!(code(&[h.clone(), p[..12].to_vec()]), ErrorCode::BadLength);
+        let mut nan = p.clone();
+        nan[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(code(&[h.clone(), nan]), ErrorCode::NonFinite);
+        let err = Message::decode(&[h, p[..4].to_vec()]).unwrap_err();
+        assert_eq!(err.request_id, 42, "errors carry the request id when known");
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(code as u16), Some(code));
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        let msg = Message::error([1; 32], 9, ErrorCode::WrongShape, "shape é");
+        assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let shape = prop::collection::vec(1u32..5, 1..=MAX_DIMS);
+        (any::<[u8; 32]>(), any::<u64>(), any::<u8>(), any::<u8>(), any::<u32>(), shape, any::<bool>())
+            .prop_flat_map(|(digest, id, exit, p, deadline, shape, bytes)| {
+                let n: usize = shape.iter().map(|&d| d as usize).product();
+                let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                let payload = if bytes {
+                    prop::collection::vec(any::<u8>(), n).prop_map(Payload::U8).boxed()
+                } else {
+                    prop::collection::vec(-1e30f32..1e30, n).prop_map(Payload::F32).boxed()
+                };
+                payload.prop_map(move |payload| {
+                    Message::infer(digest, id, exit, p, deadline, &shape, payload)
+                })
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_is_identity(msg in arb_message()) {
+            prop_assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
+        }
+
+        #[test]
+        fn random_frames_never_panic(frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..4)) {
+            let _ = Message::decode(&frames);
+        }
+
+        #[test]
+        fn corrupting_any_header_byte_never_panics(msg in arb_message(), at in 0..HEADER_LEN, v in any::<u8>()) {
+            let [mut h, p] = msg.encode();
+            h[at] = v;
+            if let Ok(m) = Message::decode(&[h, p]) {
+                // Whatever decodes must re-encode to a valid message.
+                prop_assert!(Message::decode(&m.encode()).is_ok());
+            }
+        }
+    }
+}
