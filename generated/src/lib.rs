@@ -2,6 +2,7 @@
 //! [`plan`]), the embedded weights, and what the `edgent-device` and `edgent-edge`
 //! binaries share.
 
+pub mod net;
 pub mod units;
 
 use anyhow::{Context, ensure};
@@ -112,4 +113,30 @@ fn parse_pgm(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         out[start..start + w].copy_from_slice(src);
     }
     Ok(out)
+}
+
+/// The compiled-in plan as the device client uses it.
+pub fn device_plan() -> runtime::device::DevicePlan {
+    runtime::device::DevicePlan {
+        digest: plan_digest(),
+        tables: &plan::TABLES,
+        by_accuracy: &plan::BY_ACCURACY,
+        mean: plan::NORMALIZATION_MEAN,
+        std: plan::NORMALIZATION_STD,
+        input: &plan::INPUT,
+    }
+}
+
+/// The compiled-in plan as the edge server checks requests against it.
+pub fn served_plan() -> runtime::edge::ServedPlan {
+    runtime::edge::ServedPlan {
+        digest: plan_digest(),
+        mean: plan::NORMALIZATION_MEAN.to_vec(),
+        std: plan::NORMALIZATION_STD.to_vec(),
+    }
+}
+
+/// The plan digest as the 32 bytes the protocol carries.
+pub fn plan_digest() -> [u8; 32] {
+    runtime::protocol::digest_bytes(plan::DIGEST).expect("the plan macro checked the digest")
 }

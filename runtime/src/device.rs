@@ -4,7 +4,7 @@
 //! answer in time, or answers with an error, answer from the best local exit that still
 //! fits in the deadline.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
@@ -51,16 +51,16 @@ impl DevicePlan {
         self.tables[exit - 1].pairs[self.chain_len(exit)].device_ms
     }
 
-    /// The most accurate exit whose local run is predicted to take at most `budget_ms`
-    /// (the fastest exit when none is).
-    pub fn best_local(&self, budget_ms: f64) -> usize {
+    /// The most accurate exit whose local run takes at most `budget_ms` by `cost` (the
+    /// fastest exit when none does).
+    pub fn best_local(&self, budget_ms: f64, cost: impl Fn(usize) -> f64) -> usize {
         self.by_accuracy
             .iter()
             .map(|&i| i + 1)
-            .find(|&e| self.local_ms(e) <= budget_ms)
+            .find(|&e| cost(e) <= budget_ms)
             .unwrap_or_else(|| {
                 (1..=self.tables.len())
-                    .min_by(|&a, &b| self.local_ms(a).total_cmp(&self.local_ms(b)))
+                    .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
                     .expect("at least one exit")
             })
     }
@@ -253,6 +253,9 @@ pub struct DeviceCounters {
     pub late_replies: u64,
 }
 
+/// How long the device plans without the edge after its first failure (doubles, to 8 s).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The device side of co-inference.
 pub struct DeviceClient {
     model: BranchyAlexNet,
@@ -266,6 +269,11 @@ pub struct DeviceClient {
     /// While set, plan device-only: the edge failed recently.
     backoff_until: Option<Instant>,
     backoff: Duration,
+    /// Measured time of each exit run whole on this device (slowdown included), ms:
+    /// the fallback keeps at least this much time, whatever the latency models say.
+    local_measured: Vec<f64>,
+    /// Requests sent and not answered yet: id → (sent at, payload bytes).
+    outstanding: HashMap<u64, (Instant, u64)>,
     counters: DeviceCounters,
 }
 
@@ -295,7 +303,12 @@ pub enum DeviceError {
 }
 
 enum Reply {
-    Result { logits: Vec<f32>, edge_ms: f64, queue_ms: f64, network_ms: f64 },
+    Result {
+        logits: Vec<f32>,
+        edge_ms: f64,
+        queue_ms: f64,
+        network_ms: f64,
+    },
     Refused(Option<ErrorCode>, String),
     Timeout,
 }
@@ -308,8 +321,9 @@ impl DeviceClient {
         device: Device,
         plan: DevicePlan,
         config: DeviceConfig,
-    ) -> Result<Self, TransportError> {
+    ) -> Result<Self, DeviceError> {
         config.security.check()?;
+        model.warm_up(&device);
         let context = zmq::Context::new();
         let socket = context
             .socket(zmq::DEALER)
@@ -331,7 +345,7 @@ impl DeviceClient {
             Some(link) => LinkEstimator::fixed(link),
             None => LinkEstimator::new(config.initial_link, 8),
         };
-        Ok(Self {
+        let mut client = Self {
             model,
             device,
             plan,
@@ -341,9 +355,13 @@ impl DeviceClient {
             estimator,
             next_id: 1,
             backoff_until: None,
-            backoff: Duration::from_millis(250),
+            backoff: INITIAL_BACKOFF,
+            local_measured: vec![0.0; plan.tables.len()],
+            outstanding: HashMap::new(),
             counters: DeviceCounters::default(),
-        })
+        };
+        client.calibrate()?;
+        Ok(client)
     }
 
     /// Waits up to `timeout` for the connection, then measures the round trip with empty
@@ -383,7 +401,11 @@ impl DeviceClient {
                 header: header.clone(),
                 payload: payload.clone(),
             };
-            if self.socket.send_multipart(msg.encode(), zmq::DONTWAIT).is_ok() {
+            if self
+                .socket
+                .send_multipart(msg.encode(), zmq::DONTWAIT)
+                .is_ok()
+            {
                 break Instant::now();
             }
             if Instant::now() >= until {
@@ -394,13 +416,44 @@ impl DeviceClient {
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let frames = self.recv(left)?;
-            match Message::decode(&frames) {
-                Ok(m) if m.header.request_id == id && m.header.kind == MessageType::Pong => {
-                    return Some(sent.elapsed().as_secs_f64() * 1e3);
-                }
-                _ => self.counters.late_replies += 1,
+            if let Some(m) = self.sort_reply(&frames, id)
+                && m.header.kind == MessageType::Pong
+            {
+                return Some(sent.elapsed().as_secs_f64() * 1e3);
             }
         }
+    }
+
+    /// Returns the reply if it answers `id`. A late result of an earlier request still
+    /// shows the edge is alive and how long the transfer took: it ends the backoff and
+    /// feeds the estimator, then is dropped (that request was answered locally).
+    fn sort_reply(&mut self, frames: &[Vec<u8>], id: u64) -> Option<Message> {
+        let msg = Message::decode(frames).ok()?;
+        let h = &msg.header;
+        if h.request_id == id {
+            return Some(msg);
+        }
+        self.counters.late_replies += 1;
+        if let Some((sent, bytes)) = self.outstanding.remove(&h.request_id)
+            && h.kind == MessageType::Result
+        {
+            let edge_ms = f64::from(h.edge_us + h.queue_us) / 1e3;
+            let network_ms = sent.elapsed().as_secs_f64() * 1e3 - edge_ms;
+            self.estimator.observe(bytes, network_ms.max(0.0));
+            self.backoff_until = None;
+            self.backoff = INITIAL_BACKOFF;
+        }
+        None
+    }
+
+    /// Handles replies that arrived while no request was waiting.
+    fn drain_late_replies(&mut self) {
+        while let Ok(frames) = self.socket.recv_multipart(zmq::DONTWAIT) {
+            self.sort_reply(&frames, 0);
+        }
+        // Forget requests the edge never answered.
+        self.outstanding
+            .retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(30));
     }
 
     fn take_id(&mut self) -> u64 {
@@ -437,9 +490,24 @@ impl DeviceClient {
         )
     }
 
+    /// What a whole local run of `exit` is expected to take: the latency models'
+    /// prediction, or what this device measured if that was longer.
+    fn local_cost(&self, exit: usize) -> f64 {
+        self.plan.local_ms(exit).max(self.local_measured[exit - 1])
+    }
+
+    /// Times every exit run whole on this device once (the fallback's reference).
+    fn calibrate(&mut self) -> Result<(), ModelError> {
+        let blank = vec![0u8; self.plan.input.iter().product()];
+        for exit in 1..=self.plan.tables.len() {
+            self.run_local(&blank, exit, self.plan.chain_len(exit))?;
+        }
+        Ok(())
+    }
+
     /// Runs layers `[0, end)` of `exit` on the device, stretched by the slowdown.
     fn run_local(
-        &self,
+        &mut self,
         pixels: &[u8],
         exit: usize,
         end: usize,
@@ -452,7 +520,13 @@ impl DeviceClient {
             self.config.slowdown,
             &self.device,
         )?;
-        Ok((y, took.as_secs_f64() * 1e3))
+        let ms = took.as_secs_f64() * 1e3;
+        if end == self.plan.chain_len(exit) {
+            // Remember slow runs at once; forget them slowly.
+            let m = &mut self.local_measured[exit - 1];
+            *m = ms.max(0.95 * *m);
+        }
+        Ok((y, ms))
     }
 
     /// Sends the prefix output for `(exit, p)` and waits until `until` for the reply.
@@ -495,20 +569,17 @@ impl DeviceClient {
             };
             return (id, bytes, Reply::Refused(None, why));
         }
+        self.outstanding.insert(id, (sent, bytes));
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let Some(frames) = self.recv(left) else {
                 return (id, bytes, Reply::Timeout);
             };
             let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
-            let msg = match Message::decode(&frames) {
-                Ok(m) if m.header.request_id == id => m,
-                // Replies to requests already answered locally, or garbage: not ours.
-                _ => {
-                    self.counters.late_replies += 1;
-                    continue;
-                }
+            let Some(msg) = self.sort_reply(&frames, id) else {
+                continue;
             };
+            self.outstanding.remove(&id);
             let h = &msg.header;
             return match (h.kind, msg.payload) {
                 (MessageType::Result, Payload::F32(logits))
@@ -517,7 +588,16 @@ impl DeviceClient {
                     let edge_ms = f64::from(h.edge_us) / 1e3;
                     let queue_ms = f64::from(h.queue_us) / 1e3;
                     let network_ms = (round_trip_ms - edge_ms - queue_ms).max(0.0);
-                    (id, bytes, Reply::Result { logits, edge_ms, queue_ms, network_ms })
+                    (
+                        id,
+                        bytes,
+                        Reply::Result {
+                            logits,
+                            edge_ms,
+                            queue_ms,
+                            network_ms,
+                        },
+                    )
                 }
                 (MessageType::Error, Payload::Text(text)) => {
                     (id, bytes, Reply::Refused(ErrorCode::from_u16(h.code), text))
@@ -535,6 +615,7 @@ impl DeviceClient {
     pub fn infer(&mut self, pixels: &[u8], deadline_ms: f64) -> Result<Answer, ModelError> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(deadline_ms.max(0.0) / 1e3);
+        self.drain_late_replies();
         let backing_off = self.backoff_until.is_some_and(|t| Instant::now() < t);
         let link = self.estimator.link();
         let plan = if backing_off {
@@ -587,19 +668,24 @@ impl DeviceClient {
             let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
             let remote_ms = plan.network_ms + plan.edge_ms;
             let margin = self.config.fallback_margin;
-            let fallback_exit = self.plan.best_local((left_ms - remote_ms) / margin);
-            let reserve = Duration::from_secs_f64(
-                (self.plan.local_ms(fallback_exit) * margin + 1.0) / 1e3,
-            );
+            let fallback_exit = self
+                .plan
+                .best_local((left_ms - remote_ms) / margin, |e| self.local_cost(e));
+            let reserve =
+                Duration::from_secs_f64((self.local_cost(fallback_exit) * margin + 1.0) / 1e3);
             let until = deadline.checked_sub(reserve).unwrap_or(started);
-            let (id, bytes, reply) =
-                self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
+            let (id, bytes, reply) = self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
             answer.request_id = id;
             answer.bytes = bytes;
             match reply {
-                Reply::Result { logits, edge_ms, queue_ms, network_ms } => {
+                Reply::Result {
+                    logits,
+                    edge_ms,
+                    queue_ms,
+                    network_ms,
+                } => {
                     self.estimator.observe(bytes, network_ms);
-                    self.backoff = Duration::from_millis(250);
+                    self.backoff = INITIAL_BACKOFF;
                     self.backoff_until = None;
                     answer.logits = logits;
                     answer.source = Source::Edge;
@@ -620,7 +706,9 @@ impl DeviceClient {
                     self.backoff_until = Some(Instant::now() + self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(8));
                     let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
-                    let exit = self.plan.best_local(left_ms / margin);
+                    let exit = self
+                        .plan
+                        .best_local(left_ms / margin, |e| self.local_cost(e));
                     let chain = self.plan.chain_len(exit);
                     let (y, ms) = self.run_local(pixels, exit, chain)?;
                     answer.logits = y.to_values();

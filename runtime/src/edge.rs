@@ -163,6 +163,7 @@ pub fn serve(
     mut stats: impl FnMut(&EdgeStats),
 ) -> Result<EdgeStats, TransportError> {
     config.security.check()?;
+    model.warm_up(device);
     let started = Instant::now();
     let context = zmq::Context::new();
     let zap = match &config.security {
@@ -172,7 +173,9 @@ pub fn serve(
     let results = context
         .socket(zmq::PULL)
         .map_err(zmq_err("creating the results socket"))?;
-    results.bind(RESULTS).map_err(zmq_err("binding the results socket"))?;
+    results
+        .bind(RESULTS)
+        .map_err(zmq_err("binding the results socket"))?;
     let front = open_front(&context, config)?;
 
     let counters = Arc::new(EdgeCounters::default());
@@ -183,7 +186,8 @@ pub fn serve(
         let push = context
             .socket(zmq::PUSH)
             .map_err(zmq_err("creating a worker socket"))?;
-        push.connect(RESULTS).map_err(zmq_err("connecting a worker"))?;
+        push.connect(RESULTS)
+            .map_err(zmq_err("connecting a worker"))?;
         let (model, device, queue) = (model.clone(), device.clone(), Arc::clone(&queue));
         let (plan, counters) = (plan.clone(), Arc::clone(&counters));
         let handle = std::thread::Builder::new()
@@ -353,11 +357,9 @@ fn admit(
             ErrorCode::Busy,
             "the edge's queue is full; run locally or retry",
         ),
-        Err(TrySendError::Disconnected(_)) => refuse(
-            request_id,
-            ErrorCode::Internal,
-            "the edge is shutting down",
-        ),
+        Err(TrySendError::Disconnected(_)) => {
+            refuse(request_id, ErrorCode::Internal, "the edge is shutting down")
+        }
     }
 }
 

@@ -276,6 +276,22 @@ impl BranchyAlexNet {
         }
     }
 
+    /// Runs every exit a few times on a blank image so that the first real request does
+    /// not pay for allocation and thread-pool start-up.
+    pub fn warm_up(&self, device: &Device) {
+        let [c, h, w] = [
+            self.table.input[0],
+            self.table.input[1],
+            self.table.input[2],
+        ];
+        for _ in 0..3 {
+            let logits = self.forward_all(Tensor::zeros([1, c, h, w], device));
+            for t in logits {
+                let _ = t.into_data();
+            }
+        }
+    }
+
     /// Logits of all five exits at once, sharing the trunk (training mode).
     ///
     /// `images`: `[N, C, 32, 32]`; returns five `[N, classes]` tensors, exit 1 first.

@@ -187,7 +187,13 @@ impl ProtocolError {
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code.name(), self.code as u16, self.text)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code as u16,
+            self.text
+        )
     }
 }
 
@@ -249,7 +255,10 @@ impl Header {
 
     /// The 80 header bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
-        assert!(self.shape.len() <= MAX_DIMS, "at most {MAX_DIMS} dimensions");
+        assert!(
+            self.shape.len() <= MAX_DIMS,
+            "at most {MAX_DIMS} dimensions"
+        );
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = VERSION;
@@ -293,7 +302,10 @@ impl Header {
         if b[4] != VERSION {
             return Err(fail(
                 ErrorCode::BadVersion,
-                format!("protocol version {} is not supported (this edge speaks {VERSION})", b[4]),
+                format!(
+                    "protocol version {} is not supported (this edge speaks {VERSION})",
+                    b[4]
+                ),
             ));
         }
         let kind = MessageType::from_u8(b[5])
@@ -318,7 +330,9 @@ impl Header {
         if (dtype == Dtype::None) != (ndim == 0) {
             return Err(fail(
                 ErrorCode::BadDtype,
-                format!("dtype {dtype:?} with {ndim} dimensions: a tensor needs a dtype and dimensions, text neither"),
+                format!(
+                    "dtype {dtype:?} with {ndim} dimensions: a tensor needs a dtype and dimensions, text neither"
+                ),
             ));
         }
         Ok(Self {
@@ -393,7 +407,10 @@ impl Message {
         if bytes.len() > MAX_PAYLOAD {
             return Err(fail(
                 ErrorCode::BadLength,
-                format!("payload of {} bytes is over the {MAX_PAYLOAD}-byte limit", bytes.len()),
+                format!(
+                    "payload of {} bytes is over the {MAX_PAYLOAD}-byte limit",
+                    bytes.len()
+                ),
             ));
         }
         let payload = match header.dtype {
@@ -406,7 +423,12 @@ impl Message {
                     .elements()
                     .checked_mul(dtype.size())
                     .filter(|&n| n <= MAX_PAYLOAD)
-                    .ok_or_else(|| fail(ErrorCode::BadShape, format!("shape {:?} is too large", header.shape)))?;
+                    .ok_or_else(|| {
+                        fail(
+                            ErrorCode::BadShape,
+                            format!("shape {:?} is too large", header.shape),
+                        )
+                    })?;
                 if bytes.len() != expected {
                     return Err(fail(
                         ErrorCode::BadLength,
@@ -515,8 +537,14 @@ mod tests {
         let [h, p] = request().encode();
         let code = |frames: &[Vec<u8>]| Message::decode(frames).unwrap_err().code;
         assert_eq!(code(&[h.clone()]), ErrorCode::BadFrames);
-        assert_eq!(code(&[h.clone(), p.clone(), p.clone()]), ErrorCode::BadFrames);
-        assert_eq!(code(&[h[..79].to_vec(), p.clone()]), ErrorCode::BadHeaderLength);
+        assert_eq!(
+            code(&[h.clone(), p.clone(), p.clone()]),
+            ErrorCode::BadFrames
+        );
+        assert_eq!(
+            code(&[h[..79].to_vec(), p.clone()]),
+            ErrorCode::BadHeaderLength
+        );
         let patched = |at: usize, v: u8| {
             let mut h = h.clone();
             h[at] = v;
@@ -549,14 +577,26 @@ mod tests {
 
     fn arb_message() -> impl Strategy<Value = Message> {
         let shape = prop::collection::vec(1u32..5, 1..=MAX_DIMS);
-        (any::<[u8; 32]>(), any::<u64>(), any::<u8>(), any::<u8>(), any::<u32>(), shape, any::<bool>())
+        (
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u32>(),
+            shape,
+            any::<bool>(),
+        )
             .prop_flat_map(|(digest, id, exit, p, deadline, shape, bytes)| {
                 let n: usize = shape.iter().map(|&d| d as usize).product();
                 let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                 let payload = if bytes {
-                    prop::collection::vec(any::<u8>(), n).prop_map(Payload::U8).boxed()
+                    prop::collection::vec(any::<u8>(), n)
+                        .prop_map(Payload::U8)
+                        .boxed()
                 } else {
-                    prop::collection::vec(-1e30f32..1e30, n).prop_map(Payload::F32).boxed()
+                    prop::collection::vec(-1e30f32..1e30, n)
+                        .prop_map(Payload::F32)
+                        .boxed()
                 };
                 payload.prop_map(move |payload| {
                     Message::infer(digest, id, exit, p, deadline, &shape, payload)

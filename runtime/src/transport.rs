@@ -42,6 +42,11 @@ pub enum TransportError {
     },
 }
 
+/// Whether the linked libzmq supports CURVE.
+pub fn curve_available() -> bool {
+    zmq::has("curve").unwrap_or(false)
+}
+
 /// Wraps a ZeroMQ error with what was being done.
 pub fn zmq_err(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> TransportError {
     let context = context.into();
@@ -59,7 +64,11 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyPair {{ public: {}, secret: <hidden> }}", z85(&self.public))
+        write!(
+            f,
+            "KeyPair {{ public: {}, secret: <hidden> }}",
+            z85(&self.public)
+        )
     }
 }
 
@@ -116,7 +125,7 @@ fn write(path: &Path, text: &str, private: bool) -> Result<(), TransportError> {
 /// Creates a key pair and writes `DIR/NAME.key` (secret, mode 0600) and `DIR/NAME.pub`.
 /// Refuses to overwrite existing files. Returns the two paths.
 pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TransportError> {
-    if !zmq::has("curve").unwrap_or(false) {
+    if !curve_available() {
         return Err(TransportError::NoCurve);
     }
     std::fs::create_dir_all(dir).map_err(|source| TransportError::Io {
@@ -124,7 +133,10 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TransportErr
         source,
     })?;
     let pair = zmq::CurveKeyPair::new().map_err(zmq_err("generating a CURVE key pair"))?;
-    let (secret_path, public_path) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    let (secret_path, public_path) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
     write(
         &secret_path,
         &format!(
@@ -158,7 +170,8 @@ pub fn load_keypair(path: &Path) -> Result<KeyPair, TransportError> {
         (Some(public), Some(secret)) => Ok(KeyPair { public, secret }),
         _ => Err(TransportError::BadKey {
             path: path.to_path_buf(),
-            reason: "expected a `public <z85>` and a `secret <z85>` line; is this a .pub file?".into(),
+            reason: "expected a `public <z85>` and a `secret <z85>` line; is this a .pub file?"
+                .into(),
         }),
     }
 }
@@ -203,9 +216,7 @@ impl Security {
     /// Checks that libzmq can do what this asks.
     pub fn check(&self) -> Result<(), TransportError> {
         match self {
-            Security::Curve { .. } if !zmq::has("curve").unwrap_or(false) => {
-                Err(TransportError::NoCurve)
-            }
+            Security::Curve { .. } if !curve_available() => Err(TransportError::NoCurve),
             _ => Ok(()),
         }
     }
@@ -320,7 +331,10 @@ mod tests {
         let (secret, public) = keygen(dir.path(), "device").unwrap();
         let pair = load_keypair(&secret).unwrap();
         assert_eq!(load_public_keys(&public).unwrap(), vec![pair.public]);
-        assert!(keygen(dir.path(), "device").is_err(), "never overwrites keys");
+        assert!(
+            keygen(dir.path(), "device").is_err(),
+            "never overwrites keys"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -336,9 +350,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("allow.pub");
         std::fs::write(&path, "# nothing\n\n").unwrap();
-        assert!(load_public_keys(&path).unwrap_err().to_string().contains("no public key"));
+        assert!(
+            load_public_keys(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no public key")
+        );
         std::fs::write(&path, "short\n").unwrap();
-        assert!(load_public_keys(&path).unwrap_err().to_string().contains("40 Z85"));
+        assert!(
+            load_public_keys(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("40 Z85")
+        );
     }
 
     #[test]
@@ -381,10 +405,17 @@ mod tests {
         denied.send("hello", 0).unwrap();
         let admitted = client(&good);
         admitted.send("hello", 0).unwrap();
-        assert!(server.poll(zmq::POLLIN, 5000).unwrap() > 0, "the listed key is served");
+        assert!(
+            server.poll(zmq::POLLIN, 5000).unwrap() > 0,
+            "the listed key is served"
+        );
         let frames = server.recv_multipart(0).unwrap();
         assert_eq!(frames[1], b"hello");
-        assert_eq!(server.poll(zmq::POLLIN, 300).unwrap(), 0, "nothing from the unlisted key");
+        assert_eq!(
+            server.poll(zmq::POLLIN, 300).unwrap(),
+            0,
+            "nothing from the unlisted key"
+        );
         assert_eq!(counters.allowed.load(Ordering::Relaxed), 1);
         assert!(counters.denied.load(Ordering::Relaxed) >= 1);
         server.set_linger(0).unwrap();

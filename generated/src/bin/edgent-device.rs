@@ -1,14 +1,17 @@
 //! `edgent-device`: the device side of Edgent, with the plan compiled in.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
-use clap::{Parser, Subcommand};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use generated::net::{KeygenArgs, SecurityArgs};
 use generated::units::{parse_bandwidth, parse_duration_ms};
-use generated::{load_model, normalize, plan, read_image};
+use generated::{device_plan, load_model, normalize, plan, read_image};
+use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
 use runtime::entropy::{argmax, softmax_entropy};
+use runtime::planner::Link;
 use runtime::profile::run_slice;
 use runtime::timing::Slowdown;
 use runtime::{Activation, Backend};
@@ -53,8 +56,146 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Classify one image with the edge: plan, run the prefix, offload the rest.
+    Run {
+        /// Image file: binary PGM (28×28 or 32×32) or raw u8 pixels [C, 32, 32].
+        #[arg(long)]
+        input: PathBuf,
+        /// Latency requirement, e.g. 300ms.
+        #[arg(long, value_parser = parse_duration_ms)]
+        deadline: f64,
+        #[command(flatten)]
+        edge: EdgeArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify a whole data set with the edge; report accuracy, deadline hit rate and
+    /// latency percentiles.
+    Eval {
+        /// Latency requirement per image, e.g. 300ms.
+        #[arg(long, value_parser = parse_duration_ms)]
+        deadline: f64,
+        /// Data set directory (default: Debian's Fashion-MNIST).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Only the first N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Stop after this long, e.g. 60s (the report covers the images done).
+        #[arg(long, value_parser = parse_duration_ms)]
+        duration: Option<f64>,
+        /// Write one JSON line per request here.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        #[command(flatten)]
+        edge: EdgeArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one image through every (exit, partition) pair, forced, and print the logits
+    /// of each as a JSON line (a correctness check of the split).
+    Pairs {
+        /// Image file.
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        edge: EdgeArgs,
+    },
+    /// Create a CurveZMQ key pair.
+    Keygen(KeygenArgs),
     /// Print what was compiled in: plan digest, weights, latency source, exits.
     Info,
+}
+
+/// How to reach the edge and how to plan.
+#[derive(Args, Debug)]
+struct EdgeArgs {
+    /// The edge (or broker) address.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    edge: String,
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// Emulate a device this many times slower (default: the slowdown the plan was
+    /// profiled with).
+    #[arg(long)]
+    slowdown: Option<Slowdown>,
+    /// Plan for this bandwidth instead of measuring it (a plan fixed in advance).
+    #[arg(long, value_parser = parse_bandwidth)]
+    bandwidth: Option<f64>,
+    /// Round trip to plan with, together with --bandwidth.
+    #[arg(long, value_parser = parse_duration_ms, default_value = "1ms", requires = "bandwidth")]
+    rtt: f64,
+    /// How long to wait for the edge at start (probe); then run locally until it answers.
+    #[arg(long, value_parser = parse_duration_ms, default_value = "3s")]
+    connect_timeout: f64,
+    /// Bytes of the start-up bandwidth probe (0: none).
+    #[arg(long, default_value_t = 2048)]
+    probe_bytes: usize,
+}
+
+impl EdgeArgs {
+    /// Loads the model, connects, probes.
+    fn connect(&self) -> anyhow::Result<DeviceClient> {
+        let slowdown = match self.slowdown {
+            Some(s) => s,
+            None => Slowdown::new(plan::DEVICE_SLOWDOWN).map_err(anyhow::Error::msg)?,
+        };
+        let mut config = DeviceConfig::new(self.edge.clone(), self.security.client()?);
+        config.slowdown = slowdown;
+        config.probe_bytes = self.probe_bytes;
+        config.fixed_link = self.bandwidth.map(|bandwidth_bps| Link {
+            bandwidth_bps,
+            rtt_ms: self.rtt,
+        });
+        let device = Backend::default().device();
+        let model = load_model(&device)?;
+        let mut client = DeviceClient::connect(model, device, device_plan(), config)?;
+        let timeout = Duration::from_secs_f64(self.connect_timeout / 1e3);
+        match client.probe(timeout) {
+            Some(link) => eprintln!(
+                "edgent-device: edge at {} answers; link {:.0} kbit/s, round trip {:.2} ms",
+                self.edge,
+                link.bandwidth_bps / 1e3,
+                link.rtt_ms
+            ),
+            None => eprintln!(
+                "edgent-device: no answer from {} within {:.0} ms; answering locally until it does",
+                self.edge, self.connect_timeout
+            ),
+        }
+        Ok(client)
+    }
+}
+
+fn print_answer(a: &Answer) {
+    let source = match a.source {
+        Source::Edge => format!("device [0, {}) + edge", a.partition),
+        Source::Local => "device only".to_string(),
+        Source::Fallback => format!(
+            "LOCAL FALLBACK ({})",
+            a.fallback.as_deref().unwrap_or("edge failed")
+        ),
+    };
+    println!(
+        "class {} from exit {} ({source}) in {:.2} ms (deadline {:.0} ms: {})",
+        a.class,
+        a.exit,
+        a.total_ms,
+        a.deadline_ms,
+        if a.met { "met" } else { "MISSED" }
+    );
+    println!(
+        "  device {:.2} ms, network {:.2} ms ({} bytes), edge {:.2} ms + queue {:.2} ms; predicted {:.2} ms at {:.0} kbit/s",
+        a.device_ms,
+        a.network_ms,
+        a.bytes,
+        a.edge_ms,
+        a.queue_ms,
+        a.plan.predicted_ms,
+        a.link.bandwidth_bps / 1e3
+    );
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,6 +290,53 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Run {
+            input,
+            deadline,
+            edge,
+            json,
+        } => {
+            let pixels = read_image(&input)?;
+            let mut client = edge.connect()?;
+            let answer = client.infer(&pixels, deadline)?;
+            if json {
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                print_answer(&answer);
+            }
+        }
+        Command::Eval {
+            deadline,
+            data,
+            limit,
+            duration,
+            trace,
+            edge,
+            json,
+        } => {
+            let report = eval(deadline, data, limit, duration, trace, &edge)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                report.print();
+            }
+        }
+        Command::Pairs { input, edge } => {
+            let pixels = read_image(&input)?;
+            let mut client = edge.connect()?;
+            let mut out = std::io::stdout().lock();
+            for exit in 1..=plan::EXITS {
+                for partition in 0..=plan::CHAIN_LEN[exit - 1] {
+                    let logits = client
+                        .infer_pair(&pixels, exit, partition, Duration::from_secs(10))
+                        .with_context(|| format!("exit {exit}, partition {partition}"))?;
+                    let line =
+                        serde_json::json!({"exit": exit, "partition": partition, "logits": logits});
+                    writeln!(out, "{line}")?;
+                }
+            }
+        }
+        Command::Keygen(args) => args.run()?,
         Command::Info => {
             println!("plan digest    {}", plan::DIGEST);
             println!("weights digest {}", plan::WEIGHTS_DIGEST);
@@ -175,4 +363,157 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Summary of an `eval` run.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    images: usize,
+    deadline_ms: f64,
+    accuracy: f64,
+    /// Accuracy counting a missed deadline as wrong (the paper's scoring).
+    accuracy_within_deadline: f64,
+    deadline_hit_rate: f64,
+    latency_ms_p50: f64,
+    latency_ms_p95: f64,
+    latency_ms_p99: f64,
+    latency_ms_max: f64,
+    /// Mean of measured / predicted latency over edge answers.
+    measured_over_predicted: f64,
+    from_edge: u64,
+    device_only: u64,
+    fallbacks: u64,
+    late_replies: u64,
+    wall_s: f64,
+    final_link_kbit_s: f64,
+}
+
+impl Report {
+    fn print(&self) {
+        println!(
+            "{} images, deadline {:.0} ms: accuracy {:.2} % ({:.2} % counting misses as wrong), deadline met {:.2} %",
+            self.images,
+            self.deadline_ms,
+            100.0 * self.accuracy,
+            100.0 * self.accuracy_within_deadline,
+            100.0 * self.deadline_hit_rate
+        );
+        println!(
+            "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; measured/predicted {:.3}",
+            self.latency_ms_p50,
+            self.latency_ms_p95,
+            self.latency_ms_p99,
+            self.latency_ms_max,
+            self.measured_over_predicted
+        );
+        println!(
+            "answers: {} from the edge, {} device-only, {} local fallbacks ({} late replies discarded); {:.1} s",
+            self.from_edge, self.device_only, self.fallbacks, self.late_replies, self.wall_s
+        );
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn eval(
+    deadline: f64,
+    data: Option<PathBuf>,
+    limit: Option<usize>,
+    duration: Option<f64>,
+    trace: Option<PathBuf>,
+    edge: &EdgeArgs,
+) -> anyhow::Result<Report> {
+    let kind: datasets::DatasetKind = plan::DATASET.parse().map_err(anyhow::Error::msg)?;
+    let mut set = datasets::load(kind, data.as_deref(), datasets::Split::Test)
+        .context("cannot load the test set")?;
+    if let Some(limit) = limit {
+        set.truncate(limit);
+    }
+    if set.is_empty() {
+        bail!("the test set is empty");
+    }
+    let mut trace = match trace {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut client = edge.connect()?;
+    let bar = indicatif::ProgressBar::new(set.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images, {per_sec}, eta {eta} {msg}",
+        )?,
+    );
+    let started = Instant::now();
+    let stop_after = duration.map(|ms| Duration::from_secs_f64(ms / 1e3));
+    let (mut correct, mut correct_in_time, mut met) = (0usize, 0usize, 0usize);
+    let mut latencies = Vec::new();
+    let mut ratios = Vec::new();
+    for i in 0..set.len() {
+        if stop_after.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let answer = client.infer(set.image(i), deadline)?;
+        let right = answer.class == usize::from(set.labels[i]);
+        correct += usize::from(right);
+        correct_in_time += usize::from(right && answer.met);
+        met += usize::from(answer.met);
+        latencies.push(answer.total_ms);
+        if answer.source == Source::Edge {
+            ratios.push(answer.total_ms / answer.plan.predicted_ms);
+        }
+        if let Some(out) = trace.as_mut() {
+            let mut line = serde_json::to_value(&answer)?;
+            line["label"] = serde_json::json!(set.labels[i]);
+            line["correct"] = serde_json::json!(right);
+            line["t_s"] = serde_json::json!(started.elapsed().as_secs_f64());
+            if let Some(map) = line.as_object_mut() {
+                map.remove("logits");
+            }
+            writeln!(out, "{line}")?;
+        }
+        bar.inc(1);
+        if i % 50 == 0 {
+            bar.set_message(format!(
+                "accuracy {:.1} %",
+                100.0 * correct as f64 / (i + 1) as f64
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(mut out) = trace {
+        out.flush()?;
+    }
+    let n = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    let counters = client.counters();
+    Ok(Report {
+        images: n,
+        deadline_ms: deadline,
+        accuracy: correct as f64 / n as f64,
+        accuracy_within_deadline: correct_in_time as f64 / n as f64,
+        deadline_hit_rate: met as f64 / n as f64,
+        latency_ms_p50: percentile(&latencies, 0.5),
+        latency_ms_p95: percentile(&latencies, 0.95),
+        latency_ms_p99: percentile(&latencies, 0.99),
+        latency_ms_max: latencies.last().copied().unwrap_or(f64::NAN),
+        measured_over_predicted: if ratios.is_empty() {
+            f64::NAN
+        } else {
+            ratios.iter().sum::<f64>() / ratios.len() as f64
+        },
+        from_edge: counters.edge,
+        device_only: counters.local,
+        fallbacks: counters.fallback,
+        late_replies: counters.late_replies,
+        wall_s: started.elapsed().as_secs_f64(),
+        final_link_kbit_s: client.link().bandwidth_bps / 1e3,
+    })
 }

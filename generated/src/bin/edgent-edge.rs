@@ -1,8 +1,13 @@
 //! `edgent-edge`: the edge side of Edgent, with the plan compiled in.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use generated::{load_model, plan};
+use generated::net::{KeygenArgs, SecurityArgs, stop_on_signals};
+use generated::{load_model, plan, served_plan};
 use runtime::Backend;
+use runtime::edge::{EdgeConfig, EdgeStats, Endpoint, broker, serve};
 
 /// The edge side of Edgent: runs the suffix [p, N) of the requested exit for devices.
 #[derive(Parser, Debug)]
@@ -14,18 +19,131 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve devices (directly, or behind a broker) until SIGINT or SIGTERM.
+    Serve {
+        /// Bind a ROUTER socket here for devices.
+        #[arg(long, default_value = "tcp://*:5555", conflicts_with = "broker")]
+        bind: String,
+        /// Instead of binding, connect to a broker's back end here.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Worker threads, each running the model.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+        /// Requests that may wait for a worker; more get a `busy` error.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        queue: u32,
+        /// Write the counters as JSON to this file every second (and at shutdown).
+        #[arg(long)]
+        stats: Option<PathBuf>,
+        /// Burn backend: flex or ndarray.
+        #[arg(long, default_value = "flex")]
+        backend: Backend,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
+    /// Load-balance devices over several edges (zguide ROUTER–ROUTER broker).
+    Broker {
+        /// Devices connect here.
+        #[arg(long, default_value = "tcp://*:5555")]
+        front: String,
+        /// Edges (`serve --broker`) connect here.
+        #[arg(long, default_value = "tcp://*:5556")]
+        back: String,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
+    /// Create a CurveZMQ key pair.
+    Keygen(KeygenArgs),
     /// Print what was compiled in and check that the embedded weights load.
     Info,
 }
 
+fn write_stats(path: &std::path::Path, stats: &EdgeStats) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(stats)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Serve {
+            bind,
+            broker,
+            workers,
+            queue,
+            stats,
+            backend,
+            security,
+        } => {
+            let (endpoint, security) = match broker {
+                Some(address) => (Endpoint::Broker(address), security.client()?),
+                None => (Endpoint::Bind(bind), security.server()?),
+            };
+            let device = backend.device();
+            let model = load_model(&device)?;
+            let stop = stop_on_signals()?;
+            let config = EdgeConfig {
+                endpoint: endpoint.clone(),
+                workers: usize::from(workers),
+                queue: queue as usize,
+                security,
+            };
+            let mut stats_error = None;
+            let last = serve(
+                &model,
+                &device,
+                &served_plan(),
+                &config,
+                &stop,
+                || {
+                    eprintln!(
+                        "edgent-edge: serving plan {} on {endpoint:?} with {workers} workers",
+                        &plan::DIGEST[..12]
+                    );
+                },
+                |s| {
+                    if let Some(path) = &stats
+                        && let Err(e) = write_stats(path, s)
+                    {
+                        stats_error.get_or_insert(e);
+                    }
+                },
+            )?;
+            if let Some(e) = stats_error {
+                eprintln!("edgent-edge: warning: {e:#}");
+            }
+            eprintln!("edgent-edge: shut down");
+            println!("{}", serde_json::to_string(&last)?);
+        }
+        Command::Broker {
+            front,
+            back,
+            security,
+        } => {
+            let security = security.server()?;
+            let stop = stop_on_signals()?;
+            let stats = broker(&front, &back, &security, &stop, || {
+                eprintln!("edgent-edge broker: devices on {front}, edges on {back}");
+            })?;
+            println!("{}", serde_json::to_string(&stats)?);
+        }
+        Command::Keygen(args) => args.run()?,
         Command::Info => {
             let device = Backend::default().device();
             load_model(&device)?;
             println!("plan digest    {}", plan::DIGEST);
             println!("weights digest {} (loaded)", plan::WEIGHTS_DIGEST);
             println!("latency models {}", plan::LATENCY_SOURCE);
+            println!(
+                "CURVE          {}",
+                if runtime::transport::curve_available() {
+                    "available"
+                } else {
+                    "NOT available in the linked libzmq (only --insecure works)"
+                }
+            );
         }
     }
     Ok(())

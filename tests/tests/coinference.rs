@@ -1,0 +1,466 @@
+//! Co-inference across real processes over ZeroMQ: the split is exact, bad input never
+//! hurts the edge, the allow-list holds, a dead edge costs no answer, many devices and a
+//! broker work.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+use common::*;
+use runtime::protocol::{ErrorCode, Header, Message, MessageType, Payload};
+
+fn flags(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn every_pair_matches_single_process_inference() {
+    let keys = Keys::new();
+    let edge = Server::edge(&keys.server("edge"), &[]);
+    let set = test_set();
+    let dir = tempfile::tempdir().unwrap();
+    let image = write_image(dir.path(), &set, 3);
+    let mut args = flags(&["pairs", "--edge", &edge.endpoint, "--input"]);
+    args.push(image.display().to_string());
+    args.extend(keys.client("device", "edge"));
+    let out = device(&[], &args, Duration::from_secs(120));
+
+    let torch = Device::flex();
+    let model = reference_model(&torch);
+    let batcher = datasets::Batcher::new(
+        datasets::DatasetKind::FashionMnist.normalization(),
+        torch.clone(),
+    );
+    let x = batcher.batch(&set, &[3]).images;
+    let reference: Vec<Vec<f32>> = (1..=5)
+        .map(|e| {
+            model
+                .forward_exit(e, x.clone())
+                .unwrap()
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (exit, p) = (
+            v["exit"].as_u64().unwrap() as usize,
+            v["partition"].as_u64().unwrap(),
+        );
+        let logits: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
+        let diff = logits
+            .iter()
+            .zip(&reference[exit - 1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "exit {exit} partition {p}: max |Δ| = {diff}");
+        seen.insert((exit, p));
+    }
+    let plan = plan();
+    let pairs: usize = plan["exits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["layers"].as_array().unwrap().len() + 1)
+        .sum();
+    assert_eq!(seen.len(), pairs, "every (exit, partition) pair once");
+    let stats = edge.stop();
+    // Every pair but the device-only ones went to the edge.
+    assert_eq!(stats["results"].as_u64().unwrap() as usize, pairs - 5);
+    assert_eq!(stats["errors"], 0);
+}
+
+/// A raw DEALER speaking the protocol (or not) to an edge started with `--insecure`.
+struct RawClient {
+    socket: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl RawClient {
+    fn new(endpoint: &str) -> Self {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.connect(endpoint).unwrap();
+        Self {
+            socket,
+            _context: context,
+        }
+    }
+
+    fn send(&self, frames: &[Vec<u8>]) {
+        self.socket.send_multipart(frames, 0).unwrap();
+    }
+
+    fn reply(&self) -> Message {
+        assert!(
+            self.socket.poll(zmq::POLLIN, 10_000).unwrap() > 0,
+            "the edge did not answer"
+        );
+        Message::decode(&self.socket.recv_multipart(0).unwrap()).expect("replies are valid")
+    }
+}
+
+#[test]
+fn malformed_requests_get_error_replies_and_the_edge_keeps_serving() {
+    let edge = Server::edge(&flags(&["--insecure"]), &[]);
+    let client = RawClient::new(&edge.endpoint);
+    let digest = plan_digest();
+    let good = Message::infer(
+        digest,
+        1,
+        4,
+        0,
+        0,
+        &[1, 32, 32],
+        Payload::U8(vec![128; 1024]),
+    );
+    let [h, p] = good.encode();
+    let patched = |at: usize, bytes: &[u8]| {
+        let mut h = h.clone();
+        h[at..at + bytes.len()].copy_from_slice(bytes);
+        vec![h, p.clone()]
+    };
+    let activation = |exit: u8, partition: u8, shape: &[usize], values: Vec<f32>| {
+        Message::infer(digest, 9, exit, partition, 0, shape, Payload::F32(values))
+            .encode()
+            .to_vec()
+    };
+    let cases: Vec<(Vec<Vec<u8>>, ErrorCode)> = vec![
+        (vec![h.clone()], ErrorCode::BadFrames),
+        (vec![h.clone(), p.clone(), p.clone()], ErrorCode::BadFrames),
+        (
+            vec![h[..40].to_vec(), p.clone()],
+            ErrorCode::BadHeaderLength,
+        ),
+        (patched(0, b"HTTP"), ErrorCode::BadMagic),
+        (patched(4, &[2]), ErrorCode::BadVersion),
+        (patched(5, &[2]), ErrorCode::BadType), // a Result sent to the edge
+        (patched(6, &[7]), ErrorCode::BadDtype),
+        (patched(7, &[6]), ErrorCode::BadShape),
+        (vec![h.clone(), p[..1000].to_vec()], ErrorCode::BadLength),
+        (patched(8, &[0xAB; 32]), ErrorCode::UnknownPlan),
+        (patched(48, &[9]), ErrorCode::BadExit),
+        (patched(49, &[18]), ErrorCode::BadPartition),
+        (patched(50, &[1, 0]), ErrorCode::BadField),
+        // exit 4 at p = 1 takes f32 [32, 32, 32]; send u8 and the wrong shapes.
+        (patched(49, &[1]), ErrorCode::BadDtype),
+        (
+            activation(4, 1, &[32, 32, 31], vec![0.5; 32 * 32 * 31]),
+            ErrorCode::WrongShape,
+        ),
+        (
+            activation(4, 17, &[10], vec![0.5; 10]),
+            ErrorCode::WrongShape,
+        ),
+        (
+            activation(4, 1, &[32, 32, 32], {
+                let mut v = vec![0.5; 32 * 32 * 32];
+                v[777] = f32::NAN;
+                v
+            }),
+            ErrorCode::NonFinite,
+        ),
+    ];
+    for (frames, code) in &cases {
+        client.send(frames);
+        let reply = client.reply();
+        assert_eq!(reply.header.kind, MessageType::Error, "{code:?}");
+        assert_eq!(
+            reply.header.code, *code as u16,
+            "expected {code:?}, got {reply:?}"
+        );
+        let Payload::Text(text) = &reply.payload else {
+            panic!("error text")
+        };
+        assert!(!text.is_empty());
+    }
+    // Random bytes: many frames of garbage. Each gets an error reply (or, with no
+    // frames at all, nothing); the edge survives.
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..2000 {
+        let frames = (next() % 4 + 1) as usize;
+        let garbage: Vec<Vec<u8>> = (0..frames)
+            .map(|_| {
+                let len = (next() % 120) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            })
+            .collect();
+        client.send(&garbage);
+    }
+    let mut errors = 0;
+    while client.socket.poll(zmq::POLLIN, 2000).unwrap() > 0 {
+        let reply = Message::decode(&client.socket.recv_multipart(0).unwrap()).unwrap();
+        assert_eq!(reply.header.kind, MessageType::Error);
+        errors += 1;
+        if errors == 2000 {
+            break;
+        }
+    }
+    assert_eq!(errors, 2000, "every garbage message answered with an error");
+    // A well-formed request on the same connection, and a ping, are still served.
+    client.send(&good.encode());
+    let reply = client.reply();
+    assert_eq!(reply.header.kind, MessageType::Result);
+    assert_eq!(reply.header.request_id, 1);
+    let Payload::F32(logits) = reply.payload else {
+        panic!("logits")
+    };
+    assert_eq!(logits.len(), 10);
+    let ping = Header::new(MessageType::Ping, digest, 5);
+    client.send(
+        &Message {
+            header: ping,
+            payload: Payload::Text(String::new()),
+        }
+        .encode(),
+    );
+    assert_eq!(client.reply().header.kind, MessageType::Pong);
+    let stats = edge.stop();
+    assert_eq!(stats["results"], 1);
+    assert_eq!(stats["errors"].as_u64().unwrap(), cases.len() as u64 + 2000);
+}
+
+#[test]
+fn a_key_not_on_the_allow_list_gets_no_service() {
+    let keys = Keys::new();
+    let edge = Server::edge(&keys.server("edge"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let image = write_image(dir.path(), &test_set(), 0);
+    let run = |who: &str| {
+        let mut args = flags(&[
+            "run",
+            "--json",
+            "--deadline",
+            "2s",
+            "--connect-timeout",
+            "1s",
+        ]);
+        args.extend(flags(&[
+            "--edge",
+            &edge.endpoint,
+            "--input",
+            &image.display().to_string(),
+        ]));
+        args.extend(keys.client(who, "edge"));
+        let out = device(&[], &args, Duration::from_secs(60));
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let stranger = run("stranger");
+    assert_eq!(stranger["source"], "fallback", "{stranger}");
+    assert_eq!(
+        stranger["met"], true,
+        "the stranger still answers, locally, in time"
+    );
+    let listed = run("device");
+    assert_eq!(listed["source"], "edge", "{listed}");
+    let stats = edge.stop();
+    assert_eq!(stats["results"], 1, "only the listed device was served");
+    assert_eq!(
+        stats["pings"].as_u64().unwrap(),
+        4,
+        "only the listed device's probe"
+    );
+    assert!(stats["zap_denied"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn a_killed_edge_costs_no_answer_and_no_deadline() {
+    let keys = Keys::new();
+    let edge = Server::edge(&keys.server("edge"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let images = 150;
+    let mut args = flags(&[
+        "eval",
+        "--json",
+        "--deadline",
+        "400ms",
+        "--limit",
+        &images.to_string(),
+    ]);
+    args.extend(flags(&[
+        "--edge",
+        &edge.endpoint,
+        "--trace",
+        &trace.display().to_string(),
+    ]));
+    args.extend(keys.client("device", "edge"));
+    let mut child = spawn_device(&[], &args);
+    // Kill the edge once the device is well into the run.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if std::fs::read_to_string(&trace).is_ok_and(|t| t.lines().count() >= 40) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    edge.kill();
+    let report: serde_json::Value =
+        serde_json::from_str(wait_output(&mut child, Duration::from_secs(300)).trim()).unwrap();
+    let lines = read_jsonl(&trace);
+    assert_eq!(lines.len(), images, "exactly one answer per image");
+    let ids: HashSet<u64> = lines
+        .iter()
+        .map(|l| l["request_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), images, "no request answered twice");
+    let missed: Vec<_> = lines.iter().filter(|l| l["met"] != true).collect();
+    assert!(missed.is_empty(), "answers after the deadline: {missed:?}");
+    let sources: Vec<&str> = lines
+        .iter()
+        .map(|l| l["source"].as_str().unwrap())
+        .collect();
+    assert!(sources[..30].iter().all(|s| *s == "edge"), "{sources:?}");
+    assert!(sources[60..].iter().all(|s| *s != "edge"), "{sources:?}");
+    assert!(report["fallbacks"].as_u64().unwrap() >= 1, "{report}");
+}
+
+#[test]
+fn sixteen_devices_for_a_minute_get_their_own_answers() {
+    let seconds: u64 = std::env::var("EDGENT_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let keys = Keys::new();
+    let edge = Server::edge(&keys.server("edge"), &["--workers", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let devices = 16;
+    let children: Vec<_> = (0..devices)
+        .map(|i| {
+            let trace = dir.path().join(format!("trace{i}.jsonl"));
+            // Real devices have their own processors: here they share the edge's, so
+            // they do not emulate a slow device by spinning (--slowdown 1).
+            let mut args = flags(&[
+                "eval",
+                "--json",
+                "--deadline",
+                "1s",
+                "--slowdown",
+                "1",
+                "--duration",
+            ]);
+            args.push(format!("{seconds}s"));
+            args.extend(flags(&[
+                "--edge",
+                &edge.endpoint,
+                "--trace",
+                &trace.display().to_string(),
+            ]));
+            args.extend(keys.client("device", "edge"));
+            spawn_device(&[], &args)
+        })
+        .collect();
+    let mut answered_by_edge = 0;
+    let mut total = 0;
+    let mut late = 0;
+    let set = test_set();
+    let mut traces = Vec::new();
+    for (i, mut child) in children.into_iter().enumerate() {
+        let report: serde_json::Value = serde_json::from_str(
+            wait_output(&mut child, Duration::from_secs(seconds + 240)).trim(),
+        )
+        .unwrap();
+        answered_by_edge += report["from_edge"].as_u64().unwrap();
+        late += report["late_replies"].as_u64().unwrap();
+        let lines = read_jsonl(&dir.path().join(format!("trace{i}.jsonl")));
+        assert_eq!(lines.len() as u64, report["images"].as_u64().unwrap());
+        total += lines.len();
+        traces.push(lines);
+    }
+    let most = traces.iter().map(Vec::len).max().unwrap();
+    let reference = reference_classes(&set, most);
+    for lines in &traces {
+        for (i, line) in lines.iter().enumerate() {
+            // Each device classifies test images 0, 1, 2, … in order.
+            let exit = line["exit"].as_u64().unwrap() as usize;
+            assert_eq!(
+                line["class"].as_u64().unwrap() as usize,
+                reference[i][exit - 1],
+                "image {i}, exit {exit}: a reply for another request? {line}"
+            );
+        }
+    }
+    let stats = edge.stop();
+    let results = stats["results"].as_u64().unwrap();
+    assert_eq!(stats["errors"], 0, "{stats}");
+    // Every result the edge sent reached its device: used, or discarded as late.
+    assert_eq!(results, answered_by_edge + late, "{stats}");
+    assert!(
+        10 * answered_by_edge >= 9 * total as u64,
+        "{answered_by_edge} of {total}"
+    );
+    eprintln!(
+        "16 devices, {seconds} s: {total} answers, {answered_by_edge} from the edge, {late} late replies discarded; edge served {:.1} requests/s (queue mean {:.2} ms, max {:.2} ms)",
+        stats["results_per_s"], stats["queue_ms_mean"], stats["queue_ms_max"]
+    );
+}
+
+#[test]
+fn a_broker_spreads_devices_over_two_edges() {
+    let keys = Keys::new();
+    let (front, back) = (free_port(), free_port());
+    let mut args = flags(&["broker", "--front", &format!("tcp://127.0.0.1:{front}")]);
+    args.extend(flags(&["--back", &format!("tcp://127.0.0.1:{back}")]));
+    args.extend(keys.server("edge"));
+    let broker = Server::start(&[], &args, "edgent-edge broker");
+    let edges: Vec<Server> = ["edge", "edge2"]
+        .iter()
+        .map(|name| {
+            let mut args = flags(&[
+                "serve",
+                "--workers",
+                "1",
+                "--broker",
+                &format!("tcp://127.0.0.1:{back}"),
+            ]);
+            args.extend(keys.client(name, "edge"));
+            Server::start(&[], &args, "serving plan")
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let mut args = flags(&["eval", "--json", "--deadline", "1s", "--limit", "60"]);
+            args.extend(flags(&["--edge", &format!("tcp://127.0.0.1:{front}")]));
+            args.extend(flags(&[
+                "--trace",
+                &dir.path().join(format!("t{i}")).display().to_string(),
+            ]));
+            args.extend(keys.client("device", "edge"));
+            spawn_device(&[], &args)
+        })
+        .collect();
+    for mut child in children {
+        let report: serde_json::Value =
+            serde_json::from_str(wait_output(&mut child, Duration::from_secs(300)).trim()).unwrap();
+        assert_eq!(report["images"], 60);
+        assert!(report["from_edge"].as_u64().unwrap() >= 55, "{report}");
+    }
+    let edge_stats: Vec<serde_json::Value> = edges.into_iter().map(Server::stop).collect();
+    let served: Vec<u64> = edge_stats
+        .iter()
+        .map(|s| s["results"].as_u64().unwrap())
+        .collect();
+    assert!(
+        served.iter().all(|&n| n > 20),
+        "both edges work: {served:?}"
+    );
+    let handled: u64 = edge_stats
+        .iter()
+        .map(|s| s["results"].as_u64().unwrap() + s["pings"].as_u64().unwrap())
+        .sum();
+    let stats = broker.stop();
+    assert_eq!(stats["forwarded"].as_u64().unwrap(), handled, "{stats}");
+    assert_eq!(stats["replies"].as_u64().unwrap(), handled, "{stats}");
+}
