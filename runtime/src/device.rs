@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::entropy::argmax;
 use crate::model::{Activation, BranchyAlexNet, ModelError, normalize};
-use crate::planner::{Decision, ExitTable, Link, decide_tables};
+use crate::planner::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
 use crate::profile::run_slice;
 use crate::protocol::{ErrorCode, Header, Message, MessageType, Payload};
 use crate::timing::Slowdown;
@@ -66,6 +66,19 @@ impl DevicePlan {
     }
 }
 
+impl DevicePlan {
+    /// The decision under `policy`: Edgent from the generated tables, a baseline by
+    /// [`decide_policy`] over the same costs.
+    pub fn decide_policy(&self, policy: Policy, link: Link, deadline_ms: f64) -> Decision {
+        if policy == Policy::Edgent {
+            return self.decide(link, deadline_ms);
+        }
+        let exits: Vec<(f64, &[crate::planner::PairCost])> =
+            self.tables.iter().map(|t| (t.accuracy, t.pairs)).collect();
+        decide_policy(&exits, policy, link, deadline_ms)
+    }
+}
+
 /// Estimates the uplink from the device's own transfers: the round trip of each reply
 /// minus the edge's compute and queue time is network time; pings (no payload) give the
 /// fixed round trip, and the bytes of recent requests over their network time give the
@@ -73,6 +86,7 @@ impl DevicePlan {
 #[derive(Debug, Clone)]
 pub struct LinkEstimator {
     rtts: VecDeque<f64>,
+    edge_excess: VecDeque<f64>,
     transfers: VecDeque<(f64, f64)>,
     window: usize,
     fixed: Option<Link>,
@@ -84,6 +98,7 @@ impl LinkEstimator {
     pub fn new(initial: Link, window: usize) -> Self {
         Self {
             rtts: VecDeque::new(),
+            edge_excess: VecDeque::new(),
             transfers: VecDeque::new(),
             window: window.max(1),
             fixed: None,
@@ -102,6 +117,13 @@ impl LinkEstimator {
     /// Records the network time of a message without payload (a ping), ms.
     pub fn observe_rtt(&mut self, network_ms: f64) {
         push(&mut self.rtts, network_ms, self.window);
+    }
+
+    /// Records how much longer the edge took (compute + queue) than the plan predicted, ms.
+    /// Its median becomes part of the per-request overhead ([`Link::rtt_ms`]): the plan
+    /// then accounts for an edge slower (or busier) than its latency models say.
+    pub fn observe_edge(&mut self, excess_ms: f64) {
+        push(&mut self.edge_excess, excess_ms, self.window);
     }
 
     /// Records a transfer of `bytes` that took `network_ms` (round trip less edge time).
@@ -123,9 +145,14 @@ impl LinkEstimator {
             .copied()
             .reduce(f64::min)
             .unwrap_or(self.initial.rtt_ms);
+        let mut excess: Vec<f64> = self.edge_excess.iter().copied().collect();
+        excess.sort_by(f64::total_cmp);
+        let overhead_ms = excess
+            .get(excess.len() / 2)
+            .map_or(rtt_ms, |e| (rtt_ms + e).max(0.0));
         if self.transfers.is_empty() {
             return Link {
-                rtt_ms,
+                rtt_ms: overhead_ms,
                 ..self.initial
             };
         }
@@ -138,7 +165,7 @@ impl LinkEstimator {
             .sum();
         Link {
             bandwidth_bps: bits * 1e3 / ms,
-            rtt_ms,
+            rtt_ms: overhead_ms,
         }
     }
 }
@@ -218,6 +245,13 @@ pub struct DeviceConfig {
     pub probe_bytes: usize,
     /// Margin kept for the local fallback: its predicted time × this factor.
     pub fallback_margin: f64,
+    /// What the device may choose (Edgent, or a baseline).
+    pub policy: Policy,
+    /// Answer locally when the edge fails (Edgent). Without it the device waits for the
+    /// edge up to [`DeviceConfig::patience`] past the deadline, as the paper's baselines do.
+    pub fallback: bool,
+    /// Longest wait past the deadline without fallback.
+    pub patience: Duration,
 }
 
 impl DeviceConfig {
@@ -234,6 +268,9 @@ impl DeviceConfig {
             },
             probe_bytes: 2048,
             fallback_margin: 1.3,
+            policy: Policy::Edgent,
+            fallback: true,
+            patience: Duration::from_secs(5),
         }
     }
 }
@@ -616,7 +653,8 @@ impl DeviceClient {
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(deadline_ms.max(0.0) / 1e3);
         self.drain_late_replies();
-        let backing_off = self.backoff_until.is_some_and(|t| Instant::now() < t);
+        let backing_off =
+            self.config.fallback && self.backoff_until.is_some_and(|t| Instant::now() < t);
         let link = self.estimator.link();
         let plan = if backing_off {
             // The edge failed recently: plan as if there were no network.
@@ -628,7 +666,8 @@ impl DeviceClient {
                 deadline_ms,
             )
         } else {
-            self.plan.decide(link, deadline_ms)
+            self.plan
+                .decide_policy(self.config.policy, link, deadline_ms)
         };
         let n = self.plan.chain_len(plan.exit);
         let mut answer = Answer {
@@ -664,8 +703,9 @@ impl DeviceClient {
                 answer.device_ms = ms;
                 Some(y)
             };
-            // Wait for the edge only as long as a local exit can still answer in time.
-            let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
+            // Wait for the edge only as long as a local exit can still answer in time…
+            let now = Instant::now();
+            let left_ms = deadline_ms - (now - started).as_secs_f64() * 1e3;
             let remote_ms = plan.network_ms + plan.edge_ms;
             let margin = self.config.fallback_margin;
             let fallback_exit = self
@@ -673,7 +713,16 @@ impl DeviceClient {
                 .best_local((left_ms - remote_ms) / margin, |e| self.local_cost(e));
             let reserve =
                 Duration::from_secs_f64((self.local_cost(fallback_exit) * margin + 1.0) / 1e3);
-            let until = deadline.checked_sub(reserve).unwrap_or(started);
+            let mut until = deadline.checked_sub(reserve).unwrap_or(started);
+            // …unless no local exit fits at all: then the edge is the only way to meet the
+            // deadline, and it gets at least twice its predicted time (within the deadline).
+            let fair = now + Duration::from_secs_f64((2.0 * remote_ms + 5.0) / 1e3);
+            if until < fair {
+                until = fair.min(deadline);
+            }
+            if !self.config.fallback {
+                until = deadline.max(now) + self.config.patience;
+            }
             let (id, bytes, reply) = self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
             answer.request_id = id;
             answer.bytes = bytes;
@@ -685,6 +734,8 @@ impl DeviceClient {
                     network_ms,
                 } => {
                     self.estimator.observe(bytes, network_ms);
+                    self.estimator
+                        .observe_edge(edge_ms + queue_ms - plan.edge_ms);
                     self.backoff = INITIAL_BACKOFF;
                     self.backoff_until = None;
                     answer.logits = logits;
@@ -788,6 +839,12 @@ mod tests {
         let link = e.link();
         assert!((link.rtt_ms - 2.0).abs() < 1e-9);
         assert!((link.bandwidth_bps - 400e3).abs() < 1.0, "{link:?}");
+        // An edge 3 ms slower than its models adds 3 ms to the per-request overhead.
+        e.observe_edge(3.0);
+        e.observe_edge(2.0);
+        e.observe_edge(3.5);
+        assert!((e.link().rtt_ms - 5.0).abs() < 1e-9);
+        assert!((e.link().bandwidth_bps - 400e3).abs() < 1.0);
     }
 
     #[test]

@@ -100,6 +100,74 @@ pub struct RoleModels {
     pub slowdown: f64,
     /// Models by kind name (`conv`, …, `model_load`).
     pub kinds: BTreeMap<String, KindModels>,
+    /// Correction measured on the real model's chains (`cargo xtask fit --check`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// Correction of the per-layer models from timed runs of the real model's exit chains:
+/// a layer run inside a chain takes `scale × predicted + per_layer_ms`. Layers timed alone
+/// in the sweep run with hot caches and reused inputs; in a chain each layer gets a fresh
+/// tensor, so the sum of isolated times under-predicts a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Factor on the per-layer prediction.
+    pub scale: f64,
+    /// Fixed cost per layer call, ms.
+    pub per_layer_ms: f64,
+    /// Number of measured slices it was fitted on.
+    pub slices: usize,
+}
+
+impl Calibration {
+    /// Below this, errors count in absolute terms (ms) when fitting: microsecond slices
+    /// would otherwise dominate a relative fit.
+    pub const FLOOR_MS: f64 = 0.05;
+
+    /// Fits `scale` and `per_layer_ms ≥ 0` to `(layers, predicted_ms, measured_ms)` points,
+    /// minimising the squared relative error (absolute below [`Self::FLOOR_MS`]). `None`
+    /// without usable points.
+    pub fn fit(points: &[(usize, f64, f64)]) -> Option<Self> {
+        // With w = max(M, floor), x = P/w, y = n/w, t = M/w: minimise Σ (a·x + b·y − t)².
+        let (mut xx, mut xy, mut yy, mut x1, mut y1) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut used = 0;
+        for &(n, p, m) in points {
+            if !(m > 0.0 && p.is_finite() && m.is_finite()) {
+                continue;
+            }
+            let w = m.max(Self::FLOOR_MS);
+            let (x, y, t) = (p / w, n as f64 / w, m / w);
+            xx += x * x;
+            xy += x * y;
+            yy += y * y;
+            x1 += x * t;
+            y1 += y * t;
+            used += 1;
+        }
+        if used == 0 || xx <= 0.0 {
+            return None;
+        }
+        let det = xx * yy - xy * xy;
+        let (mut scale, mut per_layer_ms) = if det.abs() > 1e-12 * xx * yy {
+            ((x1 * yy - y1 * xy) / det, (y1 * xx - x1 * xy) / det)
+        } else {
+            (x1 / xx, 0.0)
+        };
+        if per_layer_ms < 0.0 {
+            per_layer_ms = 0.0;
+            scale = x1 / xx;
+        }
+        Some(Self {
+            scale,
+            per_layer_ms,
+            slices: used,
+        })
+    }
+
+    /// The corrected time of a chain of `layers` layers predicted at `predicted_ms`.
+    pub fn apply(&self, layers: usize, predicted_ms: f64) -> f64 {
+        self.scale * predicted_ms + self.per_layer_ms * layers as f64
+    }
 }
 
 /// Latency models of both roles: the output of `cargo xtask fit`.
@@ -295,6 +363,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
                 source: first.backend.clone(),
                 slowdown: first.slowdown,
                 kinds,
+                calibration: None,
             },
         );
     }
@@ -309,18 +378,19 @@ impl LatencyModels {
     /// Predicted milliseconds of `layer` on `role`. Dropout is the identity at inference and
     /// costs nothing; a kind without a model is an error.
     pub fn layer_ms(&self, role: Role, layer: &LayerSpec) -> Result<f64, String> {
-        if layer.kind == LayerKind::Dropout {
-            return Ok(0.0);
-        }
         let models = self
             .roles
             .get(&role)
             .ok_or_else(|| format!("no latency models for the {} role", role.name()))?;
+        let calibrate = |ms: f64| models.calibration.map_or(ms, |c| c.apply(1, ms));
+        if layer.kind == LayerKind::Dropout {
+            return Ok(calibrate(0.0));
+        }
         let kind = models
             .kinds
             .get(layer.kind.name())
             .ok_or_else(|| format!("no {} latency model for {}", role.name(), layer.kind.name()))?;
-        Ok(kind.selected().predict(&Features::of(layer)))
+        Ok(calibrate(kind.selected().predict(&Features::of(layer))))
     }
 
     /// Predicted milliseconds of a chain of layers on `role`.
@@ -363,6 +433,7 @@ impl LatencyModels {
                 .into_iter()
                 .map(|(kind, c, b)| (kind.to_string(), model(feature_names(kind).unwrap(), c, b)))
                 .collect(),
+            calibration: None,
         };
         let device = role([
             ("conv", &[6.13e-3, 2.67e-2], -9.909),
@@ -393,6 +464,25 @@ impl LatencyModels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibration_recovers_scale_and_per_layer_cost() {
+        let points: Vec<(usize, f64, f64)> = (1..20)
+            .map(|n| {
+                let p = 0.3 * n as f64 + 0.01 * (n * n) as f64;
+                (n, p, 1.8 * p + 0.02 * n as f64)
+            })
+            .collect();
+        let c = Calibration::fit(&points).unwrap();
+        assert!((c.scale - 1.8).abs() < 1e-9, "{c:?}");
+        assert!((c.per_layer_ms - 0.02).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.slices, 19);
+        assert!((c.apply(3, 1.0) - 1.86).abs() < 1e-9);
+        // A negative per-layer cost would predict negative times: clamped to 0.
+        let points = [(1, 1.0, 0.5), (10, 10.0, 4.0)];
+        assert_eq!(Calibration::fit(&points).unwrap().per_layer_ms, 0.0);
+        assert!(Calibration::fit(&[]).is_none());
+    }
 
     fn sample(role: Role, kind: &str, f: Features, ms: f64) -> Sample {
         Sample {

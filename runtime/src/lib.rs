@@ -11,6 +11,7 @@ pub mod model;
 pub mod planner;
 pub mod profile;
 pub mod protocol;
+pub mod shaping;
 pub mod timing;
 pub mod transport;
 pub mod weights;

@@ -134,12 +134,23 @@ pub fn exit_costs(
 }
 
 fn evaluate(exit: &ExitCosts, p: usize, link: Link, deadline_ms: f64) -> Decision {
-    let pair = exit.pairs[p];
-    let device_only = p + 1 == exit.pairs.len();
+    evaluate_pair(exit.exit, &exit.pairs, p, link, deadline_ms)
+}
+
+/// The predicted breakdown of partition `p` of `exit`, whose costs are `pairs`.
+fn evaluate_pair(
+    exit: usize,
+    pairs: &[PairCost],
+    p: usize,
+    link: Link,
+    deadline_ms: f64,
+) -> Decision {
+    let pair = pairs[p];
+    let device_only = p + 1 == pairs.len();
     let network_ms = pair.network_ms(link, device_only);
     let predicted_ms = pair.device_ms + network_ms + pair.edge_ms;
     Decision {
-        exit: exit.exit,
+        exit,
         partition: p,
         feasible: predicted_ms <= deadline_ms,
         predicted_ms,
@@ -262,6 +273,101 @@ pub fn decide_tables(
     fastest.expect("at least one exit")
 }
 
+/// What the device may choose: Edgent's joint choice of exit and partition, or one of the
+/// baselines of the paper's evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// The most accurate exit that meets the deadline, at its best partition (Edgent).
+    Edgent,
+    /// The whole network (the last exit) on the device.
+    DeviceOnly,
+    /// The whole network on the edge: the raw image is uploaded.
+    EdgeOnly,
+    /// The whole network at its best partition, no early exit (Neurosurgeon).
+    PartitionOnly,
+    /// The most accurate exit that meets the deadline, run whole on the device or whole
+    /// on the edge, never split.
+    RightSizingOnly,
+}
+
+impl Policy {
+    /// Every policy, Edgent first.
+    pub const ALL: [Policy; 5] = [
+        Self::Edgent,
+        Self::DeviceOnly,
+        Self::EdgeOnly,
+        Self::PartitionOnly,
+        Self::RightSizingOnly,
+    ];
+
+    /// The name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Edgent => "edgent",
+            Self::DeviceOnly => "device-only",
+            Self::EdgeOnly => "edge-only",
+            Self::PartitionOnly => "partition-only",
+            Self::RightSizingOnly => "right-sizing-only",
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown policy `{s}`: one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The decision under `policy` over per-exit `(accuracy, pairs)` (`exits[i]` is exit
+/// `i + 1`, `pairs[p]` for `p = 0..=N`): the most accurate allowed exit whose fastest
+/// allowed partition meets the deadline, else the fastest allowed plan. For
+/// [`Policy::Edgent`] this is [`decide`].
+pub fn decide_policy(
+    exits: &[(f64, &[PairCost])],
+    policy: Policy,
+    link: Link,
+    deadline_ms: f64,
+) -> Decision {
+    let last = exits.len();
+    let mut order: Vec<usize> = match policy {
+        Policy::Edgent | Policy::RightSizingOnly => (1..=last).collect(),
+        Policy::DeviceOnly | Policy::EdgeOnly | Policy::PartitionOnly => vec![last],
+    };
+    order.sort_by(|&a, &b| exits[b - 1].0.total_cmp(&exits[a - 1].0));
+    let mut fastest: Option<Decision> = None;
+    for exit in order {
+        let pairs = exits[exit - 1].1;
+        let n = pairs.len() - 1;
+        let partitions: Vec<usize> = match policy {
+            Policy::DeviceOnly => vec![n],
+            Policy::EdgeOnly => vec![0],
+            Policy::RightSizingOnly => vec![0, n],
+            Policy::Edgent | Policy::PartitionOnly => (0..=n).collect(),
+        };
+        let best = partitions
+            .into_iter()
+            .map(|p| evaluate_pair(exit, pairs, p, link, deadline_ms))
+            .min_by(|a, b| a.predicted_ms.total_cmp(&b.predicted_ms))
+            .expect("at least one partition");
+        if best.feasible {
+            return best;
+        }
+        if fastest.is_none_or(|f| best.predicted_ms < f.predicted_ms) {
+            fastest = Some(best);
+        }
+    }
+    fastest.expect("at least one exit")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +409,42 @@ mod tests {
             .fold(f64::INFINITY, f64::min);
         assert_eq!(d.predicted_ms, fastest);
         assert!((d.device_ms + d.network_ms + d.edge_ms - d.predicted_ms).abs() < 1e-9);
+    }
+
+    #[test]
+    fn policies_keep_to_their_partitions_and_edgent_is_decide() {
+        let costs = paper_costs();
+        let exits: Vec<(f64, &[PairCost])> = costs
+            .iter()
+            .map(|e| (e.accuracy, e.pairs.as_slice()))
+            .collect();
+        for bandwidth_bps in [5e4, 2e5, 1e6, 1e7] {
+            let link = Link {
+                bandwidth_bps,
+                rtt_ms: 2.0,
+            };
+            for deadline in [50.0, 200.0, 1000.0] {
+                let edgent = decide_policy(&exits, Policy::Edgent, link, deadline);
+                assert_eq!(edgent, decide(&costs, link, deadline));
+                let d = decide_policy(&exits, Policy::DeviceOnly, link, deadline);
+                assert_eq!((d.exit, d.partition), (5, costs[4].pairs.len() - 1));
+                let d = decide_policy(&exits, Policy::EdgeOnly, link, deadline);
+                assert_eq!((d.exit, d.partition), (5, 0));
+                assert_eq!(
+                    decide_policy(&exits, Policy::PartitionOnly, link, deadline).exit,
+                    5
+                );
+                let d = decide_policy(&exits, Policy::RightSizingOnly, link, deadline);
+                assert!(d.partition == 0 || d.partition == costs[d.exit - 1].pairs.len() - 1);
+                // Edgent is at least as accurate as any baseline whenever that one is feasible.
+                for policy in Policy::ALL {
+                    let b = decide_policy(&exits, policy, link, deadline);
+                    if b.feasible {
+                        assert!(edgent.feasible);
+                        assert!(costs[edgent.exit - 1].accuracy >= costs[b.exit - 1].accuracy);
+                    }
+                }
+            }
+        }
     }
 }

@@ -536,7 +536,7 @@ mod tests {
     fn each_kind_of_damage_has_its_code() {
         let [h, p] = request().encode();
         let code = |frames: &[Vec<u8>]| Message::decode(frames).unwrap_err().code;
-        assert_eq!(code(&[h.clone()]), ErrorCode::BadFrames);
+        assert_eq!(code(std::slice::from_ref(&h)), ErrorCode::BadFrames);
         assert_eq!(
             code(&[h.clone(), p.clone(), p.clone()]),
             ErrorCode::BadFrames

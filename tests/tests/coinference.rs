@@ -11,12 +11,23 @@ use burn::prelude::*;
 use common::*;
 use runtime::protocol::{ErrorCode, Header, Message, MessageType, Payload};
 
+/// The tests here time real processes on a small machine; running them one at a time
+/// keeps one test's load (sixteen devices) from breaking another's deadlines.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn flags(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
 fn every_pair_matches_single_process_inference() {
+    let _serial = serial();
     let keys = Keys::new();
     let edge = Server::edge(&keys.server("edge"), &[]);
     let set = test_set();
@@ -74,6 +85,14 @@ fn every_pair_matches_single_process_inference() {
     assert_eq!(stats["errors"], 0);
 }
 
+/// `edgent-device eval` against `endpoint` as the listed device, with a trace file.
+fn eval_args(endpoint: &str, trace: &std::path::Path, keys: &Keys, deadline: &str) -> Vec<String> {
+    let mut args = flags(&["eval", "--json", "--deadline", deadline, "--edge", endpoint]);
+    args.extend(flags(&["--trace", &trace.display().to_string()]));
+    args.extend(keys.client("device", "edge"));
+    args
+}
+
 /// A raw DEALER speaking the protocol (or not) to an edge started with `--insecure`.
 struct RawClient {
     socket: zmq::Socket,
@@ -107,6 +126,7 @@ impl RawClient {
 
 #[test]
 fn malformed_requests_get_error_replies_and_the_edge_keeps_serving() {
+    let _serial = serial();
     let edge = Server::edge(&flags(&["--insecure"]), &[]);
     let client = RawClient::new(&edge.endpoint);
     let digest = plan_digest();
@@ -233,6 +253,7 @@ fn malformed_requests_get_error_replies_and_the_edge_keeps_serving() {
 
 #[test]
 fn a_key_not_on_the_allow_list_gets_no_service() {
+    let _serial = serial();
     let keys = Keys::new();
     let edge = Server::edge(&keys.server("edge"), &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -276,26 +297,14 @@ fn a_key_not_on_the_allow_list_gets_no_service() {
 
 #[test]
 fn a_killed_edge_costs_no_answer_and_no_deadline() {
+    let _serial = serial();
     let keys = Keys::new();
     let edge = Server::edge(&keys.server("edge"), &[]);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
     let images = 150;
-    let mut args = flags(&[
-        "eval",
-        "--json",
-        "--deadline",
-        "400ms",
-        "--limit",
-        &images.to_string(),
-    ]);
-    args.extend(flags(&[
-        "--edge",
-        &edge.endpoint,
-        "--trace",
-        &trace.display().to_string(),
-    ]));
-    args.extend(keys.client("device", "edge"));
+    let mut args = eval_args(&edge.endpoint, &trace, &keys, "400ms");
+    args.extend(flags(&["--limit", &images.to_string()]));
     let mut child = spawn_device(&[], &args);
     // Kill the edge once the device is well into the run.
     let started = Instant::now();
@@ -328,6 +337,7 @@ fn a_killed_edge_costs_no_answer_and_no_deadline() {
 
 #[test]
 fn sixteen_devices_for_a_minute_get_their_own_answers() {
+    let _serial = serial();
     let seconds: u64 = std::env::var("EDGENT_LOAD_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -341,23 +351,13 @@ fn sixteen_devices_for_a_minute_get_their_own_answers() {
             let trace = dir.path().join(format!("trace{i}.jsonl"));
             // Real devices have their own processors: here they share the edge's, so
             // they do not emulate a slow device by spinning (--slowdown 1).
-            let mut args = flags(&[
-                "eval",
-                "--json",
-                "--deadline",
-                "1s",
+            let mut args = eval_args(&edge.endpoint, &trace, &keys, "1s");
+            args.extend(flags(&[
                 "--slowdown",
                 "1",
                 "--duration",
-            ]);
-            args.push(format!("{seconds}s"));
-            args.extend(flags(&[
-                "--edge",
-                &edge.endpoint,
-                "--trace",
-                &trace.display().to_string(),
+                &format!("{seconds}s"),
             ]));
-            args.extend(keys.client("device", "edge"));
             spawn_device(&[], &args)
         })
         .collect();
@@ -408,6 +408,7 @@ fn sixteen_devices_for_a_minute_get_their_own_answers() {
 
 #[test]
 fn a_broker_spreads_devices_over_two_edges() {
+    let _serial = serial();
     let keys = Keys::new();
     let (front, back) = (free_port(), free_port());
     let mut args = flags(&["broker", "--front", &format!("tcp://127.0.0.1:{front}")]);
@@ -431,13 +432,9 @@ fn a_broker_spreads_devices_over_two_edges() {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..4)
         .map(|i| {
-            let mut args = flags(&["eval", "--json", "--deadline", "1s", "--limit", "60"]);
-            args.extend(flags(&["--edge", &format!("tcp://127.0.0.1:{front}")]));
-            args.extend(flags(&[
-                "--trace",
-                &dir.path().join(format!("t{i}")).display().to_string(),
-            ]));
-            args.extend(keys.client("device", "edge"));
+            let front = format!("tcp://127.0.0.1:{front}");
+            let mut args = eval_args(&front, &dir.path().join(format!("t{i}")), &keys, "1s");
+            args.extend(flags(&["--limit", "60"]));
             spawn_device(&[], &args)
         })
         .collect();

@@ -1,113 +1,14 @@
 //! Co-inference over a tc-shaped link (DESIGN.md §8): device and edge in two network
-//! namespaces joined by a veth pair, each direction limited by a token bucket. Needs root
-//! and `ip`/`tc` (CI has both); skips with the reason otherwise.
+//! namespaces joined by a veth pair, each direction limited by a token bucket
+//! (`runtime::shaping`). Needs root and `ip`/`tc` (CI has both); skips with the reason
+//! otherwise.
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// Two namespaces `NAME-d` (device, 10.77.X.1) and `NAME-e` (edge, 10.77.X.2), removed on drop.
-struct Link {
-    device_ns: String,
-    edge_ns: String,
-    edge_ip: String,
-}
-
-fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Link {
-    fn new(name: &str, subnet: u8) -> Result<Self, String> {
-        let (d, e) = (format!("{name}-d"), format!("{name}-e"));
-        let _ = sh(&["ip", "netns", "del", &d]);
-        let _ = sh(&["ip", "netns", "del", &e]);
-        sh(&["ip", "netns", "add", &d])?;
-        let link = Self {
-            device_ns: d.clone(),
-            edge_ns: e.clone(),
-            edge_ip: format!("10.77.{subnet}.2"),
-        };
-        sh(&["ip", "netns", "add", &e])?;
-        sh(&[
-            "ip", "link", "add", "vdev", "netns", &d, "type", "veth", "peer", "name", "vedge",
-            "netns", &e,
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            &d,
-            "addr",
-            "add",
-            &format!("10.77.{subnet}.1/24"),
-            "dev",
-            "vdev",
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            &e,
-            "addr",
-            "add",
-            &format!("10.77.{subnet}.2/24"),
-            "dev",
-            "vedge",
-        ])?;
-        for (ns, dev) in [(&d, "vdev"), (&e, "vedge")] {
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(link)
-    }
-
-    /// Limits both directions to `rate` (tc syntax, e.g. `500kbit`).
-    fn shape(&self, rate: &str) -> Result<(), String> {
-        for (ns, dev) in [(&self.device_ns, "vdev"), (&self.edge_ns, "vedge")] {
-            let _ = sh(&["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"]);
-            sh(&[
-                "tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst",
-                "2kb", "latency", "400ms",
-            ])?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.device_ns]);
-        let _ = sh(&["ip", "netns", "del", &self.edge_ns]);
-    }
-}
-
-/// Why the test cannot run here, if it cannot.
-fn missing_capability() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("needs root to create network namespaces".into());
-    }
-    for tool in ["ip", "tc"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            return Some(format!("`{tool}` is not installed (iproute2)"));
-        }
-    }
-    None
-}
+use runtime::shaping::{ShapedLink, unavailable};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -116,11 +17,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn latency_matches_the_prediction_and_deadlines_hold_on_shaped_links() {
-    if let Some(reason) = missing_capability() {
+    if let Some(reason) = unavailable() {
         eprintln!("SKIPPED: {reason}");
         return;
     }
-    let link = Link::new("edgent-shaped", 1).expect("network namespaces");
+    let link = ShapedLink::new("edgent-shaped", 1).expect("network namespaces");
     let keys = Keys::new();
     let port = free_port();
     let mut args: Vec<String> = ["serve", "--bind", &format!("tcp://{}:{port}", link.edge_ip)]
@@ -128,17 +29,13 @@ fn latency_matches_the_prediction_and_deadlines_hold_on_shaped_links() {
         .map(|s| s.to_string())
         .collect();
     args.extend(keys.server("edge"));
-    let ns_edge = ["ip", "netns", "exec", link.edge_ns.as_str()];
-    let ns_device = ["ip", "netns", "exec", link.device_ns.as_str()];
+    let (ns_edge, ns_device) = (link.edge_exec(), link.device_exec());
     let edge = Server::start(&ns_edge, &args, "serving plan");
     let dir = tempfile::tempdir().unwrap();
     let mut summary = Vec::new();
-    for (rate, deadline) in [
-        ("150kbit", "250ms"),
-        ("500kbit", "150ms"),
-        ("1500kbit", "100ms"),
-    ] {
-        link.shape(rate).unwrap();
+    for (kbit, deadline) in [(150, "250ms"), (500, "150ms"), (1500, "100ms")] {
+        let rate = format!("{kbit}kbit");
+        link.shape(f64::from(kbit) * 1e3).unwrap();
         let trace = dir.path().join(format!("{rate}.jsonl"));
         let mut args: Vec<String> = ["eval", "--json", "--limit", "150", "--deadline", deadline]
             .iter()
@@ -152,9 +49,19 @@ fn latency_matches_the_prediction_and_deadlines_hold_on_shaped_links() {
         // The estimator needs a few transfers to learn the link: judge the rest.
         let steady = &lines[10..];
         let remote: Vec<_> = steady.iter().filter(|l| l["source"] == "edge").collect();
+        let others: Vec<String> = steady
+            .iter()
+            .filter(|l| l["source"] != "edge")
+            .map(|l| {
+                format!(
+                    "{} exit {} after {:.1} ms ({})",
+                    l["source"], l["exit"], l["total_ms"], l["fallback"]
+                )
+            })
+            .collect();
         assert!(
             remote.len() * 10 >= steady.len() * 9,
-            "{rate}: the plan offloads ({} of {})",
+            "{rate}: the plan offloads ({} of {}); the others: {others:#?}",
             remote.len(),
             steady.len()
         );
@@ -183,8 +90,14 @@ fn latency_matches_the_prediction_and_deadlines_hold_on_shaped_links() {
                 .map(|l| l["link"]["bandwidth_bps"].as_f64().unwrap() / 1e3)
                 .collect(),
         );
+        let part =
+            |f: &dyn Fn(&serde_json::Value) -> f64| median(remote.iter().map(|l| f(l)).collect());
+        let network = part(&|l| l["network_ms"].as_f64().unwrap());
+        let compute = part(&|l| l["edge_ms"].as_f64().unwrap() + l["queue_ms"].as_f64().unwrap());
+        let network_plan = part(&|l| l["plan"]["network_ms"].as_f64().unwrap());
+        let compute_plan = part(&|l| l["plan"]["edge_ms"].as_f64().unwrap());
         summary.push(format!(
-            "{rate}, deadline {deadline}: median measured {measured:.2} ms vs predicted {predicted:.2} ms ({:.1} %), estimated {bandwidth:.0} kbit/s, deadline met {met}/{}",
+            "{rate}, deadline {deadline}: median measured {measured:.2} ms vs predicted {predicted:.2} ms ({:.1} %) [network {network:.2} vs {network_plan:.2}, edge {compute:.2} vs {compute_plan:.2}], estimated {bandwidth:.0} kbit/s, deadline met {met}/{}",
             100.0 * error,
             feasible.len()
         ));

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::Backend;
-use runtime::latency::{LatencyModels, fit};
+use runtime::latency::{Calibration, LatencyModels, fit};
 use runtime::profile::{self, ProfileSettings, Role, SliceCheck};
 use runtime::timing::{Repeats, Slowdown, median};
 
@@ -133,7 +133,12 @@ pub fn run_fit(args: FitArgs) -> anyhow::Result<()> {
         }
     }
     if args.check {
-        check(&models, args.channels)?;
+        let mut models = models;
+        if check(&mut models, args.channels)? {
+            std::fs::write(&args.out, serde_json::to_string_pretty(&models)? + "\n")
+                .with_context(|| format!("cannot write {}", args.out.display()))?;
+            println!("\ncalibrated latency models → {}", args.out.display());
+        }
     }
     Ok(())
 }
@@ -176,9 +181,14 @@ fn print_models(models: &LatencyModels) {
     println!("(* the model predictions use)");
 }
 
-/// Measures every exit-chain slice of each role present and prints the errors.
-fn check(models: &LatencyModels, channels: usize) -> anyhow::Result<()> {
-    for (&role, role_models) in &models.roles {
+/// Measures every exit-chain slice of each role present and prints the errors of the
+/// per-layer models; then fits each role's [`Calibration`] to the measured chains (checked
+/// on held-out exits first) and stores it in `models`. Returns whether it calibrated.
+fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
+    let mut calibrated = false;
+    let roles: Vec<(Role, runtime::latency::RoleModels)> =
+        models.roles.iter().map(|(r, m)| (*r, m.clone())).collect();
+    for (role, role_models) in roles {
         let backend: Backend = match role_models.source.parse() {
             Ok(b) => b,
             Err(_) => {
@@ -215,9 +225,55 @@ fn check(models: &LatencyModels, channels: usize) -> anyhow::Result<()> {
         })
         .map_err(anyhow::Error::msg)?;
         bar.finish_and_clear();
+        println!("\n{} role, per-layer models alone:", role.name());
         print_checks(role, &checks);
+
+        let point = |c: &SliceCheck| (c.end - c.start, c.predicted_ms, c.measured_ms);
+        let corrected = |c: &SliceCheck, cal: &Calibration| SliceCheck {
+            predicted_ms: cal.apply(c.end - c.start, c.predicted_ms),
+            ..c.clone()
+        };
+        // Honest first: fit on exits 1, 3, 5 and judge on the exits it has not seen.
+        let (train, held): (Vec<&SliceCheck>, Vec<&SliceCheck>) =
+            checks.iter().partition(|c| c.exit % 2 == 1);
+        let points: Vec<_> = train.iter().map(|c| point(c)).collect();
+        if let Some(cal) = Calibration::fit(&points) {
+            let mut apes: Vec<f64> = held.iter().map(|c| corrected(c, &cal).ape()).collect();
+            let worst = apes.iter().copied().fold(0.0, f64::max);
+            println!(
+                "\n{} role, calibrated on exits 1, 3, 5 (scale {:.3}, {:.4} ms per layer), held-out exits 2 and 4: median APE {:.1} %, worst {:.1} %",
+                role.name(),
+                cal.scale,
+                cal.per_layer_ms,
+                median(&mut apes),
+                worst
+            );
+        }
+        let points: Vec<_> = checks.iter().map(point).collect();
+        if let Some(cal) = Calibration::fit(&points) {
+            println!(
+                "\n{} role, calibrated on all exits (scale {:.3}, {:.4} ms per layer):",
+                role.name(),
+                cal.scale,
+                cal.per_layer_ms
+            );
+            let after: Vec<SliceCheck> = checks.iter().map(|c| corrected(c, &cal)).collect();
+            print_checks(role, &after);
+            let median_ape = |cs: &[SliceCheck]| {
+                let mut apes: Vec<f64> = cs.iter().map(SliceCheck::ape).collect();
+                median(&mut apes)
+            };
+            if median_ape(&after) < median_ape(&checks) {
+                if let Some(m) = models.roles.get_mut(&role) {
+                    m.calibration = Some(cal);
+                    calibrated = true;
+                }
+            } else {
+                println!("(not kept: it does not lower the median error)");
+            }
+        }
     }
-    Ok(())
+    Ok(calibrated)
 }
 
 fn print_checks(role: Role, checks: &[SliceCheck]) {
@@ -225,7 +281,7 @@ fn print_checks(role: Role, checks: &[SliceCheck]) {
         Role::Device => "prefix [0, p)",
         Role::Edge => "suffix [p, N)",
     };
-    println!("\n{} role: every {what} of every exit chain", role.name());
+    println!("{} role: every {what} of every exit chain", role.name());
     println!(
         "{:<5} {:>9} {:>13} {:>12} {:>7}",
         "exit", "slice", "predicted ms", "measured ms", "APE %"

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the Edgent pipeline. Each subcommand parses flags and calls a library crate.
 
 mod bench;
+mod experiments;
 mod generate;
 mod latency;
 mod plot;
@@ -28,6 +29,8 @@ enum Command {
     Fit(latency::FitArgs),
     /// Write the plan file the device and edge binaries are compiled from.
     Generate(generate::GenerateArgs),
+    /// Reproduce the paper's evaluation over tc-shaped links (needs root); writes report.md.
+    Experiments(experiments::ExperimentsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Profile(args) => latency::run_profile(args),
         Command::Fit(args) => latency::run_fit(args),
         Command::Generate(args) => generate::run(args),
+        Command::Experiments(args) => experiments::run(args),
     }
 }

@@ -148,3 +148,107 @@ pub fn exit_accuracy(dataset: &str, accuracies: &[f64], path: &Path) -> anyhow::
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// One line of a [`lines`] chart.
+pub struct Series {
+    /// Legend text.
+    pub name: String,
+    /// Points, in x order.
+    pub points: Vec<(f64, f64)>,
+    /// Dashed (predictions, computed lines) rather than solid (measurements).
+    pub dashed: bool,
+}
+
+/// A line chart with markers; `log_x` for bandwidth axes.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+    log_x: bool,
+) -> anyhow::Result<()> {
+    font()?;
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
+    anyhow::ensure!(!all.is_empty(), "nothing to plot in {}", path.display());
+    let (x0, x1) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let (y0, y1) = all
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        });
+    let (y0, y1) = (y0.min(0.0), if y1 > y0 { y1 * 1.08 } else { y0 + 1.0 });
+    let root = BitMapBackend::new(path, (760, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let colors = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(230, 140, 0),
+    ];
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(58);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .label_style(("sans-serif", 13))
+                .draw()?;
+            for (i, s) in series.iter().enumerate() {
+                let color = colors[i % colors.len()];
+                let points: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| p.1.is_finite())
+                    .collect();
+                let style = color.stroke_width(2);
+                if s.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?
+                        .label(&s.name)
+                        .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color));
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(points.clone(), style))?
+                        .label(&s.name)
+                        .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color));
+                }
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 12))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        }};
+    }
+    if log_x {
+        draw!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?);
+    } else {
+        let pad = (x1 - x0).max(1e-9) * 0.03;
+        draw!(builder.build_cartesian_2d(x0 - pad..x1 + pad, y0..y1)?);
+    }
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

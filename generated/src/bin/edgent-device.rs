@@ -12,6 +12,7 @@ use generated::{device_plan, load_model, normalize, plan, read_image};
 use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
 use runtime::entropy::{argmax, softmax_entropy};
 use runtime::planner::Link;
+use runtime::planner::Policy;
 use runtime::profile::run_slice;
 use runtime::timing::Slowdown;
 use runtime::{Activation, Backend};
@@ -133,6 +134,13 @@ struct EdgeArgs {
     /// Bytes of the start-up bandwidth probe (0: none).
     #[arg(long, default_value_t = 2048)]
     probe_bytes: usize,
+    /// What to choose: edgent, or a baseline (device-only, edge-only, partition-only,
+    /// right-sizing-only).
+    #[arg(long, default_value = "edgent")]
+    policy: Policy,
+    /// Never answer locally when the edge fails: wait for it (the baselines' behaviour).
+    #[arg(long)]
+    no_fallback: bool,
 }
 
 impl EdgeArgs {
@@ -145,6 +153,8 @@ impl EdgeArgs {
         let mut config = DeviceConfig::new(self.edge.clone(), self.security.client()?);
         config.slowdown = slowdown;
         config.probe_bytes = self.probe_bytes;
+        config.policy = self.policy;
+        config.fallback = !self.no_fallback;
         config.fixed_link = self.bandwidth.map(|bandwidth_bps| Link {
             bandwidth_bps,
             rtt_ms: self.rtt,
