@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::entropy::argmax;
 use crate::model::{Activation, BranchyAlexNet, ModelError, normalize};
 use crate::planner::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
-use crate::profile::run_slice;
+use crate::profile::{LayerClock, run_slice_clocked};
 use crate::protocol::{ErrorCode, Header, Message, MessageType, Payload};
 use crate::timing::Slowdown;
 use crate::transport::{Security, TransportError, zmq_err};
@@ -226,6 +226,8 @@ pub struct Answer {
     pub bytes: u64,
     /// Whether the answer came within the deadline.
     pub met: bool,
+    /// The deadline was divided by this when planning (safety margin, ≥ 1).
+    pub margin: f64,
 }
 
 /// Settings of a [`DeviceClient`].
@@ -252,6 +254,10 @@ pub struct DeviceConfig {
     pub fallback: bool,
     /// Longest wait past the deadline without fallback.
     pub patience: Duration,
+    /// Plan against a deadline shortened by how much recent answers overran their
+    /// predictions (95th percentile of measured / predicted, 1 to 1.5), so that plans
+    /// predicted just inside the deadline do not miss it half of the time.
+    pub safety_margin: bool,
 }
 
 impl DeviceConfig {
@@ -271,6 +277,7 @@ impl DeviceConfig {
             policy: Policy::Edgent,
             fallback: true,
             patience: Duration::from_secs(5),
+            safety_margin: true,
         }
     }
 }
@@ -306,9 +313,13 @@ pub struct DeviceClient {
     /// While set, plan device-only: the edge failed recently.
     backoff_until: Option<Instant>,
     backoff: Duration,
+    /// Recent layer times on this machine, for a steady slowdown emulation.
+    clock: LayerClock,
     /// Measured time of each exit run whole on this device (slowdown included), ms:
     /// the fallback keeps at least this much time, whatever the latency models say.
     local_measured: Vec<f64>,
+    /// Measured / predicted latency of recent answers (not fallbacks).
+    overruns: VecDeque<f64>,
     /// Requests sent and not answered yet: id → (sent at, payload bytes).
     outstanding: HashMap<u64, (Instant, u64)>,
     counters: DeviceCounters,
@@ -393,7 +404,9 @@ impl DeviceClient {
             next_id: 1,
             backoff_until: None,
             backoff: INITIAL_BACKOFF,
+            clock: LayerClock::default(),
             local_measured: vec![0.0; plan.tables.len()],
+            overruns: VecDeque::new(),
             outstanding: HashMap::new(),
             counters: DeviceCounters::default(),
         };
@@ -402,27 +415,39 @@ impl DeviceClient {
     }
 
     /// Waits up to `timeout` for the connection, then measures the round trip with empty
-    /// pings and the bandwidth with one padded ping. Returns the estimate, or `None` if
-    /// the edge did not answer.
+    /// pings and the bandwidth with a pair of padded pings sent back to back: the second
+    /// one's arrival after the first gives the bottleneck rate even behind a token bucket
+    /// whose burst lets the first one through at line rate (packet-pair estimation).
+    /// Returns the estimate, or `None` if the edge did not answer.
     pub fn probe(&mut self, timeout: Duration) -> Option<Link> {
         let until = Instant::now() + timeout;
-        let mut answered = false;
+        let mut rtt = None;
         for _ in 0..3 {
-            if let Some(ms) = self.ping(0, until) {
+            if let Some((id, sent)) = self.send_ping(0, until)
+                && let Some(done) = self.wait_pong(id, until)
+            {
+                let ms = (done - sent).as_secs_f64() * 1e3;
                 self.estimator.observe_rtt(ms);
-                answered = true;
+                rtt = Some(rtt.map_or(ms, |r: f64| r.min(ms)));
             }
         }
-        if answered && self.config.probe_bytes > 0 {
-            let bytes = self.config.probe_bytes;
-            if let Some(ms) = self.ping(bytes, until) {
-                self.estimator.observe(bytes as u64, ms);
-            }
+        let rtt = rtt?;
+        let bytes = self.config.probe_bytes;
+        if bytes > 0
+            && let Some((first, _)) = self.send_ping(bytes, until)
+            && let Some((second, _)) = self.send_ping(bytes, until)
+            && let Some(t1) = self.wait_pong(first, until)
+            && let Some(t2) = self.wait_pong(second, until)
+        {
+            self.estimator
+                .observe(bytes as u64, (t2 - t1).as_secs_f64() * 1e3 + rtt);
         }
-        answered.then(|| self.estimator.link())
+        Some(self.estimator.link())
     }
 
-    fn ping(&mut self, bytes: usize, until: Instant) -> Option<f64> {
+    /// Sends a ping padded with `bytes`, retrying until the connection is up (IMMEDIATE
+    /// refuses sends before that) or `until`. Returns its id and when it left.
+    fn send_ping(&mut self, bytes: usize, until: Instant) -> Option<(u64, Instant)> {
         let id = self.take_id();
         let mut header = Header::new(MessageType::Ping, self.plan.digest, id);
         let payload = if bytes > 0 {
@@ -432,31 +457,31 @@ impl DeviceClient {
         } else {
             Payload::Text(String::new())
         };
-        // Retry until the connection is up (IMMEDIATE refuses sends before that).
-        let sent = loop {
-            let msg = Message {
-                header: header.clone(),
-                payload: payload.clone(),
-            };
+        let frames = Message { header, payload }.encode();
+        loop {
             if self
                 .socket
-                .send_multipart(msg.encode(), zmq::DONTWAIT)
+                .send_multipart(frames.clone(), zmq::DONTWAIT)
                 .is_ok()
             {
-                break Instant::now();
+                return Some((id, Instant::now()));
             }
             if Instant::now() >= until {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
-        };
+        }
+    }
+
+    /// Waits until `until` for the pong of ping `id`; returns when it arrived.
+    fn wait_pong(&mut self, id: u64, until: Instant) -> Option<Instant> {
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let frames = self.recv(left)?;
             if let Some(m) = self.sort_reply(&frames, id)
                 && m.header.kind == MessageType::Pong
             {
-                return Some(sent.elapsed().as_secs_f64() * 1e3);
+                return Some(Instant::now());
             }
         }
     }
@@ -527,17 +552,31 @@ impl DeviceClient {
         )
     }
 
+    /// The factor the deadline is divided by when planning (see
+    /// [`DeviceConfig::safety_margin`]).
+    pub fn margin(&self) -> f64 {
+        if !self.config.safety_margin || self.overruns.len() < 5 {
+            return 1.0;
+        }
+        let mut v: Vec<f64> = self.overruns.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() * 95 / 100).min(v.len() - 1)].clamp(1.0, 1.5)
+    }
+
     /// What a whole local run of `exit` is expected to take: the latency models'
     /// prediction, or what this device measured if that was longer.
     fn local_cost(&self, exit: usize) -> f64 {
         self.plan.local_ms(exit).max(self.local_measured[exit - 1])
     }
 
-    /// Times every exit run whole on this device once (the fallback's reference).
+    /// Runs every exit whole on this device a few times: the fallback's reference times,
+    /// and the layer clock's first samples.
     fn calibrate(&mut self) -> Result<(), ModelError> {
         let blank = vec![0u8; self.plan.input.iter().product()];
-        for exit in 1..=self.plan.tables.len() {
-            self.run_local(&blank, exit, self.plan.chain_len(exit))?;
+        for _ in 0..3 {
+            for exit in 1..=self.plan.tables.len() {
+                self.run_local(&blank, exit, self.plan.chain_len(exit))?;
+            }
         }
         Ok(())
     }
@@ -549,12 +588,13 @@ impl DeviceClient {
         exit: usize,
         end: usize,
     ) -> Result<(Activation, f64), ModelError> {
-        let (y, took) = run_slice(
+        let (y, took) = run_slice_clocked(
             &self.model,
             exit,
             0..end,
             self.input(pixels)?,
             self.config.slowdown,
+            Some(&mut self.clock),
             &self.device,
         )?;
         let ms = took.as_secs_f64() * 1e3;
@@ -656,6 +696,8 @@ impl DeviceClient {
         let backing_off =
             self.config.fallback && self.backoff_until.is_some_and(|t| Instant::now() < t);
         let link = self.estimator.link();
+        let margin = self.margin();
+        let plan_deadline_ms = deadline_ms / margin;
         let plan = if backing_off {
             // The edge failed recently: plan as if there were no network.
             self.plan.decide(
@@ -663,11 +705,11 @@ impl DeviceClient {
                     bandwidth_bps: f64::MIN_POSITIVE,
                     rtt_ms: f64::INFINITY,
                 },
-                deadline_ms,
+                plan_deadline_ms,
             )
         } else {
             self.plan
-                .decide_policy(self.config.policy, link, deadline_ms)
+                .decide_policy(self.config.policy, link, plan_deadline_ms)
         };
         let n = self.plan.chain_len(plan.exit);
         let mut answer = Answer {
@@ -688,6 +730,7 @@ impl DeviceClient {
             queue_ms: 0.0,
             bytes: 0,
             met: false,
+            margin: 1.0,
         };
         if plan.partition == n {
             let (y, ms) = self.run_local(pixels, plan.exit, n)?;
@@ -707,12 +750,15 @@ impl DeviceClient {
             let now = Instant::now();
             let left_ms = deadline_ms - (now - started).as_secs_f64() * 1e3;
             let remote_ms = plan.network_ms + plan.edge_ms;
-            let margin = self.config.fallback_margin;
+            let fallback_margin = self.config.fallback_margin;
             let fallback_exit = self
                 .plan
-                .best_local((left_ms - remote_ms) / margin, |e| self.local_cost(e));
-            let reserve =
-                Duration::from_secs_f64((self.local_cost(fallback_exit) * margin + 1.0) / 1e3);
+                .best_local((left_ms - remote_ms) / fallback_margin, |e| {
+                    self.local_cost(e)
+                });
+            let reserve = Duration::from_secs_f64(
+                (self.local_cost(fallback_exit) * fallback_margin + 1.0) / 1e3,
+            );
             let mut until = deadline.checked_sub(reserve).unwrap_or(started);
             // …unless no local exit fits at all: then the edge is the only way to meet the
             // deadline, and it gets at least twice its predicted time (within the deadline).
@@ -746,6 +792,13 @@ impl DeviceClient {
                     self.counters.edge += 1;
                 }
                 failed => {
+                    if matches!(failed, Reply::Timeout)
+                        && let Some((sent, _)) = self.outstanding.get(&id)
+                    {
+                        // At least this slow: learn it now, not when (if) the reply comes.
+                        let waited_ms = sent.elapsed().as_secs_f64() * 1e3;
+                        self.estimator.observe(bytes, waited_ms);
+                    }
                     let reason = match failed {
                         Reply::Timeout => "no reply from the edge in time".to_string(),
                         Reply::Refused(code, text) => match code {
@@ -759,7 +812,7 @@ impl DeviceClient {
                     let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
                     let exit = self
                         .plan
-                        .best_local(left_ms / margin, |e| self.local_cost(e));
+                        .best_local(left_ms / fallback_margin, |e| self.local_cost(e));
                     let chain = self.plan.chain_len(exit);
                     let (y, ms) = self.run_local(pixels, exit, chain)?;
                     answer.logits = y.to_values();
@@ -778,6 +831,14 @@ impl DeviceClient {
         answer.class = argmax(&answer.logits);
         answer.total_ms = started.elapsed().as_secs_f64() * 1e3;
         answer.met = answer.total_ms <= deadline_ms;
+        answer.margin = margin;
+        if answer.source != Source::Fallback && answer.plan.predicted_ms > 0.0 {
+            push(
+                &mut self.overruns,
+                answer.total_ms / answer.plan.predicted_ms,
+                40,
+            );
+        }
         self.counters.answered += 1;
         Ok(answer)
     }

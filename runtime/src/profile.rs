@@ -359,14 +359,58 @@ pub fn run_slice(
     slowdown: Slowdown,
     device: &Device,
 ) -> Result<(Activation, Duration), crate::ModelError> {
+    run_slice_clocked(model, exit, range, x, slowdown, None, device)
+}
+
+/// [`run_slice`], stretching each layer by its typical time from `clock` when given (see
+/// [`Slowdown::stretch_like`]) rather than by the time this run took; this run's time is
+/// recorded in the clock first.
+pub fn run_slice_clocked(
+    model: &BranchyAlexNet,
+    exit: usize,
+    range: std::ops::Range<usize>,
+    x: Activation,
+    slowdown: Slowdown,
+    mut clock: Option<&mut LayerClock>,
+    device: &Device,
+) -> Result<(Activation, Duration), crate::ModelError> {
     let mut total = Duration::ZERO;
     let mut x = x;
     for index in range {
         let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
         x = y?;
-        total += slowdown.stretch(took);
+        total += match clock.as_deref_mut() {
+            Some(clock) => slowdown.stretch_like(took, clock.record(exit, index, took)),
+            None => slowdown.stretch(took),
+        };
     }
     Ok((x, total))
+}
+
+/// The typical (median) recent time of every layer of every exit chain on this machine,
+/// learnt from the runs themselves, so that an emulated slow device stretches each layer
+/// by a steady amount instead of multiplying this machine's jitter.
+#[derive(Debug, Clone, Default)]
+pub struct LayerClock {
+    history: std::collections::HashMap<(usize, usize), std::collections::VecDeque<Duration>>,
+}
+
+impl LayerClock {
+    /// Recent runs kept per layer.
+    pub const WINDOW: usize = 15;
+
+    /// Records that layer `index` of exit `exit` took `took`; returns the layer's median
+    /// over its recent runs (this one included).
+    pub fn record(&mut self, exit: usize, index: usize, took: Duration) -> Duration {
+        let recent = self.history.entry((exit, index)).or_default();
+        if recent.len() == Self::WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(took);
+        let mut sorted: Vec<Duration> = recent.iter().copied().collect();
+        sorted.sort();
+        sorted[sorted.len() / 2]
+    }
 }
 
 /// Writes samples as CSV (header: the [`Sample`] field names).

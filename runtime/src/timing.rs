@@ -42,6 +42,23 @@ impl Slowdown {
     }
 }
 
+impl Slowdown {
+    /// Waits (factor − 1) × `typical`, this layer's usual time on this machine; returns the
+    /// emulated duration `took + (factor − 1) × typical`. Unlike [`Slowdown::stretch`],
+    /// this machine's jitter (a preemption, a cache miss) is not multiplied by the factor.
+    pub fn stretch_like(self, took: Duration, typical: Duration) -> Duration {
+        if self.0 <= 1.0 {
+            return took;
+        }
+        let extra = typical.mul_f64(self.0 - 1.0);
+        let until = Instant::now() + extra;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        took + extra
+    }
+}
+
 impl std::str::FromStr for Slowdown {
     type Err = String;
 

@@ -141,6 +141,10 @@ struct EdgeArgs {
     /// Never answer locally when the edge fails: wait for it (the baselines' behaviour).
     #[arg(long)]
     no_fallback: bool,
+    /// Plan against the full deadline, without the safety margin learnt from how much
+    /// recent answers overran their predictions.
+    #[arg(long)]
+    no_margin: bool,
 }
 
 impl EdgeArgs {
@@ -155,6 +159,7 @@ impl EdgeArgs {
         config.probe_bytes = self.probe_bytes;
         config.policy = self.policy;
         config.fallback = !self.no_fallback;
+        config.safety_margin = !self.no_margin;
         config.fixed_link = self.bandwidth.map(|bandwidth_bps| Link {
             bandwidth_bps,
             rtt_ms: self.rtt,
