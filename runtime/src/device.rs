@@ -272,7 +272,7 @@ impl DeviceConfig {
                 bandwidth_bps: 1e6,
                 rtt_ms: 1.0,
             },
-            probe_bytes: 2048,
+            probe_bytes: 1024,
             fallback_margin: 1.3,
             policy: Policy::Edgent,
             fallback: true,
@@ -320,6 +320,8 @@ pub struct DeviceClient {
     local_measured: Vec<f64>,
     /// Measured / predicted latency of recent answers (not fallbacks).
     overruns: VecDeque<f64>,
+    /// When the last refresh probe went out.
+    last_refresh: Option<Instant>,
     /// Requests sent and not answered yet: id → (sent at, payload bytes).
     outstanding: HashMap<u64, (Instant, u64)>,
     counters: DeviceCounters,
@@ -407,6 +409,7 @@ impl DeviceClient {
             clock: LayerClock::default(),
             local_measured: vec![0.0; plan.tables.len()],
             overruns: VecDeque::new(),
+            last_refresh: None,
             outstanding: HashMap::new(),
             counters: DeviceCounters::default(),
         };
@@ -495,6 +498,16 @@ impl DeviceClient {
         if h.request_id == id {
             return Some(msg);
         }
+        if let Some((sent, bytes)) = self.outstanding.remove(&h.request_id)
+            && h.kind == MessageType::Pong
+        {
+            // A refresh probe (see `refresh_link`): a transfer like an image upload.
+            self.estimator
+                .observe(bytes, sent.elapsed().as_secs_f64() * 1e3);
+            self.backoff_until = None;
+            self.backoff = INITIAL_BACKOFF;
+            return None;
+        }
         self.counters.late_replies += 1;
         if let Some((sent, bytes)) = self.outstanding.remove(&h.request_id)
             && h.kind == MessageType::Result
@@ -516,6 +529,37 @@ impl DeviceClient {
         // Forget requests the edge never answered.
         self.outstanding
             .retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(30));
+    }
+
+    /// While the device answers locally it learns nothing about the link, and a stale
+    /// estimate could keep it local for ever. So, at most once a second, it sends a ping as
+    /// large as an image and lets the pong (handled among the late replies) update the
+    /// estimate. Without waiting: the local answer is not delayed.
+    fn refresh_link(&mut self) {
+        if self.config.fixed_link.is_some()
+            || self
+                .last_refresh
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_refresh = Some(Instant::now());
+        let bytes: usize = self.plan.input.iter().product();
+        let id = self.take_id();
+        let mut header = Header::new(MessageType::Ping, self.plan.digest, id);
+        header.dtype = crate::protocol::Dtype::U8;
+        header.shape = vec![bytes as u32];
+        let msg = Message {
+            header,
+            payload: Payload::U8(vec![0; bytes]),
+        };
+        if self
+            .socket
+            .send_multipart(msg.encode(), zmq::DONTWAIT)
+            .is_ok()
+        {
+            self.outstanding.insert(id, (Instant::now(), bytes as u64));
+        }
     }
 
     fn take_id(&mut self) -> u64 {
@@ -733,6 +777,10 @@ impl DeviceClient {
             margin: 1.0,
         };
         if plan.partition == n {
+            // The refresh probe travels while the device computes, not into the next upload.
+            if self.config.fallback {
+                self.refresh_link();
+            }
             let (y, ms) = self.run_local(pixels, plan.exit, n)?;
             answer.logits = y.to_values();
             answer.device_ms = ms;
@@ -760,11 +808,13 @@ impl DeviceClient {
                 (self.local_cost(fallback_exit) * fallback_margin + 1.0) / 1e3,
             );
             let mut until = deadline.checked_sub(reserve).unwrap_or(started);
-            // …unless no local exit fits at all: then the edge is the only way to meet the
-            // deadline, and it gets at least twice its predicted time (within the deadline).
-            let fair = now + Duration::from_secs_f64((2.0 * remote_ms + 5.0) / 1e3);
-            if until < fair {
-                until = fair.min(deadline);
+            // …but never give up before the reply is even due: when the fallback's reserve
+            // leaves less than the predicted remote time, trust the plan for 1.5× that time
+            // (within the deadline), else every request would time out and fall back.
+            let due = now + Duration::from_secs_f64(remote_ms / 1e3);
+            if until < due {
+                let trust = Duration::from_secs_f64((1.5 * remote_ms + 2.0) / 1e3);
+                until = (now + trust).min(deadline);
             }
             if !self.config.fallback {
                 until = deadline.max(now) + self.config.patience;

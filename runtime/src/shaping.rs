@@ -92,14 +92,15 @@ impl ShapedLink {
         Ok(link)
     }
 
-    /// Limits both directions to `bits_per_s` (token bucket, 2 KiB burst, 400 ms queue).
+    /// Limits both directions to `bits_per_s` (token bucket, 2 KiB burst, a queue of up to
+    /// 1 s, like a radio link's buffers).
     /// Replaces any earlier limit: call it again to change the rate during a run.
     pub fn shape(&self, bits_per_s: f64) -> Result<(), String> {
         let rate = format!("{}bit", bits_per_s.round() as u64);
         for (ns, dev) in [(&self.device_ns, "vdev"), (&self.edge_ns, "vedge")] {
             sh(&[
                 "tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate,
-                "burst", "2kb", "latency", "400ms",
+                "burst", "2kb", "latency", "1s",
             ])?;
         }
         Ok(())

@@ -227,14 +227,22 @@ impl Lab {
             command.args(["--no-fallback", "--no-margin"]);
         }
         let mut child = command.spawn().context("cannot start edgent-device")?;
-        let started = Instant::now();
+        // The schedule's clock starts with the device's first answer (after it loaded
+        // the model and probed the link), as the trace's `t_s` does.
+        let mut started: Option<Instant> = None;
         let mut next = 0;
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
             }
+            if started.is_none()
+                && !schedule.is_empty()
+                && std::fs::metadata(&trace).is_ok_and(|m| m.len() > 0)
+            {
+                started = Some(Instant::now());
+            }
             if let Some(&(at, rate)) = schedule.get(next)
-                && started.elapsed().as_secs_f64() >= at
+                && started.is_some_and(|t| t.elapsed().as_secs_f64() >= at)
             {
                 self.link.shape(rate).map_err(anyhow::Error::msg)?;
                 next += 1;
@@ -298,6 +306,7 @@ struct Costs {
     paper: Vec<ExitCosts>,
     slowdown: f64,
     source: String,
+    plan: codegen::plan::Plan,
 }
 
 impl Costs {
@@ -328,7 +337,8 @@ impl Costs {
             here,
             paper,
             slowdown: plan.device_slowdown,
-            source: plan.latency_source,
+            source: plan.latency_source.clone(),
+            plan,
         })
     }
 
@@ -357,6 +367,97 @@ impl Costs {
         } else {
             0.0
         }
+    }
+}
+
+/// BranchyNet's early exit by entropy on the device alone: each image leaves at the first
+/// exit whose softmax entropy is below the threshold, having run the trunk that far and
+/// every branch it tried. Computed from the test set (in this process) and the latency
+/// models, not measured over the link.
+struct EntropyMode {
+    /// `exits[i][j]`: logits of exit `j + 1` for test image `i`.
+    logits: Vec<Vec<Vec<f32>>>,
+    labels: Vec<u8>,
+}
+
+impl EntropyMode {
+    const THRESHOLDS: [f32; 6] = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6];
+
+    fn load(plan_path: &Path, plan: &codegen::plan::Plan, images: usize) -> anyhow::Result<Self> {
+        let device = runtime::Backend::default().device();
+        let weights_path = plan_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&plan.weights_file);
+        let weights = runtime::WeightMap::load(&weights_path)?;
+        let model = runtime::BranchyAlexNetConfig::new()
+            .with_channels(plan.input[0])
+            .with_classes(plan.classes)
+            .init(&device)
+            .load_weights(&weights, &device)?;
+        let kind: datasets::DatasetKind = plan.dataset.parse().map_err(anyhow::Error::msg)?;
+        let mut set = datasets::load(kind, None, datasets::Split::Test)?;
+        set.truncate(images);
+        let batcher = datasets::Batcher::new(kind.normalization(), device.clone());
+        let mut logits = Vec::new();
+        for start in (0..set.len()).step_by(250) {
+            let indices: Vec<usize> = (start..(start + 250).min(set.len())).collect();
+            let outs: Vec<Vec<f32>> = model
+                .forward_all(batcher.batch(&set, &indices).images)
+                .into_iter()
+                .map(|t| t.into_data().try_into_vec_as::<f32>().unwrap_or_default())
+                .collect();
+            for i in 0..indices.len() {
+                let k = plan.classes;
+                logits.push(
+                    outs.iter()
+                        .map(|o| o[i * k..(i + 1) * k].to_vec())
+                        .collect(),
+                );
+            }
+        }
+        Ok(Self {
+            logits,
+            labels: set.labels,
+        })
+    }
+
+    /// Device time of leaving at each exit: that exit's chain plus the branches tried.
+    fn costs(exits: &[ExitCosts], table: &runtime::LayerTable) -> Vec<f64> {
+        let local: Vec<f64> = exits
+            .iter()
+            .map(|e| e.pairs[e.pairs.len() - 1].device_ms)
+            .collect();
+        let branch: Vec<f64> = exits
+            .iter()
+            .zip(&table.exits)
+            .map(|(e, spec)| {
+                local[e.exit - 1] - e.pairs[spec.trunk_layers.min(e.pairs.len() - 1)].device_ms
+            })
+            .collect();
+        (0..exits.len())
+            .map(|k| local[k] + branch[..k].iter().sum::<f64>())
+            .collect()
+    }
+
+    /// Best accuracy within `deadline_ms` over the thresholds, and that threshold.
+    fn best(&self, costs: &[f64], deadline_ms: f64) -> (f64, f32) {
+        Self::THRESHOLDS
+            .iter()
+            .map(|&t| {
+                let right = self
+                    .logits
+                    .iter()
+                    .zip(&self.labels)
+                    .filter(|(l, label)| {
+                        let e = runtime::entropy::entropy_exit(l, t);
+                        costs[e - 1] <= deadline_ms
+                            && runtime::entropy::argmax(&l[e - 1]) == usize::from(**label)
+                    })
+                    .count();
+                (right as f64 / self.labels.len().max(1) as f64, t)
+            })
+            .fold((0.0, 0.0), |best, x| if x.0 > best.0 { x } else { best })
     }
 }
 
@@ -650,6 +751,30 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let entropy = EntropyMode::load(
+        &args.plan,
+        &costs.plan,
+        if args.quick { 1000 } else { 10_000 },
+    )?;
+    let table = runtime::layers::b_alexnet(costs.plan.input[0], costs.plan.classes);
+    let entropy_costs = EntropyMode::costs(&costs.here, &table);
+    let entropy_best: Vec<(f64, f32)> = deadlines
+        .iter()
+        .map(|&d| entropy.best(&entropy_costs, d))
+        .collect();
+    accuracy_lines.push(dseries(
+        "entropy early exit on the device (computed)",
+        entropy_best.iter().map(|b| 100.0 * b.0).collect(),
+        true,
+    ));
+    writeln!(
+        report,
+        "\nBranchyNet's early exit by entropy, on the device alone (computed on {} test images with this machine's latency models; each image pays for the branches it tried): best threshold per deadline.\n\n| deadline | threshold (nats) | accuracy within deadline % |\n|---|---|---|",
+        entropy.labels.len()
+    )?;
+    for (d, (acc, t)) in deadlines.iter().zip(&entropy_best) {
+        writeln!(report, "| {d:.0} ms | {t} | {:.1} |", 100.0 * acc)?;
+    }
     accuracy_lines.push(dseries(
         "edgent (paper profile, predicted)",
         deadlines

@@ -131,8 +131,9 @@ struct EdgeArgs {
     /// How long to wait for the edge at start (probe); then run locally until it answers.
     #[arg(long, value_parser = parse_duration_ms, default_value = "3s")]
     connect_timeout: f64,
-    /// Bytes of the start-up bandwidth probe (0: none).
-    #[arg(long, default_value_t = 2048)]
+    /// Bytes of each of the two start-up bandwidth probes (0: none); an image's size by
+    /// default, so that the estimate sees the per-message overheads an upload sees.
+    #[arg(long, default_value_t = 1024)]
     probe_bytes: usize,
     /// What to choose: edgent, or a baseline (device-only, edge-only, partition-only,
     /// right-sizing-only).
@@ -493,6 +494,8 @@ fn eval(
                 map.remove("logits");
             }
             writeln!(out, "{line}")?;
+            // Line by line, so that a run can be followed (and survives a crash).
+            out.flush()?;
         }
         bar.inc(1);
         if i % 50 == 0 {
