@@ -320,8 +320,6 @@ pub struct DeviceClient {
     local_measured: Vec<f64>,
     /// Measured / predicted latency of recent answers (not fallbacks).
     overruns: VecDeque<f64>,
-    /// When the last refresh probe went out.
-    last_refresh: Option<Instant>,
     /// Requests sent and not answered yet: id → (sent at, payload bytes).
     outstanding: HashMap<u64, (Instant, u64)>,
     counters: DeviceCounters,
@@ -409,7 +407,6 @@ impl DeviceClient {
             clock: LayerClock::default(),
             local_measured: vec![0.0; plan.tables.len()],
             overruns: VecDeque::new(),
-            last_refresh: None,
             outstanding: HashMap::new(),
             counters: DeviceCounters::default(),
         };
@@ -498,16 +495,6 @@ impl DeviceClient {
         if h.request_id == id {
             return Some(msg);
         }
-        if let Some((sent, bytes)) = self.outstanding.remove(&h.request_id)
-            && h.kind == MessageType::Pong
-        {
-            // A refresh probe (see `refresh_link`): a transfer like an image upload.
-            self.estimator
-                .observe(bytes, sent.elapsed().as_secs_f64() * 1e3);
-            self.backoff_until = None;
-            self.backoff = INITIAL_BACKOFF;
-            return None;
-        }
         self.counters.late_replies += 1;
         if let Some((sent, bytes)) = self.outstanding.remove(&h.request_id)
             && h.kind == MessageType::Result
@@ -529,37 +516,6 @@ impl DeviceClient {
         // Forget requests the edge never answered.
         self.outstanding
             .retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(30));
-    }
-
-    /// While the device answers locally it learns nothing about the link, and a stale
-    /// estimate could keep it local for ever. So, at most once a second, it sends a ping as
-    /// large as an image and lets the pong (handled among the late replies) update the
-    /// estimate. Without waiting: the local answer is not delayed.
-    fn refresh_link(&mut self) {
-        if self.config.fixed_link.is_some()
-            || self
-                .last_refresh
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_refresh = Some(Instant::now());
-        let bytes: usize = self.plan.input.iter().product();
-        let id = self.take_id();
-        let mut header = Header::new(MessageType::Ping, self.plan.digest, id);
-        header.dtype = crate::protocol::Dtype::U8;
-        header.shape = vec![bytes as u32];
-        let msg = Message {
-            header,
-            payload: Payload::U8(vec![0; bytes]),
-        };
-        if self
-            .socket
-            .send_multipart(msg.encode(), zmq::DONTWAIT)
-            .is_ok()
-        {
-            self.outstanding.insert(id, (Instant::now(), bytes as u64));
-        }
     }
 
     fn take_id(&mut self) -> u64 {
@@ -777,10 +733,6 @@ impl DeviceClient {
             margin: 1.0,
         };
         if plan.partition == n {
-            // The refresh probe travels while the device computes, not into the next upload.
-            if self.config.fallback {
-                self.refresh_link();
-            }
             let (y, ms) = self.run_local(pixels, plan.exit, n)?;
             answer.logits = y.to_values();
             answer.device_ms = ms;
