@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs on a fresh Debian machine with Rust:
-# Fashion-MNIST (the default data set), libzmq with CURVE (ZeroMQ), pkg-config, iproute2 (tc).
+# Fashion-MNIST (the default data set), libzmq with CURVE (ZeroMQ), pkg-config, iproute2
+# (ip netns, tc: shaped-link tests), procps (kill: the tests stop servers with SIGTERM),
+# fonts for the figures.
 set -euo pipefail
-packages=(dataset-fashion-mnist libzmq3-dev pkg-config iproute2 fonts-dejavu-core)
+packages=(dataset-fashion-mnist libzmq3-dev pkg-config iproute2 procps fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -244,7 +244,7 @@ impl Header {
         }
     }
 
-    /// Elements the shape holds (1 for a scalar shape `[]` is not allowed: 0 dims → 0).
+    /// Elements the shape holds (0 when there is no tensor: `ndim` 0).
     pub fn elements(&self) -> usize {
         if self.shape.is_empty() {
             0

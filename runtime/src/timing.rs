@@ -33,12 +33,7 @@ impl Slowdown {
         if self.0 <= 1.0 {
             return took;
         }
-        let extra = took.mul_f64(self.0 - 1.0);
-        let until = Instant::now() + extra;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
-        took + extra
+        took + spin(took.mul_f64(self.0 - 1.0))
     }
 }
 
@@ -50,13 +45,17 @@ impl Slowdown {
         if self.0 <= 1.0 {
             return took;
         }
-        let extra = typical.mul_f64(self.0 - 1.0);
-        let until = Instant::now() + extra;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
-        took + extra
+        took + spin(typical.mul_f64(self.0 - 1.0))
     }
+}
+
+/// Busy-waits for `extra`, as a busy slow processor would; returns it.
+fn spin(extra: Duration) -> Duration {
+    let until = Instant::now() + extra;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    extra
 }
 
 impl std::str::FromStr for Slowdown {

@@ -461,6 +461,56 @@ impl EntropyMode {
     }
 }
 
+/// Figs. 6 and 8: the exit and partition Edgent chose at each x (the most frequent per
+/// point), beside those `computed` from latency models at the link `at(i)` gives.
+fn selection_figure<P: std::borrow::Borrow<Point>>(
+    path: &Path,
+    title: &str,
+    (x_desc, xs): (&str, &[f64]),
+    measured: &[P],
+    computed: &[(&str, &[ExitCosts])],
+    at: impl Fn(usize) -> (f64, f64),
+    log_x: bool,
+) -> anyhow::Result<()> {
+    let line = |name: String, ys: Vec<f64>, dashed: bool| Series {
+        name,
+        points: xs.iter().copied().zip(ys).collect(),
+        dashed,
+    };
+    let choices: Vec<(usize, usize)> = measured.iter().map(|p| p.borrow().choice()).collect();
+    let mut series = vec![
+        line(
+            "exit (measured)".into(),
+            choices.iter().map(|c| c.0 as f64).collect(),
+            false,
+        ),
+        line(
+            "partition (measured)".into(),
+            choices.iter().map(|c| c.1 as f64).collect(),
+            false,
+        ),
+    ];
+    for (label, costs) in computed {
+        let decisions: Vec<_> = (0..xs.len())
+            .map(|i| {
+                let (rate, deadline) = at(i);
+                Costs::decide(costs, Policy::Edgent, rate, deadline)
+            })
+            .collect();
+        series.push(line(
+            format!("exit ({label})"),
+            decisions.iter().map(|d| d.exit as f64).collect(),
+            true,
+        ));
+        series.push(line(
+            format!("partition ({label})"),
+            decisions.iter().map(|d| d.partition as f64).collect(),
+            true,
+        ));
+    }
+    plot::lines(path, title, (x_desc, "exit / partition"), &series, log_x)
+}
+
 fn kbit(bps: f64) -> String {
     format!("{:.0} kbit/s", bps / 1e3)
 }
@@ -527,53 +577,16 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         points: xs.iter().copied().zip(ys).collect(),
         dashed,
     };
-    plot::lines(
+    selection_figure(
         &out.join("fig6-selection-vs-bandwidth.png"),
         &format!("Exit and partition chosen, deadline {fixed_deadline:.0} ms"),
-        ("bandwidth (kbit/s)", "exit / partition"),
+        ("bandwidth (kbit/s)", &xs),
+        &by_rate,
         &[
-            series(
-                "exit (measured)",
-                by_rate.iter().map(|p| p.choice().0 as f64).collect(),
-                false,
-            ),
-            series(
-                "partition (measured)",
-                by_rate.iter().map(|p| p.choice().1 as f64).collect(),
-                false,
-            ),
-            series(
-                "exit (this machine's models, true rate)",
-                rates
-                    .iter()
-                    .map(|&r| {
-                        Costs::decide(&costs.here, Policy::Edgent, r, fixed_deadline).exit as f64
-                    })
-                    .collect(),
-                true,
-            ),
-            series(
-                "exit (paper profile)",
-                rates
-                    .iter()
-                    .map(|&r| {
-                        Costs::decide(&costs.paper, Policy::Edgent, r, fixed_deadline).exit as f64
-                    })
-                    .collect(),
-                true,
-            ),
-            series(
-                "partition (paper profile)",
-                rates
-                    .iter()
-                    .map(|&r| {
-                        Costs::decide(&costs.paper, Policy::Edgent, r, fixed_deadline).partition
-                            as f64
-                    })
-                    .collect(),
-                true,
-            ),
+            ("this machine's models, true rate", &costs.here),
+            ("paper profile", &costs.paper),
         ],
+        |i| (rates[i], fixed_deadline),
         true,
     )?;
     plot::lines(
@@ -703,42 +716,16 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
             .map(|i| f(&grid[&(i, policy)]))
             .collect()
     };
-    plot::lines(
+    let edgent: Vec<&Point> = (0..deadlines.len())
+        .map(|i| &grid[&(i, Policy::Edgent)])
+        .collect();
+    selection_figure(
         &out.join("fig8-selection-vs-deadline.png"),
         &format!("Exit and partition chosen at {}", kbit(fixed_rate)),
-        ("deadline (ms)", "exit / partition"),
-        &[
-            dseries(
-                "exit (measured)",
-                at(Policy::Edgent, &|p| p.choice().0 as f64),
-                false,
-            ),
-            dseries(
-                "partition (measured)",
-                at(Policy::Edgent, &|p| p.choice().1 as f64),
-                false,
-            ),
-            dseries(
-                "exit (paper profile)",
-                deadlines
-                    .iter()
-                    .map(|&d| {
-                        Costs::decide(&costs.paper, Policy::Edgent, fixed_rate, d).exit as f64
-                    })
-                    .collect(),
-                true,
-            ),
-            dseries(
-                "partition (paper profile)",
-                deadlines
-                    .iter()
-                    .map(|&d| {
-                        Costs::decide(&costs.paper, Policy::Edgent, fixed_rate, d).partition as f64
-                    })
-                    .collect(),
-                true,
-            ),
-        ],
+        ("deadline (ms)", &deadlines),
+        &edgent,
+        &[("paper profile", &costs.paper)],
+        |i| (fixed_rate, deadlines[i]),
         false,
     )?;
     let mut accuracy_lines: Vec<Series> = policies
