@@ -2,9 +2,13 @@
 //! (exit, partition), run the prefix `[0, p)`, send the activation to the edge over a
 //! DEALER socket, and return the class with its timing breakdown. When the edge does not
 //! answer in time, or answers with an error, answer from the best local exit that still
-//! fits in the deadline.
+//! fits in the deadline — computed while waiting for the edge (speculation), so that the
+//! edge can have until the deadline.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
@@ -13,7 +17,7 @@ use serde::Serialize;
 use crate::entropy::argmax;
 use crate::model::{Activation, BranchyAlexNet, ModelError, normalize};
 use crate::planner::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
-use crate::profile::{LayerClock, run_slice_clocked};
+use crate::profile::{Emulation, LayerClock, run_slice_clocked};
 use crate::protocol::{ErrorCode, Header, Message, MessageType, Payload};
 use crate::timing::Slowdown;
 use crate::transport::{Security, TransportError, zmq_err};
@@ -258,6 +262,10 @@ pub struct DeviceConfig {
     /// predictions (95th percentile of measured / predicted, 1 to 1.5), so that plans
     /// predicted just inside the deadline do not miss it half of the time.
     pub safety_margin: bool,
+    /// While waiting for the edge, run the fallback's local exit on a second thread (the
+    /// device's second core), and wait for the edge until the deadline; without it the
+    /// fallback runs only after the wait, which must then end early enough for it.
+    pub speculate: bool,
 }
 
 impl DeviceConfig {
@@ -278,6 +286,7 @@ impl DeviceConfig {
             fallback: true,
             patience: Duration::from_secs(5),
             safety_margin: true,
+            speculate: true,
         }
     }
 }
@@ -293,9 +302,17 @@ pub struct DeviceCounters {
     pub local: u64,
     /// Fallbacks.
     pub fallback: u64,
+    /// Local runs started while waiting for the edge.
+    pub speculated: u64,
+    /// Of those, the ones cancelled because the edge answered.
+    pub speculation_cancelled: u64,
     /// Replies that arrived after their request was answered locally (discarded).
     pub late_replies: u64,
 }
+
+/// How long before the deadline a device that speculated stops waiting for the edge: the
+/// time to take the local answer and return it.
+const SPECULATION_GUARD: Duration = Duration::from_millis(5);
 
 /// How long the device plans without the edge after its first failure (doubles, to 8 s).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -349,6 +366,17 @@ pub enum DeviceError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// A local run of a whole exit chain on another thread while the device waits for the
+/// edge; it owns the layer clock until it is joined.
+struct Speculation {
+    exit: usize,
+    cancel: Arc<AtomicBool>,
+    handle: JoinHandle<(LocalRun, LayerClock)>,
+}
+
+/// The output and emulated time of a local run.
+type LocalRun = Result<(Activation, Duration), ModelError>;
 
 enum Reply {
     Result {
@@ -588,22 +616,72 @@ impl DeviceClient {
         exit: usize,
         end: usize,
     ) -> Result<(Activation, f64), ModelError> {
-        let (y, took) = run_slice_clocked(
-            &self.model,
-            exit,
-            0..end,
-            self.input(pixels)?,
-            self.config.slowdown,
-            Some(&mut self.clock),
-            &self.device,
-        )?;
+        let input = self.input(pixels)?;
+        let emulation = Emulation {
+            slowdown: self.config.slowdown,
+            clock: Some(&mut self.clock),
+            cancel: None,
+        };
+        let (y, took) =
+            run_slice_clocked(&self.model, exit, 0..end, input, emulation, &self.device)?;
         let ms = took.as_secs_f64() * 1e3;
         if end == self.plan.chain_len(exit) {
-            // Remember slow runs at once; forget them slowly.
-            let m = &mut self.local_measured[exit - 1];
-            *m = ms.max(0.95 * *m);
+            self.learn_local(exit, ms);
         }
         Ok((y, ms))
+    }
+
+    /// Remembers a whole local run of `exit`: slow runs at once, fast ones slowly.
+    fn learn_local(&mut self, exit: usize, ms: f64) {
+        let m = &mut self.local_measured[exit - 1];
+        *m = ms.max(0.95 * *m);
+    }
+
+    /// Starts the whole chain of `exit` on another thread (see [`DeviceConfig::speculate`]).
+    fn speculate(&mut self, pixels: &[u8], exit: usize) -> Result<Speculation, ModelError> {
+        let input = self.input(pixels)?;
+        let (model, device) = (self.model.clone(), self.device.clone());
+        let slowdown = self.config.slowdown;
+        let end = self.plan.chain_len(exit);
+        let mut clock = std::mem::take(&mut self.clock);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        let handle = std::thread::spawn(move || {
+            let emulation = Emulation {
+                slowdown,
+                clock: Some(&mut clock),
+                cancel: Some(&flag),
+            };
+            let out = run_slice_clocked(&model, exit, 0..end, input, emulation, &device);
+            (out, clock)
+        });
+        self.counters.speculated += 1;
+        Ok(Speculation {
+            exit,
+            cancel,
+            handle,
+        })
+    }
+
+    /// Waits for a speculative run (after cancelling it, if `cancel`), takes the layer clock
+    /// back, and returns the run's output and time (ms) if it finished.
+    fn join(&mut self, speculation: Speculation, cancel: bool) -> Option<(Activation, f64)> {
+        if cancel {
+            speculation.cancel.store(true, Ordering::Relaxed);
+        }
+        let (out, clock) = speculation.handle.join().ok()?;
+        self.clock = clock;
+        match out {
+            Ok((y, took)) => {
+                let ms = took.as_secs_f64() * 1e3;
+                self.learn_local(speculation.exit, ms);
+                Some((y, ms))
+            }
+            Err(_) => {
+                self.counters.speculation_cancelled += u64::from(cancel);
+                None
+            }
+        }
     }
 
     /// Sends the prefix output for `(exit, p)` and waits until `until` for the reply.
@@ -768,6 +846,19 @@ impl DeviceClient {
                 let trust = Duration::from_secs_f64((1.5 * remote_ms + 2.0) / 1e3);
                 until = (now + trust).min(deadline);
             }
+            // With the fallback computed meanwhile, the edge has until the deadline.
+            let speculation = if self.config.fallback && self.config.speculate {
+                let exit = self
+                    .plan
+                    .best_local(left_ms / fallback_margin, |e| self.local_cost(e));
+                until = deadline
+                    .checked_sub(SPECULATION_GUARD)
+                    .unwrap_or(now)
+                    .max(until);
+                Some(self.speculate(pixels, exit)?)
+            } else {
+                None
+            };
             if !self.config.fallback {
                 until = deadline.max(now) + self.config.patience;
             }
@@ -781,6 +872,9 @@ impl DeviceClient {
                     queue_ms,
                     network_ms,
                 } => {
+                    if let Some(speculation) = speculation {
+                        self.join(speculation, true);
+                    }
                     self.estimator.observe(bytes, network_ms);
                     self.estimator
                         .observe_edge(edge_ms + queue_ms - plan.edge_ms);
@@ -811,12 +905,24 @@ impl DeviceClient {
                     };
                     self.backoff_until = Some(Instant::now() + self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(8));
-                    let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
-                    let exit = self
-                        .plan
-                        .best_local(left_ms / fallback_margin, |e| self.local_cost(e));
+                    let speculated = speculation.and_then(|s| {
+                        let exit = s.exit;
+                        self.join(s, false).map(|run| (exit, run))
+                    });
+                    let (exit, (y, ms)) = match speculated {
+                        Some(done) => done,
+                        None => {
+                            let left_ms = deadline_ms - started.elapsed().as_secs_f64() * 1e3;
+                            let exit = self
+                                .plan
+                                .best_local(left_ms / fallback_margin, |e| self.local_cost(e));
+                            (
+                                exit,
+                                self.run_local(pixels, exit, self.plan.chain_len(exit))?,
+                            )
+                        }
+                    };
                     let chain = self.plan.chain_len(exit);
-                    let (y, ms) = self.run_local(pixels, exit, chain)?;
                     answer.logits = y.to_values();
                     answer.device_ms += ms;
                     answer.exit = exit;

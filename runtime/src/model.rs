@@ -126,6 +126,9 @@ pub enum ModelError {
     /// A tensor has the wrong shape.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// The run was cancelled before it finished (its answer was no longer needed).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// One layer of the network.

@@ -4,6 +4,7 @@
 //! Sizes are in **bytes** (`f32` activations: 4 bytes an element), as in the paper.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use burn::prelude::*;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layers::{LayerKind, LayerSpec, Op, spec};
 use crate::model::{Activation, Layer};
-use crate::timing::{Repeats, Slowdown, timed};
+use crate::timing::{Repeats, Slowdown, median, timed};
 use crate::weights::{NamedTensor, WeightMap};
 use crate::{Backend, BranchyAlexNet};
 
@@ -359,30 +360,57 @@ pub fn run_slice(
     slowdown: Slowdown,
     device: &Device,
 ) -> Result<(Activation, Duration), crate::ModelError> {
-    run_slice_clocked(model, exit, range, x, slowdown, None, device)
+    let emulation = Emulation {
+        slowdown,
+        ..Emulation::default()
+    };
+    run_slice_clocked(model, exit, range, x, emulation, device)
 }
 
-/// [`run_slice`], stretching each layer by its typical time from `clock` when given (see
-/// [`Slowdown::stretch_like`]) rather than by the time this run took; this run's time is
-/// recorded in the clock first.
+/// How a timed slice run emulates the slow device.
+#[derive(Debug, Default)]
+pub struct Emulation<'a> {
+    /// The device's slowdown.
+    pub slowdown: Slowdown,
+    /// When given, each layer is stretched by its typical time from the clock (see
+    /// [`Slowdown::stretch_like`]) rather than by the time this run took; this run's time is
+    /// recorded in the clock first.
+    pub clock: Option<&'a mut LayerClock>,
+    /// When set, the run stops at the next layer (or inside the emulated wait) with
+    /// [`crate::ModelError::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// [`run_slice`] with the full emulation: a layer clock, and a flag that cancels the run.
 pub fn run_slice_clocked(
     model: &BranchyAlexNet,
     exit: usize,
     range: std::ops::Range<usize>,
     x: Activation,
-    slowdown: Slowdown,
-    mut clock: Option<&mut LayerClock>,
+    emulation: Emulation<'_>,
     device: &Device,
 ) -> Result<(Activation, Duration), crate::ModelError> {
+    let Emulation {
+        slowdown,
+        mut clock,
+        cancel,
+    } = emulation;
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mut total = Duration::ZERO;
     let mut x = x;
     for index in range {
+        if cancelled() {
+            return Err(crate::ModelError::Cancelled);
+        }
         let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
         x = y?;
         total += match clock.as_deref_mut() {
-            Some(clock) => slowdown.stretch_like(took, clock.record(exit, index, took)),
+            Some(clock) => slowdown.stretch_like(took, clock.record(exit, index, took), cancel),
             None => slowdown.stretch(took),
         };
+    }
+    if cancelled() {
+        return Err(crate::ModelError::Cancelled);
     }
     Ok((x, total))
 }
@@ -470,6 +498,38 @@ pub fn read_csv(input: impl std::io::Read) -> Result<Vec<Sample>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_run_stops_inside_the_emulated_wait() {
+        let device = Backend::Flex.device();
+        let model = crate::BranchyAlexNetConfig::new()
+            .with_channels(1)
+            .init(&device);
+        let first = model.layer_table().exit(5).expect("exit 5").layers[0].clone();
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&cancel);
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let mut clock = LayerClock::default();
+        // 10,000× slower: the first convolution alone would wait for seconds.
+        let emulation = Emulation {
+            slowdown: Slowdown::new(10_000.0).unwrap(),
+            clock: Some(&mut clock),
+            cancel: Some(&cancel),
+        };
+        let out = run_slice_clocked(
+            &model,
+            5,
+            0..22,
+            random_input(&first, &device),
+            emulation,
+            &device,
+        );
+        setter.join().unwrap();
+        assert!(matches!(out, Err(crate::ModelError::Cancelled)));
+    }
 
     #[test]
     fn features_follow_table_one() {
@@ -562,7 +622,13 @@ pub fn role_slices(table: &crate::LayerTable, role: Role) -> Vec<(usize, std::op
     out
 }
 
-/// Measures every slice of `role` on this machine and compares it with `models`.
+/// Rounds over all slices that [`check_slices`] makes; a slice's time is the median of its
+/// rounds, so a slow drift of this machine's speed does not bias the slices measured while
+/// it lasts.
+pub const CHECK_ROUNDS: usize = 3;
+
+/// Measures every slice of `role` on this machine, in [`CHECK_ROUNDS`] rounds, and compares
+/// it with `models`; `progress` sees every measurement (the median of the rounds so far).
 pub fn check_slices(
     models: &crate::latency::LatencyModels,
     settings: &ProfileSettings,
@@ -575,7 +641,7 @@ pub fn check_slices(
         .with_channels(channels)
         .init(&device);
     let table = model.layer_table().clone();
-    let mut out = Vec::new();
+    let mut slices = Vec::new();
     for (exit, range) in role_slices(&table, settings.role) {
         let spec = table.exit(exit).expect("exit from the table");
         let predicted_ms = models.chain_ms(settings.role, &spec.layers[range.clone()])?;
@@ -583,28 +649,47 @@ pub fn check_slices(
         let input = model
             .forward_slice(exit, 0..range.start, image)
             .map_err(|e| e.to_string())?;
-        let measured_ms = settings.repeats.median_ms(|| {
-            run_slice(
-                &model,
-                exit,
-                range.clone(),
-                input.clone(),
-                settings.slowdown,
-                &device,
-            )
-            .map(|(_, took)| took)
-            .unwrap_or_default()
-        });
         let check = SliceCheck {
             role: settings.role,
             exit,
             start: range.start,
             end: range.end,
             predicted_ms,
-            measured_ms,
+            measured_ms: f64::NAN,
         };
-        progress(&check);
-        out.push(check);
+        slices.push((check, input, Vec::with_capacity(CHECK_ROUNDS)));
     }
-    Ok(out)
+    // Each round takes a third of the usual repeats.
+    let repeats = Repeats {
+        warmup: settings.repeats.warmup.div_ceil(CHECK_ROUNDS),
+        min: settings.repeats.min.div_ceil(CHECK_ROUNDS),
+        max: settings.repeats.max.div_ceil(CHECK_ROUNDS),
+        budget: settings.repeats.budget / CHECK_ROUNDS as u32,
+    };
+    // Slowed down the way the device binary does it (`edgent-device --slowdown`).
+    let mut clock = LayerClock::default();
+    for _ in 0..CHECK_ROUNDS {
+        for (check, input, rounds) in &mut slices {
+            rounds.push(repeats.median_ms(|| {
+                let emulation = Emulation {
+                    slowdown: settings.slowdown,
+                    clock: Some(&mut clock),
+                    cancel: None,
+                };
+                run_slice_clocked(
+                    &model,
+                    check.exit,
+                    check.start..check.end,
+                    input.clone(),
+                    emulation,
+                    &device,
+                )
+                .map(|(_, took)| took)
+                .unwrap_or_default()
+            }));
+            check.measured_ms = median(&mut rounds.clone());
+            progress(check);
+        }
+    }
+    Ok(slices.into_iter().map(|(check, _, _)| check).collect())
 }

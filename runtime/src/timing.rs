@@ -1,5 +1,6 @@
 //! Timing layers, and emulating a slower device.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
@@ -9,6 +10,12 @@ use burn::prelude::Device;
 /// processor would, so that the emulated time is exact even for microsecond layers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slowdown(f64);
+
+impl Default for Slowdown {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
 
 impl Slowdown {
     /// No emulation: factor 1.
@@ -41,11 +48,28 @@ impl Slowdown {
     /// Waits (factor − 1) × `typical`, this layer's usual time on this machine; returns the
     /// emulated duration `took + (factor − 1) × typical`. Unlike [`Slowdown::stretch`],
     /// this machine's jitter (a preemption, a cache miss) is not multiplied by the factor.
-    pub fn stretch_like(self, took: Duration, typical: Duration) -> Duration {
+    /// The wait ends early, and so does the emulated time, once `cancel` is set.
+    pub fn stretch_like(
+        self,
+        took: Duration,
+        typical: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Duration {
         if self.0 <= 1.0 {
             return took;
         }
-        took + spin(typical.mul_f64(self.0 - 1.0))
+        let extra = typical.mul_f64(self.0 - 1.0);
+        match cancel {
+            None => took + spin(extra),
+            Some(cancel) => {
+                let start = Instant::now();
+                let until = start + extra;
+                while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                took + start.elapsed().min(extra)
+            }
+        }
     }
 }
 

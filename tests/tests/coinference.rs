@@ -295,6 +295,65 @@ fn a_key_not_on_the_allow_list_gets_no_service() {
     assert!(stats["zap_denied"].as_u64().unwrap() >= 1);
 }
 
+/// An "edge" that takes every message and never answers: the device must give it until
+/// the deadline and still answer in time, from the local run it made meanwhile.
+#[test]
+fn an_edge_that_never_answers_gets_until_the_deadline_and_costs_no_deadline() {
+    let _serial = serial();
+    let context = zmq::Context::new();
+    let sink = context.socket(zmq::ROUTER).unwrap();
+    sink.set_linger(0).unwrap();
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    sink.bind(&endpoint).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swallowed = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut messages = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if sink.poll(zmq::POLLIN, 50).unwrap() > 0 {
+                    sink.recv_multipart(0).unwrap();
+                    messages += 1;
+                }
+            }
+            messages
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let deadline_ms = 300.0;
+    let mut args = flags(&["eval", "--json", "--deadline", "300ms", "--limit", "12"]);
+    args.extend(flags(&["--edge", &endpoint, "--insecure"]));
+    // A fast link, so that the plan always offloads when it may.
+    args.extend(flags(&["--bandwidth", "10000000", "--rtt", "1"]));
+    args.extend(flags(&["--trace", &trace.display().to_string()]));
+    let out = device(&[], &args, Duration::from_secs(120));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let messages = swallowed.join().unwrap();
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let lines = read_jsonl(&trace);
+    assert_eq!(lines.len(), 12, "one answer per image");
+    let missed: Vec<_> = lines.iter().filter(|l| l["met"] != true).collect();
+    assert!(missed.is_empty(), "answers after the deadline: {missed:?}");
+    let fallbacks: Vec<_> = lines.iter().filter(|l| l["source"] == "fallback").collect();
+    assert!(
+        !fallbacks.is_empty() && messages >= fallbacks.len(),
+        "{report}"
+    );
+    for answer in &fallbacks {
+        let total = answer["total_ms"].as_f64().unwrap();
+        assert!(
+            total > deadline_ms - 50.0,
+            "gave up on the edge {:.0} ms before the deadline: {answer}",
+            deadline_ms - total
+        );
+    }
+    assert!(
+        report["speculated"].as_u64().unwrap() >= fallbacks.len() as u64,
+        "every fallback was computed while waiting: {report}"
+    );
+}
+
 #[test]
 fn a_killed_edge_costs_no_answer_and_no_deadline() {
     let _serial = serial();

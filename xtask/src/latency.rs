@@ -210,7 +210,7 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
             .with_channels(channels)
             .layer_table();
         let bar = progress_bar(
-            profile::role_slices(&table, role).len(),
+            profile::CHECK_ROUNDS * profile::role_slices(&table, role).len(),
             &format!("check {}", role.name()),
         );
         let checks = profile::check_slices(models, &settings, channels, |c| {

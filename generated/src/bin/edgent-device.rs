@@ -146,6 +146,10 @@ struct EdgeArgs {
     /// recent answers overran their predictions.
     #[arg(long)]
     no_margin: bool,
+    /// Run the local fallback only after giving up on the edge, instead of on a second
+    /// thread while waiting for it.
+    #[arg(long)]
+    no_speculation: bool,
 }
 
 impl EdgeArgs {
@@ -161,6 +165,7 @@ impl EdgeArgs {
         config.policy = self.policy;
         config.fallback = !self.no_fallback;
         config.safety_margin = !self.no_margin;
+        config.speculate = !self.no_speculation;
         config.fixed_link = self.bandwidth.map(|bandwidth_bps| Link {
             bandwidth_bps,
             rtt_ms: self.rtt,
@@ -400,6 +405,10 @@ struct Report {
     device_only: u64,
     fallbacks: u64,
     late_replies: u64,
+    /// Local fallbacks started while waiting for the edge, and how many were cancelled
+    /// because the edge answered.
+    speculated: u64,
+    speculation_cancelled: u64,
     wall_s: f64,
     final_link_kbit_s: f64,
 }
@@ -423,8 +432,14 @@ impl Report {
             self.measured_over_predicted
         );
         println!(
-            "answers: {} from the edge, {} device-only, {} local fallbacks ({} late replies discarded); {:.1} s",
-            self.from_edge, self.device_only, self.fallbacks, self.late_replies, self.wall_s
+            "answers: {} from the edge, {} device-only, {} local fallbacks ({} late replies discarded; {} local runs while waiting, {} cancelled); {:.1} s",
+            self.from_edge,
+            self.device_only,
+            self.fallbacks,
+            self.late_replies,
+            self.speculated,
+            self.speculation_cancelled,
+            self.wall_s
         );
     }
 }
@@ -531,6 +546,8 @@ fn eval(
         device_only: counters.local,
         fallbacks: counters.fallback,
         late_replies: counters.late_replies,
+        speculated: counters.speculated,
+        speculation_cancelled: counters.speculation_cancelled,
         wall_s: started.elapsed().as_secs_f64(),
         final_link_kbit_s: client.link().bandwidth_bps / 1e3,
     })
