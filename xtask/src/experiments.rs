@@ -109,7 +109,7 @@ impl Point {
             .iter()
             .filter(|l| l["met"] == true)
             .map(|l| accuracy[l["exit"].as_u64().unwrap_or(1) as usize - 1])
-            .sum();
+            .fold(0.0, |a, b| a + b); // not `sum`: that gives −0.0 for no answers in time
         total / self.lines.len().max(1) as f64
     }
 
