@@ -218,7 +218,8 @@ pub struct Answer {
     pub deadline_ms: f64,
     /// End-to-end latency, ms.
     pub total_ms: f64,
-    /// Device compute, ms.
+    /// Device compute, ms (for a fallback: the prefix plus the local run, which overlapped
+    /// the wait for the edge, so the parts can add up to more than `total_ms`).
     pub device_ms: f64,
     /// Network (round trip less edge time), ms.
     pub network_ms: f64,
@@ -263,8 +264,10 @@ pub struct DeviceConfig {
     /// predicted just inside the deadline do not miss it half of the time.
     pub safety_margin: bool,
     /// While waiting for the edge, run the fallback's local exit on a second thread (the
-    /// device's second core), and wait for the edge until the deadline; without it the
-    /// fallback runs only after the wait, which must then end early enough for it.
+    /// device's second core), and wait for the edge until 5 ms before the deadline (or
+    /// until the local run ends, if later); without it the fallback runs only after the
+    /// wait, which must then end early enough for it. The local run keeps the second core
+    /// busy during every offload: it costs energy on a real device.
     pub speculate: bool,
 }
 
@@ -304,7 +307,7 @@ pub struct DeviceCounters {
     pub fallback: u64,
     /// Local runs started while waiting for the edge.
     pub speculated: u64,
-    /// Of those, the ones cancelled because the edge answered.
+    /// Of those, the ones cancelled because the edge answered (counted once they stopped).
     pub speculation_cancelled: u64,
     /// Replies that arrived after their request was answered locally (discarded).
     pub late_replies: u64,
@@ -313,6 +316,9 @@ pub struct DeviceCounters {
 /// How long before the deadline a device that speculated stops waiting for the edge: the
 /// time to take the local answer and return it.
 const SPECULATION_GUARD: Duration = Duration::from_millis(5);
+
+/// How often a device whose local run is late checks for the edge's reply meanwhile.
+const POLL_SLICE: Duration = Duration::from_millis(1);
 
 /// How long the device plans without the edge after its first failure (doubles, to 8 s).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -339,6 +345,8 @@ pub struct DeviceClient {
     overruns: VecDeque<f64>,
     /// Requests sent and not answered yet: id → (sent at, payload bytes).
     outstanding: HashMap<u64, (Instant, u64)>,
+    /// A speculative local run cancelled because the edge answered, not joined yet.
+    cancelled: Option<Speculation>,
     counters: DeviceCounters,
 }
 
@@ -436,6 +444,7 @@ impl DeviceClient {
             local_measured: vec![0.0; plan.tables.len()],
             overruns: VecDeque::new(),
             outstanding: HashMap::new(),
+            cancelled: None,
             counters: DeviceCounters::default(),
         };
         client.calibrate()?;
@@ -616,6 +625,7 @@ impl DeviceClient {
         exit: usize,
         end: usize,
     ) -> Result<(Activation, f64), ModelError> {
+        self.settle();
         let input = self.input(pixels)?;
         let emulation = Emulation {
             slowdown: self.config.slowdown,
@@ -639,6 +649,7 @@ impl DeviceClient {
 
     /// Starts the whole chain of `exit` on another thread (see [`DeviceConfig::speculate`]).
     fn speculate(&mut self, pixels: &[u8], exit: usize) -> Result<Speculation, ModelError> {
+        self.settle();
         let input = self.input(pixels)?;
         let (model, device) = (self.model.clone(), self.device.clone());
         let slowdown = self.config.slowdown;
@@ -663,13 +674,13 @@ impl DeviceClient {
         })
     }
 
-    /// Waits for a speculative run (after cancelling it, if `cancel`), takes the layer clock
-    /// back, and returns the run's output and time (ms) if it finished.
-    fn join(&mut self, speculation: Speculation, cancel: bool) -> Option<(Activation, f64)> {
-        if cancel {
-            speculation.cancel.store(true, Ordering::Relaxed);
-        }
-        let (out, clock) = speculation.handle.join().ok()?;
+    /// Waits for a speculative run, takes the layer clock back, and returns the run's output
+    /// and time (ms) if it finished. A panic in the run is a bug: it goes on here.
+    fn join(&mut self, speculation: Speculation) -> Option<(Activation, f64)> {
+        let (out, clock) = match speculation.handle.join() {
+            Ok(done) => done,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         self.clock = clock;
         match out {
             Ok((y, took)) => {
@@ -677,10 +688,26 @@ impl DeviceClient {
                 self.learn_local(speculation.exit, ms);
                 Some((y, ms))
             }
-            Err(_) => {
-                self.counters.speculation_cancelled += u64::from(cancel);
+            Err(ModelError::Cancelled) => {
+                self.counters.speculation_cancelled += 1;
                 None
             }
+            Err(_) => None,
+        }
+    }
+
+    /// Cancels a speculative run whose answer is not needed, without waiting for it: it
+    /// stops at its next layer, and is joined before the layer clock is used again.
+    fn cancel(&mut self, speculation: Speculation) {
+        speculation.cancel.store(true, Ordering::Relaxed);
+        self.settle();
+        self.cancelled = Some(speculation);
+    }
+
+    /// Joins the cancelled speculative run, if any (it holds the layer clock).
+    fn settle(&mut self) {
+        if let Some(speculation) = self.cancelled.take() {
+            self.join(speculation);
         }
     }
 
@@ -725,10 +752,18 @@ impl DeviceClient {
             return (id, bytes, Reply::Refused(None, why));
         }
         self.outstanding.insert(id, (sent, bytes));
+        (id, bytes, self.await_reply(id, exit, p, until))
+    }
+
+    /// Waits until `until` for the reply to request `id`, sent for `(exit, p)`.
+    fn await_reply(&mut self, id: u64, exit: usize, p: usize, until: Instant) -> Reply {
+        let Some(&(sent, _)) = self.outstanding.get(&id) else {
+            return Reply::Timeout;
+        };
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let Some(frames) = self.recv(left) else {
-                return (id, bytes, Reply::Timeout);
+                return Reply::Timeout;
             };
             let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
             let Some(msg) = self.sort_reply(&frames, id) else {
@@ -743,25 +778,17 @@ impl DeviceClient {
                     let edge_ms = f64::from(h.edge_us) / 1e3;
                     let queue_ms = f64::from(h.queue_us) / 1e3;
                     let network_ms = (round_trip_ms - edge_ms - queue_ms).max(0.0);
-                    (
-                        id,
-                        bytes,
-                        Reply::Result {
-                            logits,
-                            edge_ms,
-                            queue_ms,
-                            network_ms,
-                        },
-                    )
+                    Reply::Result {
+                        logits,
+                        edge_ms,
+                        queue_ms,
+                        network_ms,
+                    }
                 }
                 (MessageType::Error, Payload::Text(text)) => {
-                    (id, bytes, Reply::Refused(ErrorCode::from_u16(h.code), text))
+                    Reply::Refused(ErrorCode::from_u16(h.code), text)
                 }
-                (kind, _) => (
-                    id,
-                    bytes,
-                    Reply::Refused(None, format!("unexpected {kind:?} reply")),
-                ),
+                (kind, _) => Reply::Refused(None, format!("unexpected {kind:?} reply")),
             };
         }
     }
@@ -770,6 +797,7 @@ impl DeviceClient {
     pub fn infer(&mut self, pixels: &[u8], deadline_ms: f64) -> Result<Answer, ModelError> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(deadline_ms.max(0.0) / 1e3);
+        self.settle();
         self.drain_late_replies();
         let backing_off =
             self.config.fallback && self.backoff_until.is_some_and(|t| Instant::now() < t);
@@ -848,9 +876,13 @@ impl DeviceClient {
             }
             // With the fallback computed meanwhile, the edge has until the deadline.
             let speculation = if self.config.fallback && self.config.speculate {
+                let guard_ms = SPECULATION_GUARD.as_secs_f64() * 1e3;
                 let exit = self
                     .plan
-                    .best_local(left_ms / fallback_margin, |e| self.local_cost(e));
+                    .best_local((left_ms - guard_ms) / fallback_margin, |e| {
+                        self.local_cost(e)
+                    });
+                // (`until` stays as it is when the deadline is already that close.)
                 until = deadline
                     .checked_sub(SPECULATION_GUARD)
                     .unwrap_or(now)
@@ -862,7 +894,17 @@ impl DeviceClient {
             if !self.config.fallback {
                 until = deadline.max(now) + self.config.patience;
             }
-            let (id, bytes, reply) = self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
+            let (id, bytes, mut reply) =
+                self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
+            if let (Reply::Timeout, Some(running)) = (&reply, &speculation) {
+                // The local run is late too: take whichever answer comes first.
+                while !running.handle.is_finished() {
+                    reply = self.await_reply(id, plan.exit, p, Instant::now() + POLL_SLICE);
+                    if !matches!(reply, Reply::Timeout) {
+                        break;
+                    }
+                }
+            }
             answer.request_id = id;
             answer.bytes = bytes;
             match reply {
@@ -873,7 +915,7 @@ impl DeviceClient {
                     network_ms,
                 } => {
                     if let Some(speculation) = speculation {
-                        self.join(speculation, true);
+                        self.cancel(speculation);
                     }
                     self.estimator.observe(bytes, network_ms);
                     self.estimator
@@ -907,7 +949,7 @@ impl DeviceClient {
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(8));
                     let speculated = speculation.and_then(|s| {
                         let exit = s.exit;
-                        self.join(s, false).map(|run| (exit, run))
+                        self.join(s).map(|run| (exit, run))
                     });
                     let (exit, (y, ms)) = match speculated {
                         Some(done) => done,

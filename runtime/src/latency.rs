@@ -234,8 +234,9 @@ pub enum FitError {
 /// the samples span four orders of magnitude (a 2 µs ReLU to a 20 ms convolution) and the
 /// planner sums many small layers, so an ordinary fit — which lets the largest samples
 /// decide and misses microsecond layers by several hundred percent — predicts chains worse.
-/// Dividing each row (features, a 1 for the intercept, and the target) by its target turns
-/// this into an ordinary least-squares problem with target 1 and no separate intercept.
+/// Dividing each row (a 1 for the intercept, the features, and the target) by its target
+/// turns this into an ordinary least-squares problem with target 1 (less for the rare rows
+/// faster than [`RELATIVE_FLOOR_MS`]) and no separate intercept.
 fn fit_one(
     kind: &str,
     names: &[&str],
@@ -243,11 +244,13 @@ fn fit_one(
     test: &[&Sample],
 ) -> Result<LinearModel, FitError> {
     let weight = |s: &Sample| 1.0 / s.ms.max(RELATIVE_FLOOR_MS);
+    // Column 0 is the intercept's, first so that a feature constant over the samples is the
+    // one dropped as collinear, not the intercept.
     let column = |s: &Sample, j: usize| {
-        if j < names.len() {
-            s.features().get(names[j]).unwrap_or(0.0)
-        } else {
+        if j == 0 {
             1.0
+        } else {
+            s.features().get(names[j - 1]).unwrap_or(0.0)
         }
     };
     let columns = names.len() + 1;
@@ -265,8 +268,10 @@ fn fit_one(
         })
         .collect();
     let scaled = Array2::from_shape_fn(x.dim(), |(i, j)| x[[i, j]] / scales[j]);
-    // A feature the others already determine (2×2 pooling: output = input / 4) gets no
-    // coefficient; otherwise the solve returns huge opposite coefficients that cancel.
+    // A feature the others already determine gets no coefficient; otherwise the solve
+    // returns huge opposite coefficients that cancel. Pooling's output is a quarter of its
+    // input on the even sides of the sweep and the model; an fc layer's parameter bytes are
+    // 4 × multiply-adds + its output bytes (the bias), so `output_bytes` drops out there.
     let kept = independent_columns(&scaled);
     let fitted = LinearRegression::new()
         .with_intercept(false)
@@ -281,8 +286,8 @@ fn fit_one(
     }
     let mut model = LinearModel {
         features: names.iter().map(ToString::to_string).collect(),
-        coefficients: params[..names.len()].to_vec(),
-        intercept: params[names.len()],
+        coefficients: params[1..].to_vec(),
+        intercept: params[0],
         r2: None,
         mape: None,
         train_samples: train.len(),
@@ -570,6 +575,46 @@ mod tests {
         let relu = &models.roles[&Role::Device].kinds["relu"].table1;
         approx::assert_abs_diff_eq!(relu.coefficients[0], 3e-5, epsilon = 1e-12);
         approx::assert_abs_diff_eq!(relu.intercept, 0.01, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn a_feature_the_others_determine_gets_no_coefficient() {
+        // Pooling halves each side: the output is always a quarter of the input.
+        let samples: Vec<Sample> = (1..=40)
+            .map(|i| {
+                let input = 4096.0 * f64::from(i);
+                let f = Features {
+                    input_bytes: input,
+                    output_bytes: input / 4.0,
+                    ..Features::default()
+                };
+                sample(Role::Edge, "pool", f, 1e-5 * input + 0.02)
+            })
+            .collect();
+        let pool = &fit(&samples).unwrap().roles[&Role::Edge].kinds["pool"].table1;
+        approx::assert_abs_diff_eq!(pool.coefficients[0], 1e-5, epsilon = 1e-12);
+        assert_eq!(pool.coefficients[1], 0.0, "{pool:?}");
+        approx::assert_abs_diff_eq!(pool.intercept, 0.02, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn the_fit_minimises_the_relative_error_over_magnitudes() {
+        // ReLUs from 64 B to 4 MB with ±10 % noise: an ordinary least-squares fit lets the
+        // largest samples set the intercept and misses the small ones by ~50 % on average.
+        let samples: Vec<Sample> = (0..80)
+            .map(|i| {
+                let input = 64.0 * 1.15f64.powi(i);
+                let noise = 1.0 + 0.1 * (f64::from((i * 7919) % 13) / 6.0 - 1.0);
+                let f = Features {
+                    input_bytes: input,
+                    ..Features::default()
+                };
+                sample(Role::Device, "relu", f, (2e-6 * input + 0.001) * noise)
+            })
+            .collect();
+        let relu = &fit(&samples).unwrap().roles[&Role::Device].kinds["relu"].table1;
+        assert!(relu.mape.unwrap() < 10.0, "{relu:?}");
+        approx::assert_relative_eq!(relu.coefficients[0], 2e-6, max_relative = 0.05);
     }
 
     #[test]

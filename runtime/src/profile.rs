@@ -505,7 +505,7 @@ mod tests {
         let model = crate::BranchyAlexNetConfig::new()
             .with_channels(1)
             .init(&device);
-        let first = model.layer_table().exit(5).expect("exit 5").layers[0].clone();
+        let layers = model.layer_table().exit(5).expect("exit 5").layers.clone();
         let cancel = std::sync::Arc::new(AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&cancel);
         let setter = std::thread::spawn(move || {
@@ -513,7 +513,7 @@ mod tests {
             flag.store(true, Ordering::Relaxed);
         });
         let mut clock = LayerClock::default();
-        // 10,000× slower: the first convolution alone would wait for seconds.
+        // 10,000× slower: the first convolution alone would wait for a second or more.
         let emulation = Emulation {
             slowdown: Slowdown::new(10_000.0).unwrap(),
             clock: Some(&mut clock),
@@ -522,8 +522,8 @@ mod tests {
         let out = run_slice_clocked(
             &model,
             5,
-            0..22,
-            random_input(&first, &device),
+            0..layers.len(),
+            random_input(&layers[0], &device),
             emulation,
             &device,
         );

@@ -40,7 +40,7 @@ impl Slowdown {
         if self.0 <= 1.0 {
             return took;
         }
-        took + spin(took.mul_f64(self.0 - 1.0))
+        took + spin(took.mul_f64(self.0 - 1.0), None)
     }
 }
 
@@ -58,25 +58,19 @@ impl Slowdown {
         if self.0 <= 1.0 {
             return took;
         }
-        let extra = typical.mul_f64(self.0 - 1.0);
-        match cancel {
-            None => took + spin(extra),
-            Some(cancel) => {
-                let start = Instant::now();
-                let until = start + extra;
-                while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-                took + start.elapsed().min(extra)
-            }
-        }
+        took + spin(typical.mul_f64(self.0 - 1.0), cancel)
     }
 }
 
-/// Busy-waits for `extra`, as a busy slow processor would; returns it.
-fn spin(extra: Duration) -> Duration {
-    let until = Instant::now() + extra;
+/// Busy-waits for `extra`, as a busy slow processor would, or until `cancel` is set;
+/// returns how long it waited.
+fn spin(extra: Duration, cancel: Option<&AtomicBool>) -> Duration {
+    let start = Instant::now();
+    let until = start + extra;
     while Instant::now() < until {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return start.elapsed();
+        }
         std::hint::spin_loop();
     }
     extra

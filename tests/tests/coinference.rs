@@ -336,10 +336,7 @@ fn an_edge_that_never_answers_gets_until_the_deadline_and_costs_no_deadline() {
     let missed: Vec<_> = lines.iter().filter(|l| l["met"] != true).collect();
     assert!(missed.is_empty(), "answers after the deadline: {missed:?}");
     let fallbacks: Vec<_> = lines.iter().filter(|l| l["source"] == "fallback").collect();
-    assert!(
-        !fallbacks.is_empty() && messages >= fallbacks.len(),
-        "{report}"
-    );
+    assert!(!fallbacks.is_empty() && messages >= 1, "{report}");
     for answer in &fallbacks {
         let total = answer["total_ms"].as_f64().unwrap();
         assert!(
@@ -392,6 +389,10 @@ fn a_killed_edge_costs_no_answer_and_no_deadline() {
     assert!(sources[..30].iter().all(|s| *s == "edge"), "{sources:?}");
     assert!(sources[60..].iter().all(|s| *s != "edge"), "{sources:?}");
     assert!(report["fallbacks"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["speculation_cancelled"].as_u64().unwrap() >= 20,
+        "each edge answer cancels the local run made meanwhile: {report}"
+    );
 }
 
 #[test]
