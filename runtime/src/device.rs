@@ -91,7 +91,8 @@ impl DevicePlan {
 pub struct LinkEstimator {
     rtts: VecDeque<f64>,
     edge_excess: VecDeque<f64>,
-    transfers: VecDeque<(f64, f64)>,
+    /// Recent transfers: (bytes, network ms, when observed).
+    transfers: VecDeque<(f64, f64, Instant)>,
     window: usize,
     fixed: Option<Link>,
     initial: Link,
@@ -130,16 +131,44 @@ impl LinkEstimator {
         push(&mut self.edge_excess, excess_ms, self.window);
     }
 
+    /// Transfers older than this no longer count: a device that answers locally because
+    /// of a slow transfer (or a time-out) sends nothing, so without forgetting it would
+    /// never see the link recover. Once they are all older, the estimate is the initial
+    /// one (the probe's, after [`LinkEstimator::set_initial_bandwidth`]) and the device
+    /// tries the edge again — cheaply, since it computes its local fallback meanwhile.
+    pub const MAX_AGE: Duration = Duration::from_secs(5);
+
     /// Records a transfer of `bytes` that took `network_ms` (round trip less edge time).
     pub fn observe(&mut self, bytes: u64, network_ms: f64) {
+        self.observe_at(bytes, network_ms, Instant::now());
+    }
+
+    /// [`LinkEstimator::observe`], observed at `at`.
+    pub fn observe_at(&mut self, bytes: u64, network_ms: f64, at: Instant) {
         if bytes == 0 {
             return self.observe_rtt(network_ms);
         }
-        push(&mut self.transfers, (bytes as f64, network_ms), self.window);
+        push(
+            &mut self.transfers,
+            (bytes as f64, network_ms, at),
+            self.window,
+        );
+    }
+
+    /// The bandwidth to assume when no recent transfer says otherwise (the start-up probe's).
+    pub fn set_initial_bandwidth(&mut self, bandwidth_bps: f64) {
+        if bandwidth_bps.is_finite() && bandwidth_bps > 0.0 {
+            self.initial.bandwidth_bps = bandwidth_bps;
+        }
     }
 
     /// The current estimate.
     pub fn link(&self) -> Link {
+        self.link_at(Instant::now())
+    }
+
+    /// The estimate at `now`, from the transfers of the last [`LinkEstimator::MAX_AGE`].
+    pub fn link_at(&self, now: Instant) -> Link {
         if let Some(link) = self.fixed {
             return link;
         }
@@ -154,19 +183,21 @@ impl LinkEstimator {
         let overhead_ms = excess
             .get(excess.len() / 2)
             .map_or(rtt_ms, |e| (rtt_ms + e).max(0.0));
-        if self.transfers.is_empty() {
+        let recent: Vec<(f64, f64)> = self
+            .transfers
+            .iter()
+            .filter(|(_, _, at)| now.saturating_duration_since(*at) <= Self::MAX_AGE)
+            .map(|&(bytes, ms, _)| (bytes, ms))
+            .collect();
+        if recent.is_empty() {
             return Link {
                 rtt_ms: overhead_ms,
                 ..self.initial
             };
         }
-        let bits: f64 = self.transfers.iter().map(|(b, _)| 8.0 * b).sum();
+        let bits: f64 = recent.iter().map(|(b, _)| 8.0 * b).sum();
         // A transfer faster than the round trip says "at least this fast": floor at 0.1 ms.
-        let ms: f64 = self
-            .transfers
-            .iter()
-            .map(|(_, t)| (t - rtt_ms).max(0.1))
-            .sum();
+        let ms: f64 = recent.iter().map(|(_, t)| (t - rtt_ms).max(0.1)).sum();
         Link {
             bandwidth_bps: bits * 1e3 / ms,
             rtt_ms: overhead_ms,
@@ -478,6 +509,8 @@ impl DeviceClient {
         {
             self.estimator
                 .observe(bytes as u64, (t2 - t1).as_secs_f64() * 1e3 + rtt);
+            let probed = self.estimator.link().bandwidth_bps;
+            self.estimator.set_initial_bandwidth(probed);
         }
         Some(self.estimator.link())
     }
@@ -882,11 +915,11 @@ impl DeviceClient {
                     .best_local((left_ms - guard_ms) / fallback_margin, |e| {
                         self.local_cost(e)
                     });
-                // (`until` stays as it is when the deadline is already that close.)
+                // Not the reserve or trust window above: the local answer is being made.
                 until = deadline
                     .checked_sub(SPECULATION_GUARD)
                     .unwrap_or(now)
-                    .max(until);
+                    .max(now);
                 Some(self.speculate(pixels, exit)?)
             } else {
                 None
@@ -1077,5 +1110,23 @@ mod tests {
             rtt_ms: 1.0,
         });
         assert_eq!(fixed.link().bandwidth_bps, 5.0);
+    }
+
+    #[test]
+    fn a_stale_slow_transfer_gives_way_to_the_probe() {
+        let mut e = LinkEstimator::new(
+            Link {
+                bandwidth_bps: 1e6,
+                rtt_ms: 0.0,
+            },
+            8,
+        );
+        e.observe_rtt(0.0);
+        e.set_initial_bandwidth(100e3);
+        let now = Instant::now();
+        e.observe_at(1000, 400.0, now); // 20 kbit/s: a time-out, say
+        assert!((e.link_at(now).bandwidth_bps - 20e3).abs() < 1.0);
+        let later = now + LinkEstimator::MAX_AGE + Duration::from_millis(1);
+        assert!((e.link_at(later).bandwidth_bps - 100e3).abs() < 1.0);
     }
 }
