@@ -826,6 +826,33 @@ impl DeviceClient {
         }
     }
 
+    /// Without speculation: when to stop waiting for the edge so that a local exit can
+    /// still answer in time — but never before the reply is even due: when the fallback's
+    /// reserve leaves less than the predicted remote time, trust the plan for 1.5× that
+    /// time (within the deadline), else every request would time out and fall back.
+    fn give_up_at(
+        &self,
+        plan: &Decision,
+        now: Instant,
+        deadline: Instant,
+        left_ms: f64,
+    ) -> Instant {
+        let remote_ms = plan.network_ms + plan.edge_ms;
+        let margin = self.config.fallback_margin;
+        let fallback_exit = self
+            .plan
+            .best_local((left_ms - remote_ms) / margin, |e| self.local_cost(e));
+        let reserve =
+            Duration::from_secs_f64((self.local_cost(fallback_exit) * margin + 1.0) / 1e3);
+        let until = deadline.checked_sub(reserve).unwrap_or(now);
+        let due = now + Duration::from_secs_f64(remote_ms / 1e3);
+        if until < due {
+            let trust = Duration::from_secs_f64((1.5 * remote_ms + 2.0) / 1e3);
+            return (now + trust).min(deadline);
+        }
+        until
+    }
+
     /// Classifies one image (`u8` pixels `[C, H, W]`) within `deadline_ms`.
     pub fn infer(&mut self, pixels: &[u8], deadline_ms: f64) -> Result<Answer, ModelError> {
         let started = Instant::now();
@@ -885,44 +912,24 @@ impl DeviceClient {
                 answer.device_ms = ms;
                 Some(y)
             };
-            // Wait for the edge only as long as a local exit can still answer in time…
             let now = Instant::now();
             let left_ms = deadline_ms - (now - started).as_secs_f64() * 1e3;
-            let remote_ms = plan.network_ms + plan.edge_ms;
             let fallback_margin = self.config.fallback_margin;
-            let fallback_exit = self
-                .plan
-                .best_local((left_ms - remote_ms) / fallback_margin, |e| {
-                    self.local_cost(e)
-                });
-            let reserve = Duration::from_secs_f64(
-                (self.local_cost(fallback_exit) * fallback_margin + 1.0) / 1e3,
-            );
-            let mut until = deadline.checked_sub(reserve).unwrap_or(started);
-            // …but never give up before the reply is even due: when the fallback's reserve
-            // leaves less than the predicted remote time, trust the plan for 1.5× that time
-            // (within the deadline), else every request would time out and fall back.
-            let due = now + Duration::from_secs_f64(remote_ms / 1e3);
-            if until < due {
-                let trust = Duration::from_secs_f64((1.5 * remote_ms + 2.0) / 1e3);
-                until = (now + trust).min(deadline);
-            }
-            // With the fallback computed meanwhile, the edge has until the deadline.
-            let speculation = if self.config.fallback && self.config.speculate {
+            let (speculation, mut until) = if self.config.fallback && self.config.speculate {
+                // The local answer is made while waiting: the edge has until the deadline.
                 let guard_ms = SPECULATION_GUARD.as_secs_f64() * 1e3;
                 let exit = self
                     .plan
                     .best_local((left_ms - guard_ms) / fallback_margin, |e| {
                         self.local_cost(e)
                     });
-                // Not the reserve or trust window above: the local answer is being made.
-                until = deadline
+                let until = deadline
                     .checked_sub(SPECULATION_GUARD)
                     .unwrap_or(now)
                     .max(now);
-                Some(self.speculate(pixels, exit)?)
+                (Some(self.speculate(pixels, exit)?), until)
             } else {
-                None
+                (None, self.give_up_at(&plan, now, deadline, left_ms))
             };
             if !self.config.fallback {
                 until = deadline.max(now) + self.config.patience;
