@@ -367,8 +367,8 @@ pub struct DeviceClient {
     /// While set, plan device-only: the edge failed recently.
     backoff_until: Option<Instant>,
     backoff: Duration,
-    /// Recent layer times on this machine, for a steady slowdown emulation.
-    clock: LayerClock,
+    /// The emulated device's clock (warm layer times on this machine, and the slowdown).
+    clock: Arc<LayerClock>,
     /// Measured time of each exit run whole on this device (slowdown included), ms:
     /// the fallback keeps at least this much time, whatever the latency models say.
     local_measured: Vec<f64>,
@@ -407,11 +407,11 @@ pub enum DeviceError {
 }
 
 /// A local run of a whole exit chain on another thread while the device waits for the
-/// edge; it owns the layer clock until it is joined.
+/// edge.
 struct Speculation {
     exit: usize,
     cancel: Arc<AtomicBool>,
-    handle: JoinHandle<(LocalRun, LayerClock)>,
+    handle: JoinHandle<LocalRun>,
 }
 
 /// The output and emulated time of a local run.
@@ -439,6 +439,7 @@ impl DeviceClient {
     ) -> Result<Self, DeviceError> {
         config.security.check()?;
         model.warm_up(&device);
+        let clock = Arc::new(LayerClock::measure(&model, config.slowdown, &device)?);
         let context = zmq::Context::new();
         let socket = context
             .socket(zmq::DEALER)
@@ -471,7 +472,7 @@ impl DeviceClient {
             next_id: 1,
             backoff_until: None,
             backoff: INITIAL_BACKOFF,
-            clock: LayerClock::default(),
+            clock,
             local_measured: vec![0.0; plan.tables.len()],
             overruns: VecDeque::new(),
             outstanding: HashMap::new(),
@@ -639,8 +640,7 @@ impl DeviceClient {
         self.plan.local_ms(exit).max(self.local_measured[exit - 1])
     }
 
-    /// Runs every exit whole on this device a few times: the fallback's reference times,
-    /// and the layer clock's first samples.
+    /// Runs every exit whole on this device a few times: the fallback's reference times.
     fn calibrate(&mut self) -> Result<(), ModelError> {
         let blank = vec![0u8; self.plan.input.iter().product()];
         for _ in 0..3 {
@@ -661,8 +661,7 @@ impl DeviceClient {
         self.settle();
         let input = self.input(pixels)?;
         let emulation = Emulation {
-            slowdown: self.config.slowdown,
-            clock: Some(&mut self.clock),
+            clock: Some(&self.clock),
             cancel: None,
         };
         let (y, took) =
@@ -685,19 +684,16 @@ impl DeviceClient {
         self.settle();
         let input = self.input(pixels)?;
         let (model, device) = (self.model.clone(), self.device.clone());
-        let slowdown = self.config.slowdown;
         let end = self.plan.chain_len(exit);
-        let mut clock = std::mem::take(&mut self.clock);
+        let clock = Arc::clone(&self.clock);
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
         let handle = std::thread::spawn(move || {
             let emulation = Emulation {
-                slowdown,
-                clock: Some(&mut clock),
+                clock: Some(&clock),
                 cancel: Some(&flag),
             };
-            let out = run_slice_clocked(&model, exit, 0..end, input, emulation, &device);
-            (out, clock)
+            run_slice_clocked(&model, exit, 0..end, input, emulation, &device)
         });
         self.counters.speculated += 1;
         Ok(Speculation {
@@ -707,14 +703,13 @@ impl DeviceClient {
         })
     }
 
-    /// Waits for a speculative run, takes the layer clock back, and returns the run's output
-    /// and time (ms) if it finished. A panic in the run is a bug: it goes on here.
+    /// Waits for a speculative run and returns its output and time (ms) if it finished. A
+    /// panic in the run is a bug: it goes on here.
     fn join(&mut self, speculation: Speculation) -> Option<(Activation, f64)> {
-        let (out, clock) = match speculation.handle.join() {
+        let out = match speculation.handle.join() {
             Ok(done) => done,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        self.clock = clock;
         match out {
             Ok((y, took)) => {
                 let ms = took.as_secs_f64() * 1e3;
@@ -730,14 +725,15 @@ impl DeviceClient {
     }
 
     /// Cancels a speculative run whose answer is not needed, without waiting for it: it
-    /// stops at its next layer, and is joined before the layer clock is used again.
+    /// stops at its next layer, and is joined before the device runs layers again (so that
+    /// two runs never share this machine's cores).
     fn cancel(&mut self, speculation: Speculation) {
         speculation.cancel.store(true, Ordering::Relaxed);
         self.settle();
         self.cancelled = Some(speculation);
     }
 
-    /// Joins the cancelled speculative run, if any (it holds the layer clock).
+    /// Joins the cancelled speculative run, if any.
     fn settle(&mut self) {
         if let Some(speculation) = self.cancelled.take() {
             self.join(speculation);

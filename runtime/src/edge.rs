@@ -15,7 +15,6 @@ use serde::Serialize;
 use crate::model::{Activation, BranchyAlexNet, normalize};
 use crate::profile::run_slice;
 use crate::protocol::{Dtype, ErrorCode, Header, Message, MessageType, Payload};
-use crate::timing::Slowdown;
 use crate::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
 
 /// What the edge serves: the plan digest devices must present, and the input normalisation.
@@ -467,7 +466,7 @@ fn run_job(
     let mut dims = vec![1];
     dims.extend(h.shape.iter().map(|&d| d as usize));
     let outcome = Activation::from_values(job.input.clone(), &dims, device)
-        .and_then(|x| run_slice(model, exit, p..n, x, Slowdown::NONE, device));
+        .and_then(|x| run_slice(model, exit, p..n, x, device));
     match outcome {
         Ok((logits, took)) => {
             let values = logits.to_values();

@@ -112,67 +112,162 @@ pub struct RoleModels {
 }
 
 /// Correction of the per-layer models from timed runs of the real model's exit chains:
-/// a layer run inside a chain takes `scale × predicted + per_layer_ms`. Layers timed alone
-/// in the sweep run with hot caches and reused inputs; in a chain each layer gets a fresh
-/// tensor, so the sum of isolated times under-predicts a chain.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// a layer of kind `k` run inside a chain takes `scale(k) × predicted + per_layer_ms`.
+/// Layers timed alone in the sweep run back to back with hot caches and reused inputs; in a
+/// chain each layer finds another layer's weights in the cache and a fresh tensor, which
+/// costs convolutions (weights and im2col buffers) a different share than element-wise
+/// layers, so each kind gets its own scale where the measured chains tell it apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
-    /// Factor on the per-layer prediction.
+    /// Factor on the per-layer prediction of kinds without their own scale.
     pub scale: f64,
+    /// Factor on the per-layer prediction of these kinds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kind_scales: BTreeMap<String, f64>,
     /// Fixed cost per layer call, ms.
     pub per_layer_ms: f64,
     /// Number of measured slices it was fitted on.
     pub slices: usize,
 }
 
-impl Calibration {
-    /// Below this, errors count in absolute terms (ms) when fitting: microsecond slices
-    /// would otherwise dominate a relative fit.
-    pub const FLOOR_MS: f64 = 0.05;
+/// One measured slice of an exit chain, for fitting a [`Calibration`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChainPoint {
+    /// Layers in the slice.
+    pub layers: usize,
+    /// The per-layer models' predictions of the slice's layers, summed by kind, ms.
+    pub predicted_by_kind: BTreeMap<String, f64>,
+    /// Measured time of the slice, ms.
+    pub measured_ms: f64,
+}
 
-    /// Fits `scale` and `per_layer_ms ≥ 0` to `(layers, predicted_ms, measured_ms)` points,
-    /// minimising the squared relative error (absolute below [`Self::FLOOR_MS`]). `None`
-    /// without usable points.
-    pub fn fit(points: &[(usize, f64, f64)]) -> Option<Self> {
-        // With w = max(M, floor), x = P/w, y = n/w, t = M/w: minimise Σ (a·x + b·y − t)².
-        let (mut xx, mut xy, mut yy, mut x1, mut y1) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        let mut used = 0;
-        for &(n, p, m) in points {
-            if !(m > 0.0 && p.is_finite() && m.is_finite()) {
-                continue;
-            }
-            let w = m.max(Self::FLOOR_MS);
-            let (x, y, t) = (p / w, n as f64 / w, m / w);
-            xx += x * x;
-            xy += x * y;
-            yy += y * y;
-            x1 += x * t;
-            y1 += y * t;
-            used += 1;
-        }
-        if used == 0 || xx <= 0.0 {
-            return None;
-        }
-        let det = xx * yy - xy * xy;
-        let (mut scale, mut per_layer_ms) = if det.abs() > 1e-12 * xx * yy {
-            ((x1 * yy - y1 * xy) / det, (y1 * xx - x1 * xy) / det)
-        } else {
-            (x1 / xx, 0.0)
-        };
-        if per_layer_ms < 0.0 {
-            per_layer_ms = 0.0;
-            scale = x1 / xx;
-        }
-        Some(Self {
-            scale,
-            per_layer_ms,
-            slices: used,
-        })
+impl Calibration {
+    /// Below this, errors count in absolute terms (ms) when fitting, so that timer noise on
+    /// sub-microsecond slices cannot dominate the relative fit.
+    pub const FLOOR_MS: f64 = 0.001;
+
+    /// A kind's own scale must lie in this range; outside it (the chains cannot tell the
+    /// kind apart from the others), the kind shares the common scale.
+    pub const PLAUSIBLE_SCALE: std::ops::RangeInclusive<f64> = 0.25..=4.0;
+
+    /// The factor on `kind`'s predictions.
+    pub fn scale_of(&self, kind: &str) -> f64 {
+        self.kind_scales.get(kind).copied().unwrap_or(self.scale)
     }
 
-    /// The corrected time of a chain of `layers` layers predicted at `predicted_ms`.
-    pub fn apply(&self, layers: usize, predicted_ms: f64) -> f64 {
-        self.scale * predicted_ms + self.per_layer_ms * layers as f64
+    /// The corrected time of one layer of `kind` predicted at `predicted_ms`.
+    pub fn apply(&self, kind: &str, predicted_ms: f64) -> f64 {
+        self.scale_of(kind) * predicted_ms + self.per_layer_ms
+    }
+
+    /// The corrected time of a measured slice's layers.
+    pub fn apply_chain(&self, point: &ChainPoint) -> f64 {
+        point
+            .predicted_by_kind
+            .iter()
+            .map(|(kind, ms)| self.scale_of(kind) * ms)
+            .sum::<f64>()
+            + self.per_layer_ms * point.layers as f64
+    }
+
+    /// Fits the scales and `per_layer_ms ≥ 0` to measured slices, minimising the squared
+    /// relative error (absolute below [`Self::FLOOR_MS`]): every kind gets its own scale,
+    /// then kinds whose scale is implausible share one common scale. `None` without usable
+    /// points.
+    pub fn fit(points: &[ChainPoint]) -> Option<Self> {
+        let points: Vec<&ChainPoint> = points
+            .iter()
+            .filter(|p| p.measured_ms > 0.0 && p.measured_ms.is_finite())
+            .collect();
+        let mut own: Vec<String> = points
+            .iter()
+            .flat_map(|p| p.predicted_by_kind.iter())
+            .filter(|(_, ms)| **ms > 0.0)
+            .map(|(kind, _)| kind.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if own.is_empty() {
+            return None;
+        }
+        let mut per_layer = true;
+        loop {
+            let shared_ms = |p: &ChainPoint| -> f64 {
+                p.predicted_by_kind
+                    .iter()
+                    .filter(|(kind, _)| !own.contains(kind))
+                    .map(|(_, ms)| ms)
+                    .sum()
+            };
+            let shared = points.iter().any(|p| shared_ms(p) > 0.0);
+            // Columns: one per own kind, then the shared kinds, then the layer count.
+            let columns = own.len() + usize::from(shared) + usize::from(per_layer);
+            let column = |p: &ChainPoint, j: usize| -> f64 {
+                if j < own.len() {
+                    p.predicted_by_kind.get(&own[j]).copied().unwrap_or(0.0)
+                } else if shared && j == own.len() {
+                    shared_ms(p)
+                } else {
+                    p.layers as f64
+                }
+            };
+            let weight = |p: &ChainPoint| 1.0 / p.measured_ms.max(Self::FLOOR_MS);
+            let x = Array2::from_shape_fn((points.len(), columns), |(i, j)| {
+                column(points[i], j) * weight(points[i])
+            });
+            let y: Array1<f64> = points.iter().map(|p| p.measured_ms * weight(p)).collect();
+            let coefficients = weighted_least_squares(x, y).ok()?;
+            if per_layer && coefficients[columns - 1] < 0.0 {
+                per_layer = false;
+                continue;
+            }
+            // The kind whose own scale is furthest outside the plausible range goes shared.
+            let implausible = own
+                .iter()
+                .zip(&coefficients)
+                .filter(|(_, c)| !Self::PLAUSIBLE_SCALE.contains(c))
+                .max_by(|a, b| {
+                    let off = |c: f64| c.max(1e-9).ln().abs();
+                    off(*a.1).total_cmp(&off(*b.1))
+                })
+                .map(|(kind, _)| kind.clone());
+            if let Some(kind) = implausible {
+                own.retain(|k| *k != kind);
+                continue;
+            }
+            if shared
+                && !own.is_empty()
+                && !Self::PLAUSIBLE_SCALE.contains(&coefficients[own.len()])
+            {
+                // The shared kinds cannot be told apart from the others either: one scale.
+                own.clear();
+                continue;
+            }
+            let scale = if shared {
+                coefficients[own.len()]
+            } else {
+                // Every kind has its own scale; the common one (for kinds the chains did
+                // not contain) is their mean.
+                coefficients[..own.len()].iter().sum::<f64>() / own.len() as f64
+            };
+            if !(scale > 0.0 && scale.is_finite()) {
+                return None;
+            }
+            return Some(Self {
+                scale,
+                kind_scales: own
+                    .iter()
+                    .cloned()
+                    .zip(coefficients.iter().copied())
+                    .collect(),
+                per_layer_ms: if per_layer {
+                    coefficients[columns - 1]
+                } else {
+                    0.0
+                },
+                slices: points.len(),
+            });
+        }
     }
 }
 
@@ -228,6 +323,33 @@ pub enum FitError {
     Format(String),
 }
 
+/// Least squares without an intercept on rows already divided by their weights: returns
+/// one coefficient per column of `x`, 0 for a column the others determine (otherwise the
+/// solve returns huge opposite coefficients that cancel).
+fn weighted_least_squares(x: Array2<f64>, y: Array1<f64>) -> Result<Vec<f64>, String> {
+    let columns = x.ncols();
+    // Scale columns to comparable magnitudes for a well-conditioned solve; undo afterwards.
+    let scales: Vec<f64> = (0..columns)
+        .map(|j| {
+            x.column(j)
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()))
+                .max(1e-12)
+        })
+        .collect();
+    let scaled = Array2::from_shape_fn(x.dim(), |(i, j)| x[[i, j]] / scales[j]);
+    let kept = independent_columns(&scaled);
+    let fitted = LinearRegression::new()
+        .with_intercept(false)
+        .fit(&Dataset::new(scaled.select(ndarray::Axis(1), &kept), y))
+        .map_err(|e| e.to_string())?;
+    let mut params = vec![0.0; columns];
+    for (&j, p) in kept.iter().zip(fitted.params()) {
+        params[j] = p / scales[j];
+    }
+    Ok(params)
+}
+
 /// Fits one linear model on `train`, evaluates it on `test`.
 ///
 /// The fit minimises the squared *relative* error Σ((ŷ − y)/y)², not the absolute one:
@@ -258,32 +380,10 @@ fn fit_one(
         column(train[i], j) * weight(train[i])
     });
     let y: Array1<f64> = train.iter().map(|s| s.ms * weight(s)).collect();
-    // Scale columns to comparable magnitudes for a well-conditioned solve; undo afterwards.
-    let scales: Vec<f64> = (0..columns)
-        .map(|j| {
-            x.column(j)
-                .iter()
-                .fold(0.0f64, |m, v| m.max(v.abs()))
-                .max(1e-12)
-        })
-        .collect();
-    let scaled = Array2::from_shape_fn(x.dim(), |(i, j)| x[[i, j]] / scales[j]);
-    // A feature the others already determine gets no coefficient; otherwise the solve
-    // returns huge opposite coefficients that cancel. Pooling's output is a quarter of its
-    // input on the even sides of the sweep and the model; an fc layer's parameter bytes are
-    // 4 × multiply-adds + its output bytes (the bias), so `output_bytes` drops out there.
-    let kept = independent_columns(&scaled);
-    let fitted = LinearRegression::new()
-        .with_intercept(false)
-        .fit(&Dataset::new(scaled.select(ndarray::Axis(1), &kept), y))
-        .map_err(|e| FitError::Linfa {
-            kind: kind.into(),
-            problem: e.to_string(),
-        })?;
-    let mut params = vec![0.0; columns];
-    for (&j, p) in kept.iter().zip(fitted.params()) {
-        params[j] = p / scales[j];
-    }
+    let params = weighted_least_squares(x, y).map_err(|problem| FitError::Linfa {
+        kind: kind.into(),
+        problem,
+    })?;
     let mut model = LinearModel {
         features: names.iter().map(ToString::to_string).collect(),
         coefficients: params[1..].to_vec(),
@@ -424,22 +524,45 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
 }
 
 impl LatencyModels {
-    /// Predicted milliseconds of `layer` on `role`. Dropout is the identity at inference and
-    /// costs nothing; a kind without a model is an error.
+    /// Predicted milliseconds of `layer` on `role`, calibrated where the role has a
+    /// [`Calibration`]. Dropout is the identity at inference and costs only the layer call;
+    /// a kind without a model is an error.
     pub fn layer_ms(&self, role: Role, layer: &LayerSpec) -> Result<f64, String> {
+        let ms = self.uncalibrated_layer_ms(role, layer)?;
+        Ok(match &self.roles[&role].calibration {
+            Some(c) => c.apply(layer.kind.name(), ms),
+            None => ms,
+        })
+    }
+
+    /// Predicted milliseconds of `layer` on `role` by its kind's model alone.
+    pub fn uncalibrated_layer_ms(&self, role: Role, layer: &LayerSpec) -> Result<f64, String> {
         let models = self
             .roles
             .get(&role)
             .ok_or_else(|| format!("no latency models for the {} role", role.name()))?;
-        let calibrate = |ms: f64| models.calibration.map_or(ms, |c| c.apply(1, ms));
         if layer.kind == LayerKind::Dropout {
-            return Ok(calibrate(0.0));
+            return Ok(0.0);
         }
         let kind = models
             .kinds
             .get(layer.kind.name())
             .ok_or_else(|| format!("no {} latency model for {}", role.name(), layer.kind.name()))?;
-        Ok(calibrate(kind.selected().predict(&Features::of(layer))))
+        Ok(kind.selected().predict(&Features::of(layer)))
+    }
+
+    /// The uncalibrated predictions of a chain of layers on `role`, summed by kind.
+    pub fn chain_by_kind(
+        &self,
+        role: Role,
+        layers: &[LayerSpec],
+    ) -> Result<BTreeMap<String, f64>, String> {
+        let mut by_kind = BTreeMap::new();
+        for layer in layers {
+            *by_kind.entry(layer.kind.name().to_string()).or_insert(0.0) +=
+                self.uncalibrated_layer_ms(role, layer)?;
+        }
+        Ok(by_kind)
     }
 
     /// Predicted milliseconds of a chain of layers on `role`.
@@ -514,23 +637,57 @@ impl LatencyModels {
 mod tests {
     use super::*;
 
+    fn chain_point(layers: usize, by_kind: &[(&str, f64)], measured_ms: f64) -> ChainPoint {
+        ChainPoint {
+            layers,
+            predicted_by_kind: by_kind.iter().map(|(k, ms)| (k.to_string(), *ms)).collect(),
+            measured_ms,
+        }
+    }
+
     #[test]
-    fn calibration_recovers_scale_and_per_layer_cost() {
-        let points: Vec<(usize, f64, f64)> = (1..20)
+    fn calibration_recovers_kind_scales_and_per_layer_cost() {
+        // Chains of n layers: conv time grows with n², fc time about with n.
+        let points: Vec<ChainPoint> = (1..20)
             .map(|n| {
-                let p = 0.3 * n as f64 + 0.01 * (n * n) as f64;
-                (n, p, 1.8 * p + 0.02 * n as f64)
+                let (conv, fc) = (0.01 * (n * n) as f64, 0.3 * n as f64 + 0.1 * (n % 3) as f64);
+                let measured = 1.8 * conv + 0.7 * fc + 0.02 * n as f64;
+                chain_point(n, &[("conv", conv), ("fc", fc)], measured)
             })
             .collect();
         let c = Calibration::fit(&points).unwrap();
-        assert!((c.scale - 1.8).abs() < 1e-9, "{c:?}");
-        assert!((c.per_layer_ms - 0.02).abs() < 1e-9, "{c:?}");
+        assert!((c.scale_of("conv") - 1.8).abs() < 1e-6, "{c:?}");
+        assert!((c.scale_of("fc") - 0.7).abs() < 1e-6, "{c:?}");
+        assert!((c.per_layer_ms - 0.02).abs() < 1e-6, "{c:?}");
         assert_eq!(c.slices, 19);
-        assert!((c.apply(3, 1.0) - 1.86).abs() < 1e-9);
-        // A negative per-layer cost would predict negative times: clamped to 0.
-        let points = [(1, 1.0, 0.5), (10, 10.0, 4.0)];
-        assert_eq!(Calibration::fit(&points).unwrap().per_layer_ms, 0.0);
+        assert!((c.apply("fc", 1.0) - 0.72).abs() < 1e-6);
+        assert!((c.apply_chain(&points[0]) - points[0].measured_ms).abs() < 1e-9);
         assert!(Calibration::fit(&[]).is_none());
+    }
+
+    #[test]
+    fn calibration_shares_a_scale_the_chains_cannot_tell_apart() {
+        // relu is always 1 % of conv: its own scale is undetermined, so it shares conv's.
+        let points: Vec<ChainPoint> = (1..10)
+            .map(|n| {
+                let conv = n as f64;
+                chain_point(
+                    2 * n,
+                    &[("conv", conv), ("relu", 0.01 * conv)],
+                    1.5 * 1.01 * conv,
+                )
+            })
+            .collect();
+        let c = Calibration::fit(&points).unwrap();
+        assert!(c.kind_scales.len() <= 1, "{c:?}");
+        assert!((c.scale_of("relu") - 1.5).abs() < 1e-6, "{c:?}");
+        assert!((c.scale_of("conv") - 1.5).abs() < 1e-6, "{c:?}");
+        // A negative per-layer cost would predict negative times: clamped to 0.
+        let points = [
+            chain_point(1, &[("fc", 1.0)], 0.5),
+            chain_point(10, &[("fc", 10.0)], 4.0),
+        ];
+        assert_eq!(Calibration::fit(&points).unwrap().per_layer_ms, 0.0);
     }
 
     fn sample(role: Role, kind: &str, f: Features, ms: f64) -> Sample {

@@ -263,15 +263,16 @@ fn random_input(layer: &LayerSpec, device: &Device) -> Activation {
     Activation::from_values(values, &dims, device).expect("shape from the spec")
 }
 
-/// Median milliseconds of one layer at batch 1, stretched by the slowdown.
+/// Median milliseconds of one layer at batch 1, run back to back (warm), times the
+/// slowdown: the time the emulated device takes for it (see [`LayerClock`]).
 pub fn time_layer(layer: &LayerSpec, settings: &ProfileSettings, device: &Device) -> f64 {
     let module = Layer::init(layer, device);
     let input = random_input(layer, device);
-    settings.repeats.median_ms(|| {
-        let x = input.clone();
-        let (_, took) = timed(device, || module.forward(x, &layer.input));
-        settings.slowdown.stretch(took)
-    })
+    settings.slowdown.factor()
+        * settings.repeats.median_ms(|| {
+            let x = input.clone();
+            timed(device, || module.forward(x, &layer.input)).1
+        })
 }
 
 /// Median milliseconds to load `params` weights from a safetensors file onto the device.
@@ -297,14 +298,15 @@ fn time_model_load(
         max: 15,
         ..settings.repeats
     };
-    repeats.median_ms(|| {
-        let (_, took) = timed(device, || {
-            let loaded = WeightMap::load(&path).expect("file just written");
-            let t = &loaded.0["w"];
-            Tensor::<1>::from_data(TensorData::new(t.values.clone(), [t.values.len()]), device)
-        });
-        settings.slowdown.stretch(took)
-    })
+    settings.slowdown.factor()
+        * repeats.median_ms(|| {
+            let (_, took) = timed(device, || {
+                let loaded = WeightMap::load(&path).expect("file just written");
+                let t = &loaded.0["w"];
+                Tensor::<1>::from_data(TensorData::new(t.values.clone(), [t.values.len()]), device)
+            });
+            took
+        })
 }
 
 /// Number of measurements a full profile makes (for progress bars).
@@ -350,38 +352,30 @@ pub fn profile(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) ->
     samples
 }
 
-/// Times layers `[start, end)` of `exit` on `model` as the device or edge runs them: layer by
-/// layer, each stretched by the slowdown. Returns the output and the total time.
+/// Times layers `[start, end)` of `exit` on `model` on this machine, layer by layer, as the
+/// edge runs them. Returns the output and the total time.
 pub fn run_slice(
     model: &BranchyAlexNet,
     exit: usize,
     range: std::ops::Range<usize>,
     x: Activation,
-    slowdown: Slowdown,
     device: &Device,
 ) -> Result<(Activation, Duration), crate::ModelError> {
-    let emulation = Emulation {
-        slowdown,
-        ..Emulation::default()
-    };
-    run_slice_clocked(model, exit, range, x, emulation, device)
+    run_slice_clocked(model, exit, range, x, Emulation::default(), device)
 }
 
 /// How a timed slice run emulates the slow device.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Emulation<'a> {
-    /// The device's slowdown.
-    pub slowdown: Slowdown,
-    /// When given, each layer is stretched by its typical time from the clock (see
-    /// [`Slowdown::stretch_like`]) rather than by the time this run took; this run's time is
-    /// recorded in the clock first.
-    pub clock: Option<&'a mut LayerClock>,
+    /// The emulated device's clock; `None` runs at this machine's speed.
+    pub clock: Option<&'a LayerClock>,
     /// When set, the run stops at the next layer (or inside the emulated wait) with
     /// [`crate::ModelError::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
 }
 
-/// [`run_slice`] with the full emulation: a layer clock, and a flag that cancels the run.
+/// [`run_slice`] on the emulated device: each layer stretched by the clock, and a flag
+/// that cancels the run.
 pub fn run_slice_clocked(
     model: &BranchyAlexNet,
     exit: usize,
@@ -390,11 +384,7 @@ pub fn run_slice_clocked(
     emulation: Emulation<'_>,
     device: &Device,
 ) -> Result<(Activation, Duration), crate::ModelError> {
-    let Emulation {
-        slowdown,
-        mut clock,
-        cancel,
-    } = emulation;
+    let Emulation { clock, cancel } = emulation;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mut total = Duration::ZERO;
     let mut x = x;
@@ -404,9 +394,9 @@ pub fn run_slice_clocked(
         }
         let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
         x = y?;
-        total += match clock.as_deref_mut() {
-            Some(clock) => slowdown.stretch_like(took, clock.record(exit, index, took), cancel),
-            None => slowdown.stretch(took),
+        total += match clock {
+            Some(clock) => clock.stretch(exit, index, took, cancel),
+            None => took,
         };
     }
     if cancelled() {
@@ -415,29 +405,118 @@ pub fn run_slice_clocked(
     Ok((x, total))
 }
 
-/// The typical (median) recent time of every layer of every exit chain on this machine,
-/// learnt from the runs themselves, so that an emulated slow device stretches each layer
-/// by a steady amount instead of multiplying this machine's jitter.
+/// The emulated slow device (DESIGN.md §8): layer `index` of exit `exit` takes the time it
+/// takes on this machine plus (K − 1) × its **warm** time here — measured once, back to
+/// back, when the clock is made. Stretching by the warm time rather than by each run's own
+/// time keeps this machine's jitter and its wake-up cost after an idle gap (several times
+/// a small layer's warm time on a VM) from being multiplied by K; the profiler times the
+/// device role the same way (K × the warm time), so the latency models describe this device.
 #[derive(Debug, Clone, Default)]
 pub struct LayerClock {
-    history: std::collections::HashMap<(usize, usize), std::collections::VecDeque<Duration>>,
+    slowdown: Slowdown,
+    warm: std::collections::HashMap<(usize, usize), Duration>,
 }
 
 impl LayerClock {
-    /// Recent runs kept per layer.
-    pub const WINDOW: usize = 15;
+    /// Rounds over all layers when measuring the warm times.
+    pub const ROUNDS: usize = 7;
 
-    /// Records that layer `index` of exit `exit` took `took`; returns the layer's median
-    /// over its recent runs (this one included).
-    pub fn record(&mut self, exit: usize, index: usize, took: Duration) -> Duration {
-        let recent = self.history.entry((exit, index)).or_default();
-        if recent.len() == Self::WINDOW {
-            recent.pop_front();
+    /// The clock of a device `slowdown` times slower than this machine: times every layer
+    /// of every exit chain of `model` warm (nothing to time without a slowdown).
+    pub fn measure(
+        model: &BranchyAlexNet,
+        slowdown: Slowdown,
+        device: &Device,
+    ) -> Result<Self, crate::ModelError> {
+        let mut warm = std::collections::HashMap::new();
+        if slowdown == Slowdown::NONE {
+            return Ok(Self { slowdown, warm });
         }
-        recent.push_back(took);
-        let mut sorted: Vec<Duration> = recent.iter().copied().collect();
-        sorted.sort();
-        sorted[sorted.len() / 2]
+        // Every layer with its real input, timed in rounds over the whole table; a layer's
+        // warm time is its fastest round (the median of the round's runs). On this kind of
+        // machine a small layer runs either on all cores or, when a core is busy or asleep,
+        // on fewer, and the two differ by up to 2×: the fastest round is the steady one,
+        // and the one the profiler's long back-to-back series mostly sees.
+        // The trunk's layers are the same whichever exit runs them: timed once.
+        let table = model.layer_table().clone();
+        let mut layers = Vec::new();
+        let mut positions = Vec::new();
+        for spec in &table.exits {
+            let mut x = random_input(&spec.layers[0], device);
+            for index in 0..spec.len() {
+                let next = model.forward_slice(spec.exit, index..index + 1, x.clone())?;
+                let key = Self::key(spec, index);
+                if !layers.iter().any(|(k, _, _, _)| *k == key) {
+                    layers.push((key, spec.exit, x, Vec::with_capacity(Self::ROUNDS)));
+                }
+                positions.push(((spec.exit, index), key));
+                x = next;
+            }
+        }
+        let repeats = Repeats {
+            warmup: 3,
+            min: 9,
+            max: 9,
+            budget: Duration::ZERO,
+        };
+        for _ in 0..Self::ROUNDS {
+            for ((_, index), exit, x, rounds) in &mut layers {
+                rounds.push(repeats.median_ms(|| {
+                    let input = x.clone();
+                    timed(device, || {
+                        model.forward_slice(*exit, *index..*index + 1, input)
+                    })
+                    .1
+                }));
+            }
+        }
+        let mut by_key = std::collections::HashMap::new();
+        for (key, _, _, rounds) in layers {
+            let fastest = rounds.into_iter().fold(f64::INFINITY, f64::min);
+            by_key.insert(key, Duration::from_secs_f64(fastest / 1e3));
+        }
+        for (position, key) in positions {
+            warm.insert(position, by_key[&key]);
+        }
+        Ok(Self { slowdown, warm })
+    }
+
+    /// Layer `index` of an exit chain, as it is timed: the trunk's layers under exit 0.
+    fn key(spec: &crate::ExitSpec, index: usize) -> (usize, usize) {
+        if index < spec.trunk_layers {
+            (0, index)
+        } else {
+            (spec.exit, index)
+        }
+    }
+
+    /// The warm time on this machine of layer `index` of exit `exit`'s chain, if timed.
+    pub fn warm(&self, exit: usize, index: usize) -> Option<Duration> {
+        self.warm.get(&(exit, index)).copied()
+    }
+
+    /// The emulated slowdown.
+    pub fn slowdown(&self) -> Slowdown {
+        self.slowdown
+    }
+
+    /// Waits (K − 1) × the warm time of layer `index` of `exit` (or of `took`, for a layer
+    /// the clock has not timed), or until `cancel` is set; returns the emulated duration.
+    pub fn stretch(
+        &self,
+        exit: usize,
+        index: usize,
+        took: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Duration {
+        let warm = self.warm(exit, index).unwrap_or(took);
+        self.slowdown.stretch(took, warm, cancel)
+    }
+
+    /// The emulated warm time of exit `exit`'s whole chain, ms (K × the warm times).
+    pub fn chain_ms(&self, exit: usize) -> f64 {
+        let sum: Duration = (0..).map_while(|index| self.warm(exit, index)).sum();
+        self.slowdown.factor() * sum.as_secs_f64() * 1e3
     }
 }
 
@@ -506,17 +585,17 @@ mod tests {
             .with_channels(1)
             .init(&device);
         let layers = model.layer_table().exit(5).expect("exit 5").layers.clone();
+        // 10,000× slower: the first convolution alone would wait for a second or more.
+        let clock =
+            LayerClock::measure(&model, Slowdown::new(10_000.0).unwrap(), &device).expect("clock");
         let cancel = std::sync::Arc::new(AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&cancel);
         let setter = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
             flag.store(true, Ordering::Relaxed);
         });
-        let mut clock = LayerClock::default();
-        // 10,000× slower: the first convolution alone would wait for a second or more.
         let emulation = Emulation {
-            slowdown: Slowdown::new(10_000.0).unwrap(),
-            clock: Some(&mut clock),
+            clock: Some(&clock),
             cancel: Some(&cancel),
         };
         let out = run_slice_clocked(
@@ -529,6 +608,46 @@ mod tests {
         );
         setter.join().unwrap();
         assert!(matches!(out, Err(crate::ModelError::Cancelled)));
+    }
+
+    #[test]
+    fn the_clock_stretches_every_layer_by_its_warm_time() {
+        let device = Backend::Flex.device();
+        let model = crate::BranchyAlexNetConfig::new()
+            .with_channels(1)
+            .init(&device);
+        let k = 20.0;
+        let clock = LayerClock::measure(&model, Slowdown::new(k).unwrap(), &device).unwrap();
+        let table = model.layer_table().clone();
+        for spec in &table.exits {
+            for index in 0..spec.len() {
+                let warm = clock.warm(spec.exit, index).expect("every layer timed");
+                assert!(warm > Duration::ZERO, "exit {} layer {index}", spec.exit);
+            }
+            // The trunk is timed once, whichever exit runs it.
+            assert_eq!(clock.warm(spec.exit, 0), clock.warm(5, 0));
+        }
+        let layers = &table.exit(1).unwrap().layers;
+        let emulation = Emulation {
+            clock: Some(&clock),
+            cancel: None,
+        };
+        let input = random_input(&layers[0], &device);
+        let (_, took) =
+            run_slice_clocked(&model, 1, 0..layers.len(), input, emulation, &device).unwrap();
+        let ms = took.as_secs_f64() * 1e3;
+        let warm_chain = clock.chain_ms(1);
+        // took + (K − 1) × warm per layer: at least (K − 1) / K of K × the warm chain.
+        assert!(
+            ms >= warm_chain * (k - 1.0) / k,
+            "{ms} ms vs {warm_chain} ms"
+        );
+        assert!(
+            LayerClock::measure(&model, Slowdown::NONE, &device)
+                .unwrap()
+                .warm(1, 0)
+                .is_none()
+        );
     }
 
     #[test]
@@ -595,6 +714,9 @@ pub struct SliceCheck {
     pub end: usize,
     /// Sum of the predicted layer times.
     pub predicted_ms: f64,
+    /// The per-layer models' predictions alone (no calibration), summed by layer kind.
+    #[serde(default)]
+    pub predicted_by_kind: BTreeMap<String, f64>,
     /// Median measured time of the slice.
     pub measured_ms: f64,
 }
@@ -603,6 +725,15 @@ impl SliceCheck {
     /// Absolute percentage error of the prediction.
     pub fn ape(&self) -> f64 {
         100.0 * (self.predicted_ms - self.measured_ms).abs() / self.measured_ms.max(1e-9)
+    }
+
+    /// The slice as a point to fit a [`crate::latency::Calibration`] to.
+    pub fn chain_point(&self) -> crate::latency::ChainPoint {
+        crate::latency::ChainPoint {
+            layers: self.end - self.start,
+            predicted_by_kind: self.predicted_by_kind.clone(),
+            measured_ms: self.measured_ms,
+        }
     }
 }
 
@@ -622,12 +753,18 @@ pub fn role_slices(table: &crate::LayerTable, role: Role) -> Vec<(usize, std::op
     out
 }
 
-/// Rounds over all slices that [`check_slices`] makes; a slice's time is the median of its
-/// rounds, so a slow drift of this machine's speed does not bias the slices measured while
-/// it lasts.
-pub const CHECK_ROUNDS: usize = 3;
+/// Rounds over all slices that [`check_slices`] makes for `role`; a slice's time is the
+/// median of its rounds, so a slow drift of this machine's speed does not bias the slices
+/// measured while it lasts. The edge's slices take micro- to milliseconds, where one
+/// round's noise is relatively large and more rounds cost little.
+pub fn check_rounds(role: Role) -> usize {
+    match role {
+        Role::Device => 3,
+        Role::Edge => 9,
+    }
+}
 
-/// Measures every slice of `role` on this machine, in [`CHECK_ROUNDS`] rounds, and compares
+/// Measures every slice of `role` on this machine, in [`check_rounds`] rounds, and compares
 /// it with `models`; `progress` sees every measurement (the median of the rounds so far).
 pub fn check_slices(
     models: &crate::latency::LatencyModels,
@@ -635,6 +772,7 @@ pub fn check_slices(
     channels: usize,
     mut progress: impl FnMut(&SliceCheck),
 ) -> Result<Vec<SliceCheck>, String> {
+    let rounds = check_rounds(settings.role);
     let device = settings.backend.device();
     device.seed(0);
     let model = crate::BranchyAlexNetConfig::new()
@@ -645,6 +783,7 @@ pub fn check_slices(
     for (exit, range) in role_slices(&table, settings.role) {
         let spec = table.exit(exit).expect("exit from the table");
         let predicted_ms = models.chain_ms(settings.role, &spec.layers[range.clone()])?;
+        let predicted_by_kind = models.chain_by_kind(settings.role, &spec.layers[range.clone()])?;
         let image = random_input(&spec.layers[0], &device);
         let input = model
             .forward_slice(exit, 0..range.start, image)
@@ -655,25 +794,26 @@ pub fn check_slices(
             start: range.start,
             end: range.end,
             predicted_ms,
+            predicted_by_kind,
             measured_ms: f64::NAN,
         };
-        slices.push((check, input, Vec::with_capacity(CHECK_ROUNDS)));
+        slices.push((check, input, Vec::with_capacity(rounds)));
     }
-    // Each round takes a third of the usual repeats.
+    // Each round takes its share of the usual repeats.
     let repeats = Repeats {
-        warmup: settings.repeats.warmup.div_ceil(CHECK_ROUNDS),
-        min: settings.repeats.min.div_ceil(CHECK_ROUNDS),
-        max: settings.repeats.max.div_ceil(CHECK_ROUNDS),
-        budget: settings.repeats.budget / CHECK_ROUNDS as u32,
+        warmup: settings.repeats.warmup.div_ceil(rounds),
+        min: settings.repeats.min.div_ceil(rounds),
+        max: settings.repeats.max.div_ceil(rounds),
+        budget: settings.repeats.budget / rounds as u32,
     };
     // Slowed down the way the device binary does it (`edgent-device --slowdown`).
-    let mut clock = LayerClock::default();
-    for _ in 0..CHECK_ROUNDS {
+    let clock =
+        LayerClock::measure(&model, settings.slowdown, &device).map_err(|e| e.to_string())?;
+    for _ in 0..rounds {
         for (check, input, rounds) in &mut slices {
             rounds.push(repeats.median_ms(|| {
                 let emulation = Emulation {
-                    slowdown: settings.slowdown,
-                    clock: Some(&mut clock),
+                    clock: Some(&clock),
                     cancel: None,
                 };
                 run_slice_clocked(

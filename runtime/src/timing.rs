@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
 
-/// Emulates a device `factor` times slower than this machine: after each layer, wait
-/// (factor − 1) × the time the layer took (DESIGN.md §8). The wait spins, as a busy slow
-/// processor would, so that the emulated time is exact even for microsecond layers.
+/// How many times slower than this machine the emulated device is (DESIGN.md §8; the
+/// per-layer wait is [`Slowdown::stretch`], driven by [`crate::profile::LayerClock`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slowdown(f64);
 
@@ -35,21 +34,11 @@ impl Slowdown {
         self.0
     }
 
-    /// Waits (factor − 1) × `took`; returns the emulated duration (factor × `took`).
-    pub fn stretch(self, took: Duration) -> Duration {
-        if self.0 <= 1.0 {
-            return took;
-        }
-        took + spin(took.mul_f64(self.0 - 1.0), None)
-    }
-}
-
-impl Slowdown {
     /// Waits (factor − 1) × `typical`, this layer's usual time on this machine; returns the
-    /// emulated duration `took + (factor − 1) × typical`. Unlike [`Slowdown::stretch`],
-    /// this machine's jitter (a preemption, a cache miss) is not multiplied by the factor.
-    /// The wait ends early, and so does the emulated time, once `cancel` is set.
-    pub fn stretch_like(
+    /// emulated duration `took + (factor − 1) × typical`, so that this machine's jitter (a
+    /// preemption, a cache miss) is not multiplied by the factor. The wait spins, as a busy
+    /// slow processor would, and ends early, as does the emulated time, once `cancel` is set.
+    pub fn stretch(
         self,
         took: Duration,
         typical: Duration,
@@ -159,9 +148,14 @@ mod tests {
     fn slowdown_stretches_time() {
         let s: Slowdown = "3x".parse().unwrap();
         let start = Instant::now();
-        let emulated = s.stretch(Duration::from_millis(2));
-        assert_eq!(emulated, Duration::from_millis(6));
+        let emulated = s.stretch(Duration::from_millis(3), Duration::from_millis(2), None);
+        assert_eq!(emulated, Duration::from_millis(7));
         assert!(start.elapsed() >= Duration::from_millis(4));
+        let cancel = AtomicBool::new(true);
+        assert!(
+            s.stretch(Duration::ZERO, Duration::from_secs(5), Some(&cancel))
+                < Duration::from_secs(1)
+        );
         assert!("0.5".parse::<Slowdown>().is_err());
         assert!(
             "fast"

@@ -210,7 +210,7 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
             .with_channels(channels)
             .layer_table();
         let bar = progress_bar(
-            profile::CHECK_ROUNDS * profile::role_slices(&table, role).len(),
+            profile::check_rounds(role) * profile::role_slices(&table, role).len(),
             &format!("check {}", role.name()),
         );
         let checks = profile::check_slices(models, &settings, channels, |c| {
@@ -228,9 +228,9 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
         println!("\n{} role, per-layer models alone:", role.name());
         print_checks(role, &checks);
 
-        let point = |c: &SliceCheck| (c.end - c.start, c.predicted_ms, c.measured_ms);
+        let point = |c: &SliceCheck| c.chain_point();
         let corrected = |c: &SliceCheck, cal: &Calibration| SliceCheck {
-            predicted_ms: cal.apply(c.end - c.start, c.predicted_ms),
+            predicted_ms: cal.apply_chain(&c.chain_point()),
             ..c.clone()
         };
         // Honest first: fit on exits 1, 3, 5 and judge on the exits it has not seen.
@@ -241,10 +241,9 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
             let mut apes: Vec<f64> = held.iter().map(|c| corrected(c, &cal).ape()).collect();
             let worst = apes.iter().copied().fold(0.0, f64::max);
             println!(
-                "\n{} role, calibrated on exits 1, 3, 5 (scale {:.3}, {:.4} ms per layer), held-out exits 2 and 4: median APE {:.1} %, worst {:.1} %",
+                "\n{} role, calibrated on exits 1, 3, 5 ({}), held-out exits 2 and 4: median APE {:.1} %, worst {:.1} %",
                 role.name(),
-                cal.scale,
-                cal.per_layer_ms,
+                describe(&cal),
                 median(&mut apes),
                 worst
             );
@@ -252,28 +251,44 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
         let points: Vec<_> = checks.iter().map(point).collect();
         if let Some(cal) = Calibration::fit(&points) {
             println!(
-                "\n{} role, calibrated on all exits (scale {:.3}, {:.4} ms per layer):",
+                "\n{} role, calibrated on all exits ({}):",
                 role.name(),
-                cal.scale,
-                cal.per_layer_ms
+                describe(&cal)
             );
             let after: Vec<SliceCheck> = checks.iter().map(|c| corrected(c, &cal)).collect();
             print_checks(role, &after);
-            let median_ape = |cs: &[SliceCheck]| {
-                let mut apes: Vec<f64> = cs.iter().map(SliceCheck::ape).collect();
-                median(&mut apes)
-            };
-            if median_ape(&after) < median_ape(&checks) {
+            // Kept if the slices' mean error falls: the planner uses all of them.
+            let mean_ape =
+                |cs: &[SliceCheck]| cs.iter().map(SliceCheck::ape).sum::<f64>() / cs.len() as f64;
+            if mean_ape(&after) < mean_ape(&checks) {
                 if let Some(m) = models.roles.get_mut(&role) {
                     m.calibration = Some(cal);
                     calibrated = true;
                 }
             } else {
-                println!("(not kept: it does not lower the median error)");
+                println!("(not kept: it does not lower the mean error)");
             }
         }
     }
     Ok(calibrated)
+}
+
+/// A calibration in words: its scales and per-layer cost.
+fn describe(cal: &Calibration) -> String {
+    let kinds: Vec<String> = cal
+        .kind_scales
+        .iter()
+        .map(|(kind, s)| format!("{kind} ×{s:.3}"))
+        .collect();
+    let own = if kinds.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", kinds.join(", "))
+    };
+    format!(
+        "scale {own}others ×{:.3}, {:.4} ms per layer",
+        cal.scale, cal.per_layer_ms
+    )
 }
 
 fn print_checks(role: Role, checks: &[SliceCheck]) {

@@ -13,7 +13,7 @@ use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
 use runtime::entropy::{argmax, softmax_entropy};
 use runtime::planner::Link;
 use runtime::planner::Policy;
-use runtime::profile::run_slice;
+use runtime::profile::{Emulation, LayerClock, run_slice_clocked};
 use runtime::timing::Slowdown;
 use runtime::{Activation, Backend};
 
@@ -284,13 +284,18 @@ fn main() -> anyhow::Result<()> {
             let mut dims = vec![1];
             dims.extend(plan::INPUT);
             let x = Activation::from_values(normalize(&pixels), &dims, &device)?;
+            let clock = LayerClock::measure(&model, slowdown, &device)?;
+            let emulation = Emulation {
+                clock: Some(&clock),
+                cancel: None,
+            };
             let started = Instant::now();
-            let (logits, _) = run_slice(
+            let (logits, _) = run_slice_clocked(
                 &model,
                 exit,
                 0..plan::CHAIN_LEN[exit - 1],
                 x,
-                slowdown,
+                emulation,
                 &device,
             )
             .context("running the exit failed")?;
