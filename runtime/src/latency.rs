@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::layers::{LayerKind, LayerSpec};
 use crate::profile::{Features, MODEL_LOAD, Role, Sample};
 
-/// Samples faster than this count as this fast when weighting the relative fit, so that
-/// timer noise on sub-microsecond layers cannot dominate it.
+/// Samples (layers, or chain slices when calibrating) faster than this count as this fast
+/// when weighting a relative fit, so that timer noise on sub-microsecond times cannot
+/// dominate it.
 pub const RELATIVE_FLOOR_MS: f64 = 0.000_5;
 
 /// Version of the latency-model JSON schema.
@@ -131,7 +132,7 @@ pub struct Calibration {
 }
 
 /// One measured slice of an exit chain, for fitting a [`Calibration`].
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChainPoint {
     /// Layers in the slice.
     pub layers: usize,
@@ -142,10 +143,6 @@ pub struct ChainPoint {
 }
 
 impl Calibration {
-    /// Below this, errors count in absolute terms (ms) when fitting, so that timer noise on
-    /// sub-microsecond slices cannot dominate the relative fit.
-    pub const FLOOR_MS: f64 = 0.001;
-
     /// A kind's own scale must lie in this range; outside it (the chains cannot tell the
     /// kind apart from the others), the kind shares the common scale.
     pub const PLAUSIBLE_SCALE: std::ops::RangeInclusive<f64> = 0.25..=4.0;
@@ -171,7 +168,7 @@ impl Calibration {
     }
 
     /// Fits the scales and `per_layer_ms ≥ 0` to measured slices, minimising the squared
-    /// relative error (absolute below [`Self::FLOOR_MS`]): every kind gets its own scale,
+    /// relative error (absolute below [`RELATIVE_FLOOR_MS`]): every kind gets its own scale,
     /// then kinds whose scale is implausible share one common scale. `None` without usable
     /// points.
     pub fn fit(points: &[ChainPoint]) -> Option<Self> {
@@ -211,7 +208,7 @@ impl Calibration {
                     p.layers as f64
                 }
             };
-            let weight = |p: &ChainPoint| 1.0 / p.measured_ms.max(Self::FLOOR_MS);
+            let weight = |p: &ChainPoint| 1.0 / p.measured_ms.max(RELATIVE_FLOOR_MS);
             let x = Array2::from_shape_fn((points.len(), columns), |(i, j)| {
                 column(points[i], j) * weight(points[i])
             });
@@ -679,7 +676,7 @@ mod tests {
             })
             .collect();
         let c = Calibration::fit(&points).unwrap();
-        assert!(c.kind_scales.len() <= 1, "{c:?}");
+        assert!(c.kind_scales.is_empty(), "{c:?}");
         assert!((c.scale_of("relu") - 1.5).abs() < 1e-6, "{c:?}");
         assert!((c.scale_of("conv") - 1.5).abs() < 1e-6, "{c:?}");
         // A negative per-layer cost would predict negative times: clamped to 0.

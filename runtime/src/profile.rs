@@ -411,7 +411,7 @@ pub fn run_slice_clocked(
 /// time keeps this machine's jitter and its wake-up cost after an idle gap (several times
 /// a small layer's warm time on a VM) from being multiplied by K; the profiler times the
 /// device role the same way (K × the warm time), so the latency models describe this device.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LayerClock {
     slowdown: Slowdown,
     warm: std::collections::HashMap<(usize, usize), Duration>,
@@ -495,11 +495,6 @@ impl LayerClock {
         self.warm.get(&(exit, index)).copied()
     }
 
-    /// The emulated slowdown.
-    pub fn slowdown(&self) -> Slowdown {
-        self.slowdown
-    }
-
     /// Waits (K − 1) × the warm time of layer `index` of `exit` (or of `took`, for a layer
     /// the clock has not timed), or until `cancel` is set; returns the emulated duration.
     pub fn stretch(
@@ -511,12 +506,6 @@ impl LayerClock {
     ) -> Duration {
         let warm = self.warm(exit, index).unwrap_or(took);
         self.slowdown.stretch(took, warm, cancel)
-    }
-
-    /// The emulated warm time of exit `exit`'s whole chain, ms (K × the warm times).
-    pub fn chain_ms(&self, exit: usize) -> f64 {
-        let sum: Duration = (0..).map_while(|index| self.warm(exit, index)).sum();
-        self.slowdown.factor() * sum.as_secs_f64() * 1e3
     }
 }
 
@@ -578,12 +567,18 @@ pub fn read_csv(input: impl std::io::Read) -> Result<Vec<Sample>, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_cancelled_run_stops_inside_the_emulated_wait() {
+    /// A one-channel (Fashion-MNIST) model with fresh weights, on the default CPU backend.
+    fn fashion_model() -> (BranchyAlexNet, Device) {
         let device = Backend::Flex.device();
         let model = crate::BranchyAlexNetConfig::new()
             .with_channels(1)
             .init(&device);
+        (model, device)
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_inside_the_emulated_wait() {
+        let (model, device) = fashion_model();
         let layers = model.layer_table().exit(5).expect("exit 5").layers.clone();
         // 10,000× slower: the first convolution alone would wait for a second or more.
         let clock =
@@ -612,10 +607,7 @@ mod tests {
 
     #[test]
     fn the_clock_stretches_every_layer_by_its_warm_time() {
-        let device = Backend::Flex.device();
-        let model = crate::BranchyAlexNetConfig::new()
-            .with_channels(1)
-            .init(&device);
+        let (model, device) = fashion_model();
         let k = 20.0;
         let clock = LayerClock::measure(&model, Slowdown::new(k).unwrap(), &device).unwrap();
         let table = model.layer_table().clone();
@@ -636,7 +628,8 @@ mod tests {
         let (_, took) =
             run_slice_clocked(&model, 1, 0..layers.len(), input, emulation, &device).unwrap();
         let ms = took.as_secs_f64() * 1e3;
-        let warm_chain = clock.chain_ms(1);
+        let warm: Duration = (0..layers.len()).map(|i| clock.warm(1, i).unwrap()).sum();
+        let warm_chain = k * warm.as_secs_f64() * 1e3;
         // took + (K − 1) × warm per layer: at least (K − 1) / K of K × the warm chain.
         assert!(
             ms >= warm_chain * (k - 1.0) / k,
