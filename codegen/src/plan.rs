@@ -78,6 +78,13 @@ pub struct Plan {
     pub latency_source: String,
     /// Emulated device slowdown the device latency models describe.
     pub device_slowdown: f64,
+    /// CPU threads the device's layers run on, as its latency models were profiled
+    /// (0: one per core, also for plans from before the count was recorded).
+    #[serde(default)]
+    pub device_threads: usize,
+    /// CPU threads the edge's layers run on, as its latency models were profiled.
+    #[serde(default)]
+    pub edge_threads: usize,
     /// The exits, 1 to 5.
     pub exits: Vec<PlanExit>,
 }

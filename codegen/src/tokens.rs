@@ -24,6 +24,8 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
     let dataset = &plan.dataset;
     let latency_source = &plan.latency_source;
     let device_slowdown = f64_literal(plan.device_slowdown);
+    let device_threads = usize_literal(plan.device_threads);
+    let edge_threads = usize_literal(plan.edge_threads);
     let input_len = usize_literal(plan.input.len());
     let input = plan.input.iter().map(|&d| usize_literal(d));
     let classes = usize_literal(plan.classes);
@@ -61,6 +63,10 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
             pub const LATENCY_SOURCE: &str = #latency_source;
             /// Emulated device slowdown the device latency models describe.
             pub const DEVICE_SLOWDOWN: f64 = #device_slowdown;
+            /// CPU threads the device's layers run on (0: one per core).
+            pub const DEVICE_THREADS: usize = #device_threads;
+            /// CPU threads the edge's layers run on (0: one per core).
+            pub const EDGE_THREADS: usize = #edge_threads;
             /// Input shape per sample `[C, H, W]` (`u8` pixels on the device).
             pub const INPUT: [usize; #input_len] = [#(#input),*];
             /// Number of classes.
@@ -250,6 +256,8 @@ pub(crate) mod tests {
             weights_digest: "abc123".into(),
             latency_source: "paper".into(),
             device_slowdown: 7.5,
+            device_threads: 1,
+            edge_threads: 0,
             exits,
         }
         .seal()
@@ -349,6 +357,8 @@ pub(crate) mod tests {
                 "DATASET",
                 "LATENCY_SOURCE",
                 "DEVICE_SLOWDOWN",
+                "DEVICE_THREADS",
+                "EDGE_THREADS",
                 "INPUT",
                 "CLASSES",
                 "NORMALIZATION_MEAN",

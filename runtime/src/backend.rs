@@ -34,6 +34,31 @@ impl Backend {
     }
 }
 
+/// A pool of `threads` CPU threads (0: one per core) to run layers on: a role's layers run
+/// inside it (`pool.install(..)`), so burn's parallel kernels use only its threads.
+///
+/// A role's latency models hold the thread count they were profiled with, and the plan the
+/// count each binary runs with: on a small host, one thread per role keeps the emulated
+/// device and the edge from competing for cores, and a small layer's time from depending on
+/// whether a second core happened to join in (up to 2× on a 2-vCPU VM).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("layers-{i}"))
+        .build()
+        .map_err(|e| format!("cannot start {threads} layer threads: {e}"))
+}
+
+/// Makes every layer this process runs use `threads` CPU threads (0: one per core); call
+/// once, before the first layer runs.
+pub fn use_threads(threads: usize) -> Result<(), String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("layers-{i}"))
+        .build_global()
+        .map_err(|e| format!("cannot set this process's layer threads to {threads}: {e}"))
+}
+
 impl std::str::FromStr for Backend {
     type Err = String;
 

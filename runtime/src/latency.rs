@@ -38,8 +38,20 @@ pub fn feature_names(kind: &str) -> Option<&'static [&'static str]> {
 pub fn rich_feature_names(kind: &str) -> Option<&'static [&'static str]> {
     match kind {
         // Parameter bytes let small maps, where streaming the weights dominates, differ from
-        // large ones, where the multiply-adds do.
-        "conv" | "fc" => Some(&["macs", "model_bytes", "input_bytes", "output_bytes"]),
+        // large ones, where the multiply-adds do. A convolution also unfolds its input
+        // (im2col) for the matrix product, copying a run of input channels per output
+        // position and kernel offset: with few input channels (the first layer) the runs
+        // and positions, not the multiply-adds, set its time.
+        "conv" => Some(&[
+            "macs",
+            "model_bytes",
+            "input_bytes",
+            "output_bytes",
+            "im2col_bytes",
+            "positions",
+            "unfold_runs",
+        ]),
+        "fc" => Some(&["macs", "model_bytes", "input_bytes", "output_bytes"]),
         _ => None,
     }
 }
@@ -105,6 +117,9 @@ pub struct RoleModels {
     pub source: String,
     /// Emulated slowdown the profile was taken with.
     pub slowdown: f64,
+    /// CPU threads the profile's layers ran on (0: one per core).
+    #[serde(default)]
+    pub threads: usize,
     /// Models by kind name (`conv`, …, `model_load`).
     pub kinds: BTreeMap<String, KindModels>,
     /// Correction measured on the real model's chains (`cargo xtask fit --check`), if any.
@@ -437,6 +452,15 @@ pub fn evaluate(model: &LinearModel, samples: &[&Sample]) -> (f64, f64) {
     (r2, 100.0 * ape / n)
 }
 
+/// "1 thread", "4 threads", or "every core" (0).
+pub fn threads_in_words(threads: usize) -> String {
+    match threads {
+        0 => "every core".into(),
+        1 => "1 thread".into(),
+        n => format!("{n} threads"),
+    }
+}
+
 /// Fits every (role, kind) present in `samples`; every fourth sample of a kind is held out.
 pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
     if samples.is_empty() {
@@ -490,17 +514,18 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
             );
         }
         let first = of_role[0];
-        if let Some(odd) = of_role
-            .iter()
-            .find(|s| s.backend != first.backend || s.slowdown != first.slowdown)
-        {
+        if let Some(odd) = of_role.iter().find(|s| {
+            (&s.backend, s.slowdown, s.threads) != (&first.backend, first.slowdown, first.threads)
+        }) {
             return Err(FitError::Mixed(format!(
-                "{} samples were taken on {} with slowdown {} and on {} with slowdown {}: profile each setting into its own file",
+                "{} samples were taken on {} with slowdown {} on {} and on {} with slowdown {} on {}: profile each setting into its own file",
                 role.name(),
                 first.backend,
                 first.slowdown,
+                threads_in_words(first.threads),
                 odd.backend,
-                odd.slowdown
+                odd.slowdown,
+                threads_in_words(odd.threads)
             )));
         }
         roles.insert(
@@ -508,6 +533,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
             RoleModels {
                 source: first.backend.clone(),
                 slowdown: first.slowdown,
+                threads: first.threads,
                 kinds,
                 calibration: None,
             },
@@ -598,6 +624,7 @@ impl LatencyModels {
         let role = |rows: [(&str, &[f64], f64); 7]| RoleModels {
             source: "paper".into(),
             slowdown: 1.0,
+            threads: 0,
             kinds: rows
                 .into_iter()
                 .map(|(kind, c, b)| (kind.to_string(), model(feature_names(kind).unwrap(), c, b)))
@@ -697,8 +724,12 @@ mod tests {
             kernel_filters: f.kernel_filters,
             macs: f.macs,
             model_bytes: f.model_bytes,
+            im2col_bytes: f.im2col_bytes,
+            positions: f.positions,
+            unfold_runs: f.unfold_runs,
             backend: "flex".into(),
             slowdown: 1.0,
+            threads: 1,
             ms,
         }
     }
@@ -796,6 +827,22 @@ mod tests {
                 .contains("unknown layer kind `softmax`")
         );
         assert!(matches!(fit(&[]), Err(FitError::Empty)));
+        // One profile per setting: the thread count is part of it.
+        let mut mixed: Vec<Sample> = (0..8)
+            .map(|i| {
+                let f = Features {
+                    input_bytes: f64::from(i),
+                    ..Features::default()
+                };
+                sample(Role::Edge, "relu", f, 1.0 + f64::from(i))
+            })
+            .collect();
+        mixed[5].threads = 0;
+        let err = fit(&mixed).unwrap_err().to_string();
+        assert!(
+            err.contains("on 1 thread and on flex with slowdown 1 on every core"),
+            "{err}"
+        );
     }
 
     #[test]

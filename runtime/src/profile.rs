@@ -68,18 +68,35 @@ pub struct Features {
     pub macs: f64,
     /// Bytes of parameters (model loading).
     pub model_bytes: f64,
+    /// Convolutions: bytes of the unfolded input the matrix product reads (im2col:
+    /// output positions × input channels × kernel²).
+    pub im2col_bytes: f64,
+    /// Convolutions: output positions (per map).
+    pub positions: f64,
+    /// Convolutions: contiguous runs the unfolding copies, output positions × kernel² (each
+    /// a run of input-channel values): with one input channel, runs of one value.
+    pub unfold_runs: f64,
 }
 
 impl Features {
     /// The features of a layer.
     pub fn of(layer: &LayerSpec) -> Self {
-        let kernel_filters = match layer.params {
+        let (kernel_filters, im2col_bytes, positions, unfold_runs) = match layer.params {
             crate::LayerParams::Conv {
+                in_channels,
                 out_channels,
                 kernel,
                 ..
-            } => (kernel * kernel * out_channels) as f64,
-            _ => 0.0,
+            } => {
+                let positions = layer.output_len() / out_channels.max(1);
+                (
+                    (kernel * kernel * out_channels) as f64,
+                    4.0 * (positions * in_channels * kernel * kernel) as f64,
+                    positions as f64,
+                    (positions * kernel * kernel) as f64,
+                )
+            }
+            _ => (0.0, 0.0, 0.0, 0.0),
         };
         Self {
             input_bytes: 4.0 * layer.input_len() as f64,
@@ -87,6 +104,9 @@ impl Features {
             kernel_filters,
             macs: layer.macs() as f64,
             model_bytes: 4.0 * layer.param_count() as f64,
+            im2col_bytes,
+            positions,
+            unfold_runs,
         }
     }
 
@@ -98,6 +118,9 @@ impl Features {
             "kernel_filters" => Some(self.kernel_filters),
             "macs" => Some(self.macs),
             "model_bytes" => Some(self.model_bytes),
+            "im2col_bytes" => Some(self.im2col_bytes),
+            "positions" => Some(self.positions),
+            "unfold_runs" => Some(self.unfold_runs),
             _ => None,
         }
     }
@@ -122,10 +145,23 @@ pub struct Sample {
     pub macs: f64,
     /// Bytes of parameters.
     pub model_bytes: f64,
+    /// Convolutions: bytes of the unfolded (im2col) input (0 in profiles without the column,
+    /// as the next two).
+    #[serde(default)]
+    pub im2col_bytes: f64,
+    /// Convolutions: output positions.
+    #[serde(default)]
+    pub positions: f64,
+    /// Convolutions: contiguous runs the unfolding copies.
+    #[serde(default)]
+    pub unfold_runs: f64,
     /// Backend the time was measured on.
     pub backend: String,
     /// Emulated slowdown factor the time includes.
     pub slowdown: f64,
+    /// CPU threads the layer ran on (0: one per core; profiles without the column).
+    #[serde(default)]
+    pub threads: usize,
     /// Median time in milliseconds.
     pub ms: f64,
 }
@@ -139,6 +175,9 @@ impl Sample {
             kernel_filters: self.kernel_filters,
             macs: self.macs,
             model_bytes: self.model_bytes,
+            im2col_bytes: self.im2col_bytes,
+            positions: self.positions,
+            unfold_runs: self.unfold_runs,
         }
     }
 
@@ -147,6 +186,7 @@ impl Sample {
             role: settings.role,
             backend: settings.backend.name().into(),
             slowdown: settings.slowdown.factor(),
+            threads: settings.threads,
             kind: kind.into(),
             config,
             input_bytes: f.input_bytes,
@@ -154,6 +194,9 @@ impl Sample {
             kernel_filters: f.kernel_filters,
             macs: f.macs,
             model_bytes: f.model_bytes,
+            im2col_bytes: f.im2col_bytes,
+            positions: f.positions,
+            unfold_runs: f.unfold_runs,
             ms,
         }
     }
@@ -170,6 +213,8 @@ pub struct ProfileSettings {
     pub slowdown: Slowdown,
     /// Repetitions per configuration.
     pub repeats: Repeats,
+    /// CPU threads the layers run on (0: one per core); see [`crate::backend::thread_pool`].
+    pub threads: usize,
 }
 
 /// The sweep of layer configurations for `kind` (not only the model's own layers).
@@ -318,8 +363,18 @@ pub fn profile_len() -> usize {
         + MODEL_LOAD_SWEEP.len()
 }
 
-/// Profiles every layer kind and model loading; calls `progress` after each measurement.
-pub fn profile(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) -> Vec<Sample> {
+/// Profiles every layer kind and model loading on `settings.threads` threads; calls
+/// `progress` after each measurement.
+pub fn profile(
+    settings: &ProfileSettings,
+    progress: impl FnMut(&Sample) + Send,
+) -> Result<Vec<Sample>, String> {
+    let pool = crate::backend::thread_pool(settings.threads)?;
+    Ok(pool.install(|| profile_here(settings, progress)))
+}
+
+/// [`profile`] on the calling thread's pool.
+fn profile_here(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) -> Vec<Sample> {
     let device = settings.backend.device();
     let mut samples = Vec::with_capacity(profile_len());
     for kind in LayerKind::ALL {
@@ -659,6 +714,9 @@ mod tests {
         assert_eq!(f.input_bytes, 4.0 * 32.0 * 64.0);
         assert_eq!(f.kernel_filters, 25.0 * 64.0);
         assert_eq!(f.macs, (64 * 64 * 32 * 25) as f64);
+        // 64 output positions, each unfolding 32 channels × 5 × 5 inputs.
+        assert_eq!(f.im2col_bytes, 4.0 * (64 * 32 * 25) as f64);
+        assert_eq!((f.positions, f.unfold_runs), (64.0, 64.0 * 25.0));
         let pool = spec(String::new(), Op::Pool, &[32, 16, 16], 10);
         assert_eq!(Features::of(&pool).output_bytes, 4.0 * 32.0 * 64.0);
     }
@@ -670,6 +728,7 @@ mod tests {
             backend: Backend::Flex,
             slowdown: Slowdown::NONE,
             repeats: Repeats::default(),
+            threads: 1,
         };
         let sample = Sample::new(&settings, "relu", "1x4x4".into(), Features::default(), 0.25);
         let mut buf = Vec::new();
@@ -683,6 +742,9 @@ mod tests {
         assert!(err.contains("row 2"), "{err}");
         let text = "role,kind,config,input_bytes,output_bytes,kernel_filters,macs,model_bytes,backend,slowdown,ms\nphone,relu,x,1,1,0,0,0,flex,1,1\n";
         assert!(read_csv(text.as_bytes()).unwrap_err().contains("row 2"));
+        // Profiles from before the thread count was recorded ran on every core.
+        let old = read_csv(text.replace("phone", "edge").as_bytes()).unwrap();
+        assert_eq!(old[0].threads, 0);
     }
 
     #[test]
@@ -757,9 +819,21 @@ pub fn check_rounds(role: Role) -> usize {
     }
 }
 
-/// Measures every slice of `role` on this machine, in [`check_rounds`] rounds, and compares
-/// it with `models`; `progress` sees every measurement (the median of the rounds so far).
+/// Measures every slice of `role` on this machine on `settings.threads` threads, in
+/// [`check_rounds`] rounds, and compares it with `models`; `progress` sees every
+/// measurement (the median of the rounds so far).
 pub fn check_slices(
+    models: &crate::latency::LatencyModels,
+    settings: &ProfileSettings,
+    channels: usize,
+    progress: impl FnMut(&SliceCheck) + Send,
+) -> Result<Vec<SliceCheck>, String> {
+    let pool = crate::backend::thread_pool(settings.threads)?;
+    pool.install(|| check_slices_here(models, settings, channels, progress))
+}
+
+/// [`check_slices`] on the calling thread's pool.
+fn check_slices_here(
     models: &crate::latency::LatencyModels,
     settings: &ProfileSettings,
     channels: usize,

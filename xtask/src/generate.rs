@@ -108,6 +108,7 @@ pub fn build_plan(
             .unwrap_or_default()
     };
     let device_slowdown = models.roles.get(&Role::Device).map_or(1.0, |r| r.slowdown);
+    let threads = |role| models.roles.get(&role).map_or(0, |r| r.threads);
     let plan = Plan {
         version: PLAN_VERSION,
         digest: String::new(),
@@ -120,6 +121,8 @@ pub fn build_plan(
         weights_digest: digest.into(),
         latency_source: source.into(),
         device_slowdown,
+        device_threads: threads(Role::Device),
+        edge_threads: threads(Role::Edge),
         exits,
     }
     .seal();

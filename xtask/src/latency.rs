@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::Backend;
-use runtime::latency::{Calibration, LatencyModels, fit};
+use runtime::latency::{Calibration, LatencyModels, fit, threads_in_words};
 use runtime::profile::{self, ProfileSettings, Role, SliceCheck};
 use runtime::timing::{Repeats, Slowdown, median};
 
@@ -25,6 +25,10 @@ pub struct ProfileArgs {
     /// Burn backend: flex or ndarray.
     #[arg(long, default_value = "flex")]
     backend: Backend,
+    /// CPU threads the layers run on (0: one per core); the binaries run with the count the
+    /// plan's models were profiled with.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Output CSV file.
     #[arg(long)]
     out: PathBuf,
@@ -68,6 +72,7 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
         backend: args.backend,
         slowdown: args.slowdown,
         repeats: Repeats::default(),
+        threads: args.threads,
     };
     let bar = progress_bar(
         profile::profile_len(),
@@ -77,7 +82,8 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
     let samples = profile::profile(&settings, |s| {
         bar.set_message(format!("{} {}: {:.3} ms", s.kind, s.config, s.ms));
         bar.inc(1);
-    });
+    })
+    .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent).ok();
@@ -87,11 +93,12 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
     profile::write_csv(&samples, file)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "{} samples for the {} role ({}, slowdown {}) in {:.0} s → {}",
+        "{} samples for the {} role ({}, slowdown {}, {}) in {:.0} s → {}",
         samples.len(),
         args.role.name(),
         args.backend,
         args.slowdown.factor(),
+        threads_in_words(args.threads),
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
@@ -205,6 +212,7 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
             backend,
             slowdown: Slowdown::new(role_models.slowdown).map_err(anyhow::Error::msg)?,
             repeats: Repeats::default(),
+            threads: role_models.threads,
         };
         let table = runtime::BranchyAlexNetConfig::new()
             .with_channels(channels)

@@ -71,6 +71,8 @@ fn valid() -> Plan {
         weights_digest: "0123abcd".into(),
         latency_source: "paper".into(),
         device_slowdown: 10.0,
+        device_threads: 1,
+        edge_threads: 1,
         exits: vec![
             exit(
                 1,

@@ -21,6 +21,10 @@ use runtime::{Activation, Backend};
 #[derive(Parser, Debug)]
 #[command(name = "edgent-device", version, about)]
 struct Cli {
+    /// CPU threads the layers run on (0: one per core; default: the count the plan's
+    /// device latency models were profiled with).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -220,7 +224,10 @@ fn print_answer(a: &Answer) {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    runtime::backend::use_threads(cli.threads.unwrap_or(plan::DEVICE_THREADS))
+        .map_err(anyhow::Error::msg)?;
+    match cli.command {
         Command::Plan {
             bandwidth,
             deadline,
@@ -373,9 +380,11 @@ fn main() -> anyhow::Result<()> {
                 plan::CLASSES
             );
             println!(
-                "latency models {} (device slowdown {})",
+                "latency models {} (device slowdown {}, device {}, edge {})",
                 plan::LATENCY_SOURCE,
-                plan::DEVICE_SLOWDOWN
+                plan::DEVICE_SLOWDOWN,
+                runtime::latency::threads_in_words(plan::DEVICE_THREADS),
+                runtime::latency::threads_in_words(plan::EDGE_THREADS)
             );
             for i in 0..plan::EXITS {
                 println!(

@@ -13,6 +13,10 @@ use runtime::edge::{EdgeConfig, EdgeStats, Endpoint, broker, serve};
 #[derive(Parser, Debug)]
 #[command(name = "edgent-edge", version, about)]
 struct Cli {
+    /// CPU threads the layers run on (0: one per core; default: the count the plan's
+    /// edge latency models were profiled with).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,7 +71,10 @@ fn write_stats(path: &std::path::Path, stats: &EdgeStats) -> anyhow::Result<()> 
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    runtime::backend::use_threads(cli.threads.unwrap_or(plan::EDGE_THREADS))
+        .map_err(anyhow::Error::msg)?;
+    match cli.command {
         Command::Serve {
             bind,
             broker,
