@@ -131,6 +131,23 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_from_before_thread_counts_keeps_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = tiny_plan();
+        plan.device_threads = 0;
+        plan.edge_threads = 0;
+        let plan = plan.seal();
+        let text = serde_json::to_string_pretty(&plan).unwrap();
+        assert!(!text.contains("threads"), "{text}");
+        let loaded = load(&write(dir.path(), "plan.json", &text)).unwrap();
+        assert_eq!(loaded.compute_digest(), plan.digest);
+        // A recorded count is part of the digest.
+        let mut counted = loaded.clone();
+        counted.device_threads = 1;
+        assert_ne!(counted.compute_digest(), plan.digest);
+    }
+
+    #[test]
     fn load_reads_back_every_float_exactly() {
         // Without serde_json's `float_roundtrip`, some of these parse one ulp off and the
         // digest of a freshly generated plan would not match.

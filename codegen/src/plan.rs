@@ -79,14 +79,20 @@ pub struct Plan {
     /// Emulated device slowdown the device latency models describe.
     pub device_slowdown: f64,
     /// CPU threads the device's layers run on, as its latency models were profiled
-    /// (0: one per core, also for plans from before the count was recorded).
-    #[serde(default)]
+    /// (0: one per core). Absent, and so outside the digest, when 0: plans made before the
+    /// count was recorded keep their digest and run on every core, as they were profiled.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub device_threads: usize,
     /// CPU threads the edge's layers run on, as its latency models were profiled.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub edge_threads: usize,
     /// The exits, 1 to 5.
     pub exits: Vec<PlanExit>,
+}
+
+/// Whether a count is 0 (left out of the plan file).
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Plan {

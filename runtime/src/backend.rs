@@ -34,29 +34,48 @@ impl Backend {
     }
 }
 
-/// A pool of `threads` CPU threads (0: one per core) to run layers on: a role's layers run
-/// inside it (`pool.install(..)`), so burn's parallel kernels use only its threads.
+/// A pool of `threads` CPU threads (0: one per core) for burn's parallel kernels: layers
+/// run inside it (`pool.install(..)`) split their work over its threads only.
 ///
 /// A role's latency models hold the thread count they were profiled with, and the plan the
-/// count each binary runs with: on a small host, one thread per role keeps the emulated
-/// device and the edge from competing for cores, and a small layer's time from depending on
-/// whether a second core happened to join in (up to 2× on a 2-vCPU VM).
+/// count each binary runs with: on a small host, one thread per role keeps a small layer's
+/// time from depending on whether a second core happened to join in (up to 2× on a 2-vCPU
+/// VM), and the emulated device's and the edge's kernels from competing for cores.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("layers-{i}"))
+    pool_builder(threads)
         .build()
         .map_err(|e| format!("cannot start {threads} layer threads: {e}"))
 }
 
-/// Makes every layer this process runs use `threads` CPU threads (0: one per core); call
-/// once, before the first layer runs.
+/// Makes burn's parallel kernels in this process use `threads` CPU threads (0: one per
+/// core); call once, before the first layer runs. The threads that call the layers (the
+/// device's main and speculation threads, the edge's workers) run their serial parts
+/// themselves.
 pub fn use_threads(threads: usize) -> Result<(), String> {
+    pool_builder(threads)
+        .build_global()
+        .map_err(|e| format!("cannot set this process's layer threads to {threads}: {e}"))
+}
+
+/// The builder of a pool of `threads` layer threads; 0 is one per core, whatever
+/// `RAYON_NUM_THREADS` says, so that a recorded count means the same everywhere.
+fn pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("layers-{i}"))
-        .build_global()
-        .map_err(|e| format!("cannot set this process's layer threads to {threads}: {e}"))
+}
+
+/// "1 thread", "4 threads", or "every core" (0).
+pub fn threads_in_words(threads: usize) -> String {
+    match threads {
+        0 => "every core".into(),
+        1 => "1 thread".into(),
+        n => format!("{n} threads"),
+    }
 }
 
 impl std::str::FromStr for Backend {
@@ -73,5 +92,27 @@ impl std::str::FromStr for Backend {
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_runs_layers_on_its_own_threads() {
+        let one = thread_pool(1).unwrap();
+        assert_eq!(one.install(rayon::current_num_threads), 1);
+        assert_eq!(one.install(rayon::current_thread_index), Some(0));
+        let every = thread_pool(0).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(every.install(rayon::current_num_threads), cores);
+        // A layer run inside the pool gives the same result as outside it.
+        let device = Backend::default().device();
+        let x = crate::Activation::from_values(vec![-1.0, 2.0], &[1, 2], &device).unwrap();
+        let relu = crate::layers::spec(String::new(), crate::layers::Op::Relu, &[2], 10);
+        let layer = crate::Layer::init(&relu, &device);
+        let inside = one.install(|| layer.forward(x.clone(), &relu.input).to_values());
+        assert_eq!(inside, layer.forward(x, &relu.input).to_values());
     }
 }

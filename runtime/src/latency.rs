@@ -12,6 +12,7 @@ use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::threads_in_words;
 use crate::layers::{LayerKind, LayerSpec};
 use crate::profile::{Features, MODEL_LOAD, Role, Sample};
 
@@ -41,7 +42,9 @@ pub fn rich_feature_names(kind: &str) -> Option<&'static [&'static str]> {
         // large ones, where the multiply-adds do. A convolution also unfolds its input
         // (im2col) for the matrix product, copying a run of input channels per output
         // position and kernel offset: with few input channels (the first layer) the runs
-        // and positions, not the multiply-adds, set its time.
+        // and positions, not the multiply-adds, set its time. (burn-flex convolves ≤ 4
+        // input and ≤ 16 output channels directly, without unfolding: 16 of the 192
+        // configurations of the sweep, none of the model's layers.)
         "conv" => Some(&[
             "macs",
             "model_bytes",
@@ -450,15 +453,6 @@ pub fn evaluate(model: &LinearModel, samples: &[&Sample]) -> (f64, f64) {
         1.0
     };
     (r2, 100.0 * ape / n)
-}
-
-/// "1 thread", "4 threads", or "every core" (0).
-pub fn threads_in_words(threads: usize) -> String {
-    match threads {
-        0 => "every core".into(),
-        1 => "1 thread".into(),
-        n => format!("{n} threads"),
-    }
 }
 
 /// Fits every (role, kind) present in `samples`; every fourth sample of a kind is held out.

@@ -124,6 +124,17 @@ impl Default for Repeats {
 }
 
 impl Repeats {
+    /// One of `rounds` rounds' share of these repeats (a measurement spread over rounds).
+    pub fn share(&self, rounds: usize) -> Self {
+        let rounds = rounds.max(1);
+        Self {
+            warmup: self.warmup.div_ceil(rounds),
+            min: self.min.div_ceil(rounds),
+            max: self.max.div_ceil(rounds),
+            budget: self.budget / rounds as u32,
+        }
+    }
+
     /// Median milliseconds of `run`, which returns the duration of one run.
     pub fn median_ms(self, mut run: impl FnMut() -> Duration) -> f64 {
         for _ in 0..self.warmup {
@@ -143,6 +154,14 @@ impl Repeats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_takes_its_share_of_the_repeats() {
+        let share = Repeats::default().share(3);
+        assert_eq!((share.warmup, share.min, share.max), (2, 9, 67));
+        assert_eq!(share.budget, Duration::from_millis(400) / 3);
+        assert_eq!(Repeats::default().share(0).min, Repeats::default().min);
+    }
 
     #[test]
     fn slowdown_stretches_time() {

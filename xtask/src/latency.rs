@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::Backend;
-use runtime::latency::{Calibration, LatencyModels, fit, threads_in_words};
+use runtime::backend::threads_in_words;
+use runtime::latency::{Calibration, LatencyModels, fit};
 use runtime::profile::{self, ProfileSettings, Role, SliceCheck};
 use runtime::timing::{Repeats, Slowdown, median};
 

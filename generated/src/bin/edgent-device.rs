@@ -383,8 +383,8 @@ fn main() -> anyhow::Result<()> {
                 "latency models {} (device slowdown {}, device {}, edge {})",
                 plan::LATENCY_SOURCE,
                 plan::DEVICE_SLOWDOWN,
-                runtime::latency::threads_in_words(plan::DEVICE_THREADS),
-                runtime::latency::threads_in_words(plan::EDGE_THREADS)
+                runtime::backend::threads_in_words(plan::DEVICE_THREADS),
+                runtime::backend::threads_in_words(plan::EDGE_THREADS)
             );
             for i in 0..plan::EXITS {
                 println!(
