@@ -80,7 +80,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// The partition the envelope gives at `x`: the last segment with `from_x <= x`, as
-    /// `runtime::planner::ExitTable::best` reads it.
+    /// `runtime::plan::ExitTable::best` reads it.
     fn lookup(segments: &[(f64, usize)], x: f64) -> usize {
         let mut p = segments[0].1;
         for &(from_x, q) in &segments[1..] {

@@ -6,7 +6,7 @@
 //! find and read the plan file; their messages say what to do.
 //!
 //! No burn dependency, and none on `runtime`: this crate is compiled into a proc macro. The
-//! emitted tokens name `::runtime::planner` items, which the invoking crate depends on.
+//! emitted tokens name `::runtime::plan` items, which the invoking crate depends on.
 
 use std::path::{Path, PathBuf};
 

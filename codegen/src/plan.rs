@@ -72,7 +72,7 @@ pub struct Plan {
     pub normalization_std: Vec<f64>,
     /// Weights file, relative to the plan file.
     pub weights_file: String,
-    /// Digest of the weights (see `runtime::weights`).
+    /// Digest of the weights (see `runtime::model::weights`).
     pub weights_digest: String,
     /// Where the latency models came from (e.g. `paper`, or the profiled backends).
     pub latency_source: String,

@@ -1,6 +1,6 @@
 //! The module `edgent_plan!` emits: the plan's constants, the `(exit, partition)` cost
 //! tables with each exit's lower envelope as `static` data, and the `decide` entry point
-//! (DESIGN.md §6). The tokens name `::runtime::planner`, which the invoking crate depends on.
+//! (DESIGN.md §6). The tokens name `::runtime::plan`, which the invoking crate depends on.
 
 use std::path::Path;
 
@@ -11,13 +11,16 @@ use crate::envelope::lower_envelope;
 use crate::plan::{Plan, PlanExit};
 
 /// The module `pub mod plan { … }` for `plan`, read from `plan_path` (absolute, so that the
-/// emitted `include_bytes!` finds it and edits to the file rebuild the invoking crate).
+/// emitted `include_bytes!` finds it and edits to the file rebuild the invoking crate). The
+/// weights, the file `plan.weights_file` beside the plan, are embedded as `plan::WEIGHTS`.
 ///
 /// Floats are emitted so that they parse back to the same bits. Never panics, even on a plan
 /// that [`Plan::validate`] would refuse (non-finite floats become `f64::NAN` and the like).
 pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
-    let rt = quote!(::runtime::planner);
+    let rt = quote!(::runtime::plan);
     let plan_file = plan_path.to_string_lossy();
+    let weights_path = plan_path.with_file_name(&plan.weights_file);
+    let weights_path = weights_path.to_string_lossy();
     let digest = &plan.digest;
     let weights_digest = &plan.weights_digest;
     let weights_file = &plan.weights_file;
@@ -57,6 +60,8 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
             pub const WEIGHTS_DIGEST: &str = #weights_digest;
             /// Weights file, relative to the plan file.
             pub const WEIGHTS_FILE: &str = #weights_file;
+            /// The weights (safetensors) the plan was made for, embedded from beside the plan.
+            pub const WEIGHTS: &[u8] = ::core::include_bytes!(#weights_path);
             /// Data set the model was trained on.
             pub const DATASET: &str = #dataset;
             /// Where the latency models came from.
@@ -133,7 +138,7 @@ pub fn envelope(exit: &PlanExit) -> Vec<(f64, usize)> {
 }
 
 /// Indices of `exits`, most accurate first, the deeper exit first on ties (the order of
-/// `runtime::planner::decide`).
+/// `runtime::plan::decide`).
 pub fn by_accuracy(exits: &[PlanExit]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..exits.len()).collect();
     order.sort_by(|&a, &b| {
@@ -354,6 +359,7 @@ pub(crate) mod tests {
                 "DIGEST",
                 "WEIGHTS_DIGEST",
                 "WEIGHTS_FILE",
+                "WEIGHTS",
                 "DATASET",
                 "LATENCY_SOURCE",
                 "DEVICE_SLOWDOWN",
@@ -403,7 +409,7 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(
-            text.contains(":: runtime :: planner :: decide_tables (& TABLES , & BY_ACCURACY"),
+            text.contains(":: runtime :: plan :: decide_tables (& TABLES , & BY_ACCURACY"),
             "{text}"
         );
     }

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use generated::plan;
-use runtime::planner::{ExitCosts, Link, decide};
+use runtime::plan::{ExitCosts, Link, decide};
 
 /// Bandwidths (50 kbit/s … 1.5 Mbit/s), deadlines (50 ms … 1 s) and round trips cycled
 /// through, so no branch predictor learns one answer.

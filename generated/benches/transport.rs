@@ -15,8 +15,8 @@ use std::time::Instant;
 use generated::{load_model, plan, plan_digest, served_plan};
 use runtime::Backend;
 use runtime::edge::{EdgeConfig, Endpoint, serve};
-use runtime::protocol::{Header, Message, MessageType, Payload};
-use runtime::transport::{KeyPair, Security, start_zap};
+use runtime::wire::protocol::{Header, Message, MessageType, Payload};
+use runtime::wire::transport::{KeyPair, Security, start_zap};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -91,7 +91,7 @@ fn zmq_round_trip(bytes: usize, repeats: usize, curve: bool) -> f64 {
                 msg.header.plan_digest,
                 msg.header.request_id,
             );
-            h.dtype = runtime::protocol::Dtype::F32;
+            h.dtype = runtime::wire::protocol::Dtype::F32;
             h.shape = vec![10];
             frames.extend(
                 Message {

@@ -11,8 +11,8 @@ use runtime::{BranchyAlexNet, BranchyAlexNetConfig, WeightMap};
 
 codegen_macros::edgent_plan!("plan.json");
 
-/// The weights the plan was made for, embedded in the binary.
-pub const WEIGHTS: &[u8] = include_bytes!("../model.safetensors");
+/// The weights the plan was made for, embedded in the binary (the file beside the plan).
+pub const WEIGHTS: &[u8] = plan::WEIGHTS;
 
 /// Loads the embedded weights onto `device`, checking them against the plan's digest.
 pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
@@ -138,5 +138,5 @@ pub fn served_plan() -> runtime::edge::ServedPlan {
 
 /// The plan digest as the 32 bytes the protocol carries.
 pub fn plan_digest() -> [u8; 32] {
-    runtime::protocol::digest_bytes(plan::DIGEST).expect("the plan macro checked the digest")
+    runtime::wire::protocol::digest_bytes(plan::DIGEST).expect("the plan macro checked the digest")
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use runtime::transport::{Security, load_keypair, load_public_keys};
+use runtime::wire::transport::{Security, load_keypair, load_public_keys};
 
 /// CurveZMQ options. CURVE is on by default; `--insecure` selects the NULL mechanism.
 #[derive(Args, Debug, Clone)]
@@ -86,7 +86,7 @@ pub struct KeygenArgs {
 impl KeygenArgs {
     /// Writes the key pair and says where.
     pub fn run(&self) -> anyhow::Result<()> {
-        let (secret, public) = runtime::transport::keygen(&self.out, &self.name)?;
+        let (secret, public) = runtime::wire::transport::keygen(&self.out, &self.name)?;
         println!("secret key {}", secret.display());
         println!("public key {}", public.display());
         Ok(())

@@ -7,7 +7,7 @@ use std::process::Command;
 use generated::plan;
 use proptest::prelude::*;
 use runtime::BranchyAlexNetConfig;
-use runtime::planner::{ExitCosts, Link, decide};
+use runtime::plan::{ExitCosts, Link, decide};
 
 fn search_input() -> Vec<ExitCosts> {
     plan::TABLES
@@ -44,7 +44,7 @@ proptest! {
         deadline in 1.0f64..2000.0,
         later in 0.0f64..2000.0,
     ) {
-        let accuracy = |d: runtime::planner::Decision| if d.feasible { plan::ACCURACY[d.exit - 1] } else { -1.0 };
+        let accuracy = |d: runtime::plan::Decision| if d.feasible { plan::ACCURACY[d.exit - 1] } else { -1.0 };
         let base = plan::decide(bandwidth, 2.0, deadline);
         prop_assert!(accuracy(plan::decide(bandwidth * more, 2.0, deadline)) >= accuracy(base));
         prop_assert!(accuracy(plan::decide(bandwidth, 2.0, deadline + later)) >= accuracy(base));
@@ -163,72 +163,5 @@ fn bad_units_are_rejected_clearly() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{args:?}: {err}");
-    }
-}
-
-/// The paper's models (Raspberry Pi 3 device, desktop edge) with this model's accuracies.
-fn paper_costs() -> Vec<ExitCosts> {
-    let table = BranchyAlexNetConfig::new()
-        .with_channels(plan::INPUT[0])
-        .with_classes(plan::CLASSES)
-        .layer_table();
-    runtime::planner::exit_costs(
-        &table,
-        &runtime::latency::LatencyModels::paper(),
-        &plan::ACCURACY,
-    )
-    .unwrap()
-}
-
-/// Exits chosen along a sweep; an infeasible answer counts as exit 0.
-fn exits_along(points: &[(f64, f64)]) -> Vec<usize> {
-    let costs = paper_costs();
-    points
-        .iter()
-        .map(|&(bandwidth, deadline)| {
-            let d = decide(
-                &costs,
-                Link {
-                    bandwidth_bps: bandwidth,
-                    rtt_ms: 0.0,
-                },
-                deadline,
-            );
-            if d.feasible { d.exit } else { 0 }
-        })
-        .collect()
-}
-
-#[test]
-fn paper_profile_moves_to_deeper_exits_with_bandwidth_and_deadline() {
-    let bandwidths: Vec<f64> = (0..=29).map(|i| 50e3 + i as f64 * 50e3).collect(); // 50 kbit/s … 1.5 Mbit/s
-    let deadlines: Vec<f64> = (0..=18).map(|i| 100.0 + i as f64 * 50.0).collect(); // 100 ms … 1 s
-    let by_bandwidth = exits_along(&bandwidths.iter().map(|&b| (b, 170.0)).collect::<Vec<_>>());
-    let by_deadline = exits_along(&deadlines.iter().map(|&d| (50e3, d)).collect::<Vec<_>>());
-    let best = (1..=plan::EXITS)
-        .max_by(|a, b| plan::ACCURACY[a - 1].total_cmp(&plan::ACCURACY[b - 1]))
-        .unwrap();
-    let accuracy = |exit: usize| {
-        if exit == 0 {
-            -1.0
-        } else {
-            plan::ACCURACY[exit - 1]
-        }
-    };
-    for (what, exits) in [("bandwidth", &by_bandwidth), ("deadline", &by_deadline)] {
-        // Never a less accurate exit; from a shallow exit (or none) to the most accurate one.
-        assert!(
-            exits.windows(2).all(|w| accuracy(w[0]) <= accuracy(w[1])),
-            "exits along {what}: {exits:?}"
-        );
-        assert!(
-            exits[0] < exits[exits.len() - 1],
-            "no movement along {what}: {exits:?}"
-        );
-        assert_eq!(
-            exits[exits.len() - 1],
-            best,
-            "exits along {what}: {exits:?}"
-        );
     }
 }

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use burn::prelude::Device;
 use serde::Serialize;
 
-use crate::entropy::argmax;
+use crate::model::entropy::argmax;
 use crate::model::{Activation, BranchyAlexNet, ModelError, normalize};
-use crate::planner::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
-use crate::profile::{Emulation, LayerClock, run_slice_clocked};
-use crate::protocol::{ErrorCode, Header, Message, MessageType, Payload};
-use crate::timing::Slowdown;
-use crate::transport::{Security, TransportError, zmq_err};
+use crate::plan::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
+use crate::slowdown::Slowdown;
+use crate::slowdown::{Emulation, LayerClock, run_slice_clocked};
+use crate::wire::protocol::{ErrorCode, Header, Message, MessageType, Payload};
+use crate::wire::transport::{Security, TransportError, zmq_err};
 
 /// The compiled-in plan as the device uses it.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,7 @@ impl DevicePlan {
         if policy == Policy::Edgent {
             return self.decide(link, deadline_ms);
         }
-        let exits: Vec<(f64, &[crate::planner::PairCost])> =
+        let exits: Vec<(f64, &[crate::plan::PairCost])> =
             self.tables.iter().map(|t| (t.accuracy, t.pairs)).collect();
         decide_policy(&exits, policy, link, deadline_ms)
     }
@@ -522,7 +522,7 @@ impl DeviceClient {
         let id = self.take_id();
         let mut header = Header::new(MessageType::Ping, self.plan.digest, id);
         let payload = if bytes > 0 {
-            header.dtype = crate::protocol::Dtype::U8;
+            header.dtype = crate::wire::protocol::Dtype::U8;
             header.shape = vec![bytes as u32];
             Payload::U8(vec![0; bytes])
         } else {

@@ -13,9 +13,9 @@ use burn::prelude::Device;
 use serde::Serialize;
 
 use crate::model::{Activation, BranchyAlexNet, normalize};
-use crate::profile::run_slice;
-use crate::protocol::{Dtype, ErrorCode, Header, Message, MessageType, Payload};
-use crate::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
+use crate::slowdown::run_slice;
+use crate::wire::protocol::{Dtype, ErrorCode, Header, Message, MessageType, Payload};
+use crate::wire::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
 
 /// What the edge serves: the plan digest devices must present, and the input normalisation.
 #[derive(Debug, Clone)]

@@ -1,22 +1,24 @@
-//! The Edgent runtime: the B-AlexNet model and its layer table, weights, and (as the project
-//! grows) latency models, the planner, the wire protocol, the device client and the edge server.
+//! The Edgent runtime: everything the deployed binaries (`edgent-device`, `edgent-edge`) need,
+//! and nothing offline. Its modules follow the system:
+//!
+//! * [`model`] — the layer table, B-AlexNet built from it, weights, CPU backends;
+//! * [`plan`] — the (exit, partition) costs and Algorithm 1 (the decision per request);
+//! * [`wire`] — the protocol (frames, header, error codes) and the ZeroMQ transport (CURVE, ZAP);
+//! * [`device`] — the device client: link estimate, its half of the chain, local fallback;
+//! * [`edge`] — the edge server, its workers, and the load-balancing broker;
+//! * [`slowdown`] — the emulated slow device (a slice run layer by layer, each stretched).
+//!
+//! Training lives in `trainer`, profiling and latency fitting in `toolchain`; neither is a
+//! dependency of this crate.
 
-pub mod backend;
 pub mod device;
 pub mod edge;
-pub mod entropy;
-pub mod latency;
-pub mod layers;
 pub mod model;
-pub mod planner;
-pub mod profile;
-pub mod protocol;
-pub mod shaping;
-pub mod timing;
-pub mod transport;
-pub mod weights;
+pub mod plan;
+pub mod slowdown;
+pub mod wire;
 
-pub use backend::Backend;
-pub use layers::{ExitSpec, LayerKind, LayerParams, LayerSpec, LayerTable, NUM_EXITS};
+pub use model::backend::Backend;
+pub use model::layers::{ExitSpec, LayerKind, LayerParams, LayerSpec, LayerTable, NUM_EXITS};
+pub use model::weights::{WeightMap, WeightsError};
 pub use model::{Activation, BranchyAlexNet, BranchyAlexNetConfig, Layer, ModelError};
-pub use weights::{WeightMap, WeightsError};

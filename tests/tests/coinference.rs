@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use burn::prelude::*;
 use common::*;
-use runtime::protocol::{ErrorCode, Header, Message, MessageType, Payload};
+use runtime::wire::protocol::{ErrorCode, Header, Message, MessageType, Payload};
 
 /// The tests here time real processes on a small machine; running them one at a time
 /// keeps one test's load (sixteen devices) from breaking another's deadlines.

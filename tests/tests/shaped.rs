@@ -1,6 +1,6 @@
 //! Co-inference over a tc-shaped link (DESIGN.md §8): device and edge in two network
 //! namespaces joined by a veth pair, each direction limited by a token bucket
-//! (`runtime::shaping`). Needs root and `ip`/`tc` (CI has both); skips with the reason
+//! (`toolchain::shaping`). Needs root and `ip`/`tc` (CI has both); skips with the reason
 //! otherwise.
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use runtime::shaping::{ShapedLink, unavailable};
+use toolchain::shaping::{ShapedLink, unavailable};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -2,7 +2,7 @@
 
 use datasets::{Batcher, ImageSet};
 use indicatif::ProgressBar;
-use runtime::entropy::{argmax, entropy_exit};
+use runtime::model::entropy::{argmax, entropy_exit};
 use runtime::{BranchyAlexNet, NUM_EXITS};
 use serde::{Deserialize, Serialize};
 

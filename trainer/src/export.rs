@@ -1,6 +1,6 @@
 //! What a training run leaves in its output directory.
 //!
-//! * `model.safetensors`: the weights (names and layout in `runtime::weights`), with the
+//! * `model.safetensors`: the weights (names and layout in `runtime::model::weights`), with the
 //!   data set, digest and normalisation in the header metadata;
 //! * `model.bpk`: the same weights as a burn record;
 //! * `config.json`: the model configuration, the training settings and the normalisation;
@@ -27,7 +27,7 @@ pub struct Metrics {
     pub exits: Vec<ExitAccuracy>,
     /// BranchyNet's entropy-threshold mode.
     pub entropy: Vec<EntropyPoint>,
-    /// SHA-256 digest of the trained weights (see `runtime::weights`).
+    /// SHA-256 digest of the trained weights (see `runtime::model::weights`).
     pub digest: String,
     /// Epochs trained.
     pub epochs: usize,

@@ -5,19 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::latency::LatencyModels;
-use runtime::planner::{ExitCosts, Link, PairCost, Policy, decide_policy, exit_costs};
-use runtime::shaping::{ShapedLink, unavailable};
-use serde_json::Value;
+use runtime::plan::{ExitCosts, Link, PairCost, Policy, decide_policy};
+use toolchain::costs::exit_costs;
+use toolchain::latency::LatencyModels;
 
+use crate::lab::{Binaries, Lab, Point};
 use crate::plot::{self, Series};
 
 /// Options of `cargo xtask experiments`.
@@ -39,266 +37,6 @@ pub struct ExperimentsArgs {
 
 /// Round trip the computed lines assume, ms.
 const RTT_MS: f64 = 1.0;
-
-/// Runs the measurements: one edge, one shaped link, one device process per point.
-struct Lab {
-    link: ShapedLink,
-    edge: Child,
-    device_bin: PathBuf,
-    endpoint: String,
-    keys: PathBuf,
-    traces: PathBuf,
-    images: usize,
-    bar: ProgressBar,
-}
-
-/// One measured point: the device's trace lines.
-struct Point {
-    lines: Vec<Value>,
-}
-
-impl Point {
-    fn median(&self, f: impl Fn(&Value) -> Option<f64>) -> f64 {
-        let mut v: Vec<f64> = self.lines.iter().filter_map(f).collect();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    }
-
-    fn total_ms(&self) -> f64 {
-        self.median(|l| l["total_ms"].as_f64())
-    }
-
-    fn predicted_ms(&self) -> f64 {
-        self.median(|l| l["plan"]["predicted_ms"].as_f64())
-    }
-
-    /// The most frequent (exit, partition) chosen.
-    fn choice(&self) -> (usize, usize) {
-        let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        for l in &self.lines {
-            let key = (
-                l["plan"]["exit"].as_u64().unwrap_or(0) as usize,
-                l["plan"]["partition"].as_u64().unwrap_or(0) as usize,
-            );
-            *counts.entry(key).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map_or((0, 0), |(k, _)| k)
-    }
-
-    fn rate(&self, f: impl Fn(&Value) -> bool) -> f64 {
-        self.lines.iter().filter(|l| f(l)).count() as f64 / self.lines.len().max(1) as f64
-    }
-
-    /// Accuracy counting a missed deadline as wrong (the paper's scoring), on the sampled
-    /// images.
-    fn accuracy_in_time(&self) -> f64 {
-        self.rate(|l| l["correct"] == true && l["met"] == true)
-    }
-
-    /// The same with each answer scored by its exit's test-set accuracy instead of its
-    /// one image: far less noisy on a few dozen images.
-    fn expected_accuracy(&self, accuracy: &[f64]) -> f64 {
-        let total: f64 = self
-            .lines
-            .iter()
-            .filter(|l| l["met"] == true)
-            .map(|l| accuracy[l["exit"].as_u64().unwrap_or(1) as usize - 1])
-            .fold(0.0, |a, b| a + b); // not `sum`: that gives −0.0 for no answers in time
-        total / self.lines.len().max(1) as f64
-    }
-
-    fn hit_rate(&self) -> f64 {
-        self.rate(|l| l["met"] == true)
-    }
-
-    /// Hit rate over requests whose plan was feasible.
-    fn feasible_hit_rate(&self) -> Option<f64> {
-        let feasible: Vec<&Value> = self
-            .lines
-            .iter()
-            .filter(|l| l["plan"]["feasible"] == true)
-            .collect();
-        (!feasible.is_empty()).then(|| {
-            feasible.iter().filter(|l| l["met"] == true).count() as f64 / feasible.len() as f64
-        })
-    }
-}
-
-impl Lab {
-    fn start(out: &Path, images: usize, bar: ProgressBar) -> anyhow::Result<Self> {
-        if let Some(reason) = unavailable() {
-            bail!("the experiments run on shaped links: {reason}");
-        }
-        let bins = binaries()?;
-        let keys = out.join("keys");
-        let _ = std::fs::remove_dir_all(&keys);
-        for name in ["edge", "device"] {
-            let status = Command::new(&bins.0)
-                .args(["keygen", "--name", name, "--out"])
-                .arg(&keys)
-                .stdout(Stdio::null())
-                .status()?;
-            ensure!(status.success(), "keygen failed");
-        }
-        std::fs::copy(keys.join("device.pub"), keys.join("allow.pub"))?;
-        let link = ShapedLink::new("edgent-exp", 9).map_err(anyhow::Error::msg)?;
-        let endpoint = format!("tcp://{}:5555", link.edge_ip);
-        let mut edge = Command::new("ip")
-            .args(["netns", "exec", &link.edge_ns])
-            .arg(&bins.0)
-            .args(["serve", "--bind", &endpoint, "--key"])
-            .arg(keys.join("edge.key"))
-            .arg("--allow")
-            .arg(keys.join("allow.pub"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start edgent-edge")?;
-        let stderr = edge.stderr.take().expect("piped");
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("serving plan") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("edgent-edge did not start"),
-            }
-        }
-        // Keep draining the edge's log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let traces = out.join("traces");
-        std::fs::create_dir_all(&traces)?;
-        Ok(Self {
-            link,
-            edge,
-            device_bin: bins.1,
-            endpoint,
-            keys,
-            traces,
-            images,
-            bar,
-        })
-    }
-
-    /// Runs the device over the test set at `rate_bps` (or a schedule of rates) and
-    /// returns its trace.
-    fn run(
-        &self,
-        name: &str,
-        rate_bps: f64,
-        deadline_ms: f64,
-        policy: Policy,
-        extra: &[String],
-        schedule: &[(f64, f64)],
-    ) -> anyhow::Result<Point> {
-        // A schedule runs for its duration (in `extra`), over as many images as that takes.
-        let limit = if schedule.is_empty() {
-            self.images
-        } else {
-            10_000
-        };
-        self.link.shape(rate_bps).map_err(anyhow::Error::msg)?;
-        self.bar.set_message(name.to_string());
-        let trace = self.traces.join(format!("{name}.jsonl"));
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.link.device_ns])
-            .arg(&self.device_bin)
-            .args(["eval", "--json", "--edge", &self.endpoint])
-            .args(["--deadline", &format!("{deadline_ms}ms")])
-            .args(["--limit", &limit.to_string()])
-            .args(["--policy", policy.name()])
-            .arg("--trace")
-            .arg(&trace)
-            .arg("--key")
-            .arg(self.keys.join("device.key"))
-            .arg("--server-key")
-            .arg(self.keys.join("edge.pub"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if policy != Policy::Edgent {
-            // The paper's baselines: no local fallback, no safety margin.
-            command.args(["--no-fallback", "--no-margin"]);
-        }
-        let mut child = command.spawn().context("cannot start edgent-device")?;
-        // The schedule's clock starts with the device's first answer (after it loaded
-        // the model and probed the link), as the trace's `t_s` does.
-        let mut started: Option<Instant> = None;
-        let mut next = 0;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if started.is_none()
-                && !schedule.is_empty()
-                && std::fs::metadata(&trace).is_ok_and(|m| m.len() > 0)
-            {
-                started = Some(Instant::now());
-            }
-            if let Some(&(at, rate)) = schedule.get(next)
-                && started.is_some_and(|t| t.elapsed().as_secs_f64() >= at)
-            {
-                self.link.shape(rate).map_err(anyhow::Error::msg)?;
-                next += 1;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        ensure!(
-            status.success(),
-            "edgent-device failed on {name} ({status})"
-        );
-        let text = std::fs::read_to_string(&trace)
-            .with_context(|| format!("no trace {}", trace.display()))?;
-        let lines = text
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<Vec<Value>, _>>()?;
-        ensure!(!lines.is_empty(), "{name}: the device answered nothing");
-        self.bar.inc(1);
-        Ok(Point { lines })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.edge.id().to_string()])
-            .status();
-        let _ = self.edge.wait();
-    }
-}
-
-/// The generated binaries, built with the same settings as the tests (one build of burn).
-fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-        ])
-        .status()
-        .context("cannot run cargo")?;
-    ensure!(status.success(), "building the generated binaries failed");
-    let dir = std::env::current_exe()?
-        .parent()
-        .context("no target directory")?
-        .to_path_buf();
-    let (edge, device) = (dir.join("edgent-edge"), dir.join("edgent-device"));
-    ensure!(
-        edge.exists() && device.exists(),
-        "no edgent binaries in {}",
-        dir.display()
-    );
-    Ok((edge, device))
-}
 
 /// The plan's costs (this machine) and the same model under the paper's profile.
 struct Costs {
@@ -330,7 +68,7 @@ impl Costs {
             })
             .collect();
         let accuracies: Vec<f64> = plan.exits.iter().map(|e| e.accuracy).collect();
-        let table = runtime::layers::b_alexnet(plan.input[0], plan.classes);
+        let table = runtime::model::layers::b_alexnet(plan.input[0], plan.classes);
         let paper =
             exit_costs(&table, &LatencyModels::paper(), &accuracies).map_err(anyhow::Error::msg)?;
         Ok(Self {
@@ -347,7 +85,7 @@ impl Costs {
         policy: Policy,
         bandwidth_bps: f64,
         deadline_ms: f64,
-    ) -> runtime::planner::Decision {
+    ) -> runtime::plan::Decision {
         let exits: Vec<(f64, &[PairCost])> = costs
             .iter()
             .map(|e| (e.accuracy, e.pairs.as_slice()))
@@ -450,9 +188,9 @@ impl EntropyMode {
                     .iter()
                     .zip(&self.labels)
                     .filter(|(l, label)| {
-                        let e = runtime::entropy::entropy_exit(l, t);
+                        let e = runtime::model::entropy::entropy_exit(l, t);
                         costs[e - 1] <= deadline_ms
-                            && runtime::entropy::argmax(&l[e - 1]) == usize::from(**label)
+                            && runtime::model::entropy::argmax(&l[e - 1]) == usize::from(**label)
                     })
                     .count();
                 (right as f64 / self.labels.len().max(1) as f64, t)
@@ -540,7 +278,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} runs, {elapsed} {msg}",
     )?);
-    let lab = Lab::start(&out, images, bar.clone())?;
+    let lab = Lab::start(&out, Binaries::build()?, images, bar.clone(), true)?;
     let mut report = String::new();
     let mut summary = Vec::new();
 
@@ -743,7 +481,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         &costs.plan,
         if args.quick { 1000 } else { 10_000 },
     )?;
-    let table = runtime::layers::b_alexnet(costs.plan.input[0], costs.plan.classes);
+    let table = runtime::model::layers::b_alexnet(costs.plan.input[0], costs.plan.classes);
     let entropy_costs = EntropyMode::costs(&costs.here, &table);
     let entropy_best: Vec<(f64, f32)> = deadlines
         .iter()

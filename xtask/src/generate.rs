@@ -5,23 +5,23 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use codegen::plan::{PLAN_VERSION, Plan, PlanExit, PlanLayer, PlanPartition};
-use runtime::latency::LatencyModels;
-use runtime::planner::exit_costs;
-use runtime::profile::Role;
 use runtime::{BranchyAlexNetConfig, WeightMap};
+use toolchain::costs::exit_costs;
+use toolchain::latency::LatencyModels;
+use toolchain::profile::Role;
 
 /// Flags of `cargo xtask generate`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Training run directory (`metrics.json`, `config.json`, `model.safetensors`).
     #[arg(long, default_value = "runs/train")]
-    run: PathBuf,
+    pub(crate) run: PathBuf,
     /// Latency models from `cargo xtask fit`, or `paper` for the paper's built-in models.
     #[arg(long, default_value = "paper")]
-    latency: String,
+    pub(crate) latency: String,
     /// The plan file to write; the weights are copied beside it.
     #[arg(long, default_value = "generated/plan.json")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// The note at the top of every generated plan file.

@@ -6,10 +6,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::Backend;
-use runtime::backend::threads_in_words;
-use runtime::latency::{Calibration, LatencyModels, fit};
-use runtime::profile::{self, ProfileSettings, Role, SliceCheck};
-use runtime::timing::{Repeats, Slowdown, median};
+use runtime::model::backend::threads_in_words;
+use runtime::slowdown::{Repeats, Slowdown, median};
+use toolchain::latency::{Calibration, LatencyModels, fit};
+use toolchain::profile::{self, ProfileSettings, Role, SliceCheck};
 
 use crate::plot;
 
@@ -18,21 +18,21 @@ use crate::plot;
 pub struct ProfileArgs {
     /// Which side to profile: device or edge.
     #[arg(long)]
-    role: Role,
+    pub(crate) role: Role,
     /// Emulate a device this many times slower (DESIGN.md §8); use the same value when the
     /// device runs.
     #[arg(long, default_value = "1")]
-    slowdown: Slowdown,
+    pub(crate) slowdown: Slowdown,
     /// Burn backend: flex or ndarray.
     #[arg(long, default_value = "flex")]
-    backend: Backend,
+    pub(crate) backend: Backend,
     /// CPU threads the layers run on (0: one per core); the binaries run with the count the
     /// plan's models were profiled with.
     #[arg(long, default_value_t = 1)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Output CSV file.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// Flags of `cargo xtask fit`.
@@ -41,18 +41,21 @@ pub struct FitArgs {
     /// Profile CSV file(s) from `cargo xtask profile` (one per role, or `paper` for the
     /// paper's built-in models).
     #[arg(long, required = true, num_args = 1..)]
-    profile: Vec<String>,
+    pub(crate) profile: Vec<String>,
     /// Output JSON file with the latency models; a PNG of predicted against measured time
     /// is written beside it.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Also measure every prefix (device) and suffix (edge) of every exit chain of the real
     /// model and compare it with the predicted sum of layer times.
     #[arg(long)]
-    check: bool,
+    pub(crate) check: bool,
     /// Input channels of the model checked (1: Fashion-MNIST, 3: CIFAR-10).
     #[arg(long, default_value_t = 1)]
-    channels: usize,
+    pub(crate) channels: usize,
+    /// A rough check: one round of a few runs per slice (seconds instead of minutes).
+    #[arg(long, requires = "check")]
+    pub(crate) quick: bool,
 }
 
 fn progress_bar(len: usize, what: &str) -> ProgressBar {
@@ -142,7 +145,7 @@ pub fn run_fit(args: FitArgs) -> anyhow::Result<()> {
     }
     if args.check {
         let mut models = models;
-        if check(&mut models, args.channels)? {
+        if check(&mut models, args.channels, args.quick)? {
             std::fs::write(&args.out, serde_json::to_string_pretty(&models)? + "\n")
                 .with_context(|| format!("cannot write {}", args.out.display()))?;
             println!("\ncalibrated latency models → {}", args.out.display());
@@ -192,9 +195,9 @@ fn print_models(models: &LatencyModels) {
 /// Measures every exit-chain slice of each role present and prints the errors of the
 /// per-layer models; then fits each role's [`Calibration`] to the measured chains (checked
 /// on held-out exits first) and stores it in `models`. Returns whether it calibrated.
-fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
+fn check(models: &mut LatencyModels, channels: usize, quick: bool) -> anyhow::Result<bool> {
     let mut calibrated = false;
-    let roles: Vec<(Role, runtime::latency::RoleModels)> =
+    let roles: Vec<(Role, toolchain::latency::RoleModels)> =
         models.roles.iter().map(|(r, m)| (*r, m.clone())).collect();
     for (role, role_models) in roles {
         let backend: Backend = match role_models.source.parse() {
@@ -208,21 +211,32 @@ fn check(models: &mut LatencyModels, channels: usize) -> anyhow::Result<bool> {
                 continue;
             }
         };
+        let (rounds, repeats) = if quick {
+            let few = Repeats {
+                warmup: 1,
+                min: 3,
+                max: 3,
+                budget: std::time::Duration::ZERO,
+            };
+            (1, few)
+        } else {
+            (profile::check_rounds(role), Repeats::default())
+        };
         let settings = ProfileSettings {
             role,
             backend,
             slowdown: Slowdown::new(role_models.slowdown).map_err(anyhow::Error::msg)?,
-            repeats: Repeats::default(),
+            repeats,
             threads: role_models.threads,
         };
         let table = runtime::BranchyAlexNetConfig::new()
             .with_channels(channels)
             .layer_table();
         let bar = progress_bar(
-            profile::check_rounds(role) * profile::role_slices(&table, role).len(),
+            rounds * profile::role_slices(&table, role).len(),
             &format!("check {}", role.name()),
         );
-        let checks = profile::check_slices(models, &settings, channels, |c| {
+        let checks = profile::check_slices(models, &settings, channels, rounds, |c| {
             bar.set_message(format!(
                 "exit {} [{}, {}): {:.1} %",
                 c.exit,

@@ -3,13 +3,17 @@
 mod bench;
 mod experiments;
 mod generate;
+mod lab;
 mod latency;
+mod one_build;
+mod pipeline;
 mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
 
-/// The Edgent toolchain: train → profile → fit → generate.
+/// The Edgent toolchain: train → profile → fit → generate → co-inference (or all of it:
+/// `cargo xtask pipeline`).
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", version, about)]
 struct Cli {
@@ -19,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole chain: train, profile both roles, fit, generate, build the binaries with
+    /// the plan, and a co-inference demonstration over a shaped link. Skips up-to-date steps.
+    Pipeline(pipeline::PipelineArgs),
     /// Train the five-exit B-AlexNet and write weights and per-exit metrics.
     Train(train::TrainArgs),
     /// Measure forward latency at batch 1 for each exit on every CPU backend.
@@ -29,17 +36,21 @@ enum Command {
     Fit(latency::FitArgs),
     /// Write the plan file the device and edge binaries are compiled from.
     Generate(generate::GenerateArgs),
+    /// Check that the README's commands (tests, xtask, the binaries) share one build of burn.
+    OneBuild(one_build::OneBuildArgs),
     /// Reproduce the paper's evaluation over tc-shaped links (needs root); writes report.md.
     Experiments(experiments::ExperimentsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Pipeline(args) => pipeline::run(args),
         Command::Train(args) => train::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => latency::run_profile(args),
         Command::Fit(args) => latency::run_fit(args),
         Command::Generate(args) => generate::run(args),
         Command::Experiments(args) => experiments::run(args),
+        Command::OneBuild(args) => one_build::run(args),
     }
 }

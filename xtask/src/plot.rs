@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
-use runtime::latency::LatencyModels;
-use runtime::profile::{Role, Sample};
+use toolchain::latency::LatencyModels;
+use toolchain::profile::{Role, Sample};
 
 const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

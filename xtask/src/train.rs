@@ -13,37 +13,37 @@ use trainer::TrainConfig;
 pub struct TrainArgs {
     /// Data set: fashion-mnist, cifar10 or synthetic.
     #[arg(long, default_value = "fashion-mnist")]
-    dataset: DatasetKind,
+    pub(crate) dataset: DatasetKind,
     /// Directory holding the data set's files (Fashion-MNIST defaults to Debian's).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Passes over the training set.
     #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = positive)]
-    epochs: usize,
+    pub(crate) epochs: usize,
     /// Images per mini-batch.
     #[arg(long, default_value_t = TrainConfig::default().batch_size, value_parser = positive)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Peak learning rate of Adam (cosine decay over the run).
     #[arg(long, default_value_t = TrainConfig::default().lr)]
-    lr: f64,
+    pub(crate) lr: f64,
     /// Seed of initialisation, dropout and shuffling.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Train on the first N training images only.
     #[arg(long, value_parser = positive)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Evaluate on the first N test images only.
     #[arg(long, value_parser = positive)]
-    test_limit: Option<usize>,
+    pub(crate) test_limit: Option<usize>,
     /// Burn backend: flex or ndarray.
     #[arg(long, default_value = "flex")]
-    backend: Backend,
+    pub(crate) backend: Backend,
     /// Output directory for weights, config and metrics.
     #[arg(long, default_value = "runs/train")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// No progress bars.
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// Parses a whole number of at least 1.

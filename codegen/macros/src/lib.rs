@@ -3,18 +3,27 @@
 //! A thin shell over the `codegen` crate, which does the work and is unit-tested: this crate
 //! only parses the macro's input, finds the file and turns failures into compile errors.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use proc_macro::TokenStream;
 use syn::LitStr;
+
+/// The environment variable that overrides the plan file the literal names.
+const PLAN_VARIABLE: &str = "EDGENT_PLAN";
 
 /// Reads the plan file at compile time and emits `pub mod plan { … }` with its constants,
 /// the `(exit, partition)` cost tables and lower envelopes as `static` data, and
 /// `plan::decide(bandwidth_bps, rtt_ms, deadline_ms)`.
 ///
 /// The path is a string literal relative to the invoking crate's `Cargo.toml`; the file is
-/// `include_bytes!`-ed, so editing it rebuilds the crate. The crate must depend on `runtime`,
-/// whose `planner` the emitted code calls.
+/// `include_bytes!`-ed, so editing it rebuilds the crate, and so are the weights beside it
+/// (`plan::WEIGHTS`). The crate must depend on `runtime`, whose `plan` module the emitted
+/// code calls.
+///
+/// The environment variable `EDGENT_PLAN`, when set, names another plan file (an absolute
+/// path) to compile in instead: `cargo xtask pipeline` builds the binaries of its own run
+/// this way without touching the committed plan. A crate using it should rebuild when the
+/// variable changes (`cargo:rerun-if-env-changed=EDGENT_PLAN` in its build script).
 ///
 /// ```ignore
 /// codegen_macros::edgent_plan!("../generated/plan.json");
@@ -54,8 +63,23 @@ fn expand(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStre
             "CARGO_MANIFEST_DIR is not set: build with cargo, which sets it",
         )
     })?;
-    let path = codegen::resolve(Path::new(&manifest_dir), &written)
+    let mut path = codegen::resolve(Path::new(&manifest_dir), &written)
         .map_err(|message| syn::Error::new(literal.span(), message))?;
+    let mut written = written;
+    if let Some(chosen) = std::env::var_os(PLAN_VARIABLE).filter(|v| !v.is_empty()) {
+        let chosen = PathBuf::from(chosen);
+        if !chosen.is_absolute() {
+            return Err(syn::Error::new(
+                literal.span(),
+                format!(
+                    "{PLAN_VARIABLE} must be an absolute path to a plan file, got `{}`",
+                    chosen.display()
+                ),
+            ));
+        }
+        written = format!("{PLAN_VARIABLE}={}", chosen.display());
+        path = chosen;
+    }
     if path.to_str().is_none() {
         return Err(syn::Error::new(
             literal.span(),
@@ -75,5 +99,15 @@ fn expand(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStre
                 syn::Error::new(literal.span(), format!("`{written}` cannot be read"))
             })
     })?;
+    let weights = path.with_file_name(&plan.weights_file);
+    if Path::new(&plan.weights_file).components().count() != 1 || !weights.is_file() {
+        return Err(syn::Error::new(
+            literal.span(),
+            format!(
+                "`{written}`: the weights file `{}` it names is not beside it: run `cargo xtask generate`, which copies the weights there",
+                plan.weights_file
+            ),
+        ));
+    }
     Ok(codegen::tokens::expand(&plan, &path))
 }

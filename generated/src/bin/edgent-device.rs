@@ -10,11 +10,11 @@ use generated::net::{KeygenArgs, SecurityArgs};
 use generated::units::{parse_bandwidth, parse_duration_ms};
 use generated::{device_plan, load_model, normalize, plan, read_image};
 use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
-use runtime::entropy::{argmax, softmax_entropy};
-use runtime::planner::Link;
-use runtime::planner::Policy;
-use runtime::profile::{Emulation, LayerClock, run_slice_clocked};
-use runtime::timing::Slowdown;
+use runtime::model::entropy::{argmax, softmax_entropy};
+use runtime::plan::Link;
+use runtime::plan::Policy;
+use runtime::slowdown::Slowdown;
+use runtime::slowdown::{Emulation, LayerClock, run_slice_clocked};
 use runtime::{Activation, Backend};
 
 /// The device side of Edgent: decide (exit, partition) from bandwidth and deadline, and run.
@@ -225,7 +225,7 @@ fn print_answer(a: &Answer) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::backend::use_threads(cli.threads.unwrap_or(plan::DEVICE_THREADS))
+    runtime::model::backend::use_threads(cli.threads.unwrap_or(plan::DEVICE_THREADS))
         .map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Plan {
@@ -383,8 +383,8 @@ fn main() -> anyhow::Result<()> {
                 "latency models {} (device slowdown {}, device {}, edge {})",
                 plan::LATENCY_SOURCE,
                 plan::DEVICE_SLOWDOWN,
-                runtime::backend::threads_in_words(plan::DEVICE_THREADS),
-                runtime::backend::threads_in_words(plan::EDGE_THREADS)
+                runtime::model::backend::threads_in_words(plan::DEVICE_THREADS),
+                runtime::model::backend::threads_in_words(plan::EDGE_THREADS)
             );
             for i in 0..plan::EXITS {
                 println!(

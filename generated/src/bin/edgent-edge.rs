@@ -72,7 +72,7 @@ fn write_stats(path: &std::path::Path, stats: &EdgeStats) -> anyhow::Result<()> 
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::backend::use_threads(cli.threads.unwrap_or(plan::EDGE_THREADS))
+    runtime::model::backend::use_threads(cli.threads.unwrap_or(plan::EDGE_THREADS))
         .map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Serve {
@@ -145,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             println!("latency models {}", plan::LATENCY_SOURCE);
             println!(
                 "CURVE          {}",
-                if runtime::transport::curve_available() {
+                if runtime::wire::transport::curve_available() {
                     "available"
                 } else {
                     "NOT available in the linked libzmq (only --insecure works)"

@@ -41,7 +41,7 @@ pub fn plan() -> serde_json::Value {
 
 /// The plan digest as protocol bytes.
 pub fn plan_digest() -> [u8; 32] {
-    runtime::protocol::digest_bytes(plan()["digest"].as_str().unwrap()).unwrap()
+    runtime::wire::protocol::digest_bytes(plan()["digest"].as_str().unwrap()).unwrap()
 }
 
 /// The generated crate's weights, in this process (the single-process reference).
@@ -292,7 +292,8 @@ pub fn reference_classes(set: &datasets::ImageSet, n: usize) -> Vec<[usize; 5]> 
             .map(|t| t.into_data().try_into_vec_as::<f32>().unwrap())
             .collect();
         for i in 0..indices.len() {
-            let class = |e: usize| runtime::entropy::argmax(&logits[e][i * 10..(i + 1) * 10]);
+            let class =
+                |e: usize| runtime::model::entropy::argmax(&logits[e][i * 10..(i + 1) * 10]);
             out.push([class(0), class(1), class(2), class(3), class(4)]);
         }
     }

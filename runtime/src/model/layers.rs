@@ -211,19 +211,29 @@ impl LayerTable {
     }
 }
 
-/// An architecture step before shapes are known.
+/// An architecture step before shapes are known (the profiler builds layers from these).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Op {
+pub enum Op {
+    /// Convolution, stride 1.
     Conv {
+        /// Output channels.
         out: usize,
+        /// Square kernel size.
         kernel: usize,
+        /// Zero padding on each side.
         padding: usize,
     },
+    /// ReLU.
     Relu,
+    /// Max-pooling (3×3, stride 2, ceil mode).
     Pool,
+    /// Local response normalisation.
     Lrn,
+    /// Dropout (the identity at inference).
     Dropout,
+    /// Fully connected (flattens a feature map first).
     Fc {
+        /// Output features.
         out: usize,
     },
 }
@@ -325,7 +335,7 @@ pub const DROPOUT: f64 = 0.5;
 pub const POOL: (usize, usize) = (3, 2);
 
 /// Infers the spec of one layer from its input shape.
-pub(crate) fn spec(name: String, op: Op, input: &[usize], classes: usize) -> LayerSpec {
+pub fn spec(name: String, op: Op, input: &[usize], classes: usize) -> LayerSpec {
     let (kind, params, output) = match op {
         Op::Conv {
             out,

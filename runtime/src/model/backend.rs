@@ -110,7 +110,8 @@ mod tests {
         // A layer run inside the pool gives the same result as outside it.
         let device = Backend::default().device();
         let x = crate::Activation::from_values(vec![-1.0, 2.0], &[1, 2], &device).unwrap();
-        let relu = crate::layers::spec(String::new(), crate::layers::Op::Relu, &[2], 10);
+        let relu =
+            crate::model::layers::spec(String::new(), crate::model::layers::Op::Relu, &[2], 10);
         let layer = crate::Layer::init(&relu, &device);
         let inside = one.install(|| layer.forward(x.clone(), &relu.input).to_values());
         assert_eq!(inside, layer.forward(x, &relu.input).to_values());

@@ -1,8 +1,14 @@
-//! B-AlexNet with five exits, built from the [layer table](crate::layers).
+//! B-AlexNet with five exits, built from the [layer table](layers), with its weights and
+//! the CPU backends it runs on.
 //!
 //! The module holds the trunk (the chain of exit 5) and one branch per early exit. Exit `i`'s
 //! chain is the first `trunk_layers` trunk layers followed by branch `i`; layer `j` of that
 //! chain is therefore found without copying anything.
+
+pub mod backend;
+pub mod entropy;
+pub mod layers;
+pub mod weights;
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -12,7 +18,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
-use crate::layers::{LayerParams, LayerSpec, LayerTable, NUM_EXITS, b_alexnet};
+use crate::model::layers::{LayerParams, LayerSpec, LayerTable, NUM_EXITS, b_alexnet};
 
 /// An intermediate tensor: a batch of feature maps `[N, C, H, W]` or of vectors `[N, F]`.
 #[derive(Debug, Clone)]

@@ -1,8 +1,78 @@
 //! Shaped links for tests and experiments (DESIGN.md §8): two network namespaces joined by
 //! a veth pair, each direction limited by a `tc` token bucket (`tbf`). Linux only; needs
 //! root and iproute2 (`ip`, `tc`).
+//!
+//! A link removes its namespaces when dropped; [`remove_on_signal`] also removes them (and
+//! stops what runs inside) when the process is interrupted or terminated, so a killed run
+//! leaves nothing behind.
 
 use std::process::Command;
+use std::sync::{Mutex, Once};
+
+/// Namespaces of the links alive in this process, for [`remove_on_signal`].
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Removes every live link's namespaces, ending the processes inside them first.
+fn remove_live() {
+    let names = LIVE
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    for ns in &names {
+        remove_namespace(ns);
+    }
+}
+
+/// Stops the processes in `ns` (SIGTERM, then SIGKILL after a second) and deletes it.
+fn remove_namespace(ns: &str) {
+    let pids = || -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for signal in ["-TERM", "-KILL"] {
+        let running = pids();
+        if running.is_empty() {
+            break;
+        }
+        let _ = Command::new("kill").arg(signal).args(&running).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !pids().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let _ = sh(&["ip", "netns", "del", ns]);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes every live link (and what runs in it), then exits
+/// with 128 + the signal's number, as the default action would. Installed once per process;
+/// later calls do nothing.
+pub fn remove_on_signal() -> Result<(), String> {
+    static INSTALL: Once = Once::new();
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        result = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map(|mut signals| {
+                std::thread::spawn(move || {
+                    if let Some(signal) = signals.forever().next() {
+                        eprintln!("signal {signal}: removing the shaped links' namespaces");
+                        remove_live();
+                        std::process::exit(128 + signal);
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot watch for signals: {e}"));
+    });
+    result
+}
 
 /// A device namespace and an edge namespace joined by a veth pair; removed when dropped.
 #[derive(Debug)]
@@ -55,6 +125,9 @@ impl ShapedLink {
         let _ = sh(&["ip", "netns", "del", &d]);
         let _ = sh(&["ip", "netns", "del", &e]);
         sh(&["ip", "netns", "add", &d])?;
+        if let Ok(mut live) = LIVE.lock() {
+            live.extend([d.clone(), e.clone()]);
+        }
         let link = Self {
             device_ns: d.clone(),
             edge_ns: e.clone(),
@@ -119,6 +192,9 @@ impl ShapedLink {
 
 impl Drop for ShapedLink {
     fn drop(&mut self) {
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|ns| *ns != self.device_ns && *ns != self.edge_ns);
+        }
         let _ = sh(&["ip", "netns", "del", &self.device_ns]);
         let _ = sh(&["ip", "netns", "del", &self.edge_ns]);
     }

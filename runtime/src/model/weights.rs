@@ -16,7 +16,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::layers::NUM_EXITS;
+use crate::model::layers::NUM_EXITS;
 use crate::model::{BranchyAlexNet, Layer};
 
 /// A named tensor: shape and row-major values.

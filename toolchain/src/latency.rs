@@ -12,9 +12,9 @@ use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::threads_in_words;
-use crate::layers::{LayerKind, LayerSpec};
 use crate::profile::{Features, MODEL_LOAD, Role, Sample};
+use runtime::model::backend::threads_in_words;
+use runtime::model::layers::{LayerKind, LayerSpec};
 
 /// Samples (layers, or chain slices when calibrating) faster than this count as this fast
 /// when weighting a relative fit, so that timer noise on sub-microsecond times cannot
@@ -844,7 +844,7 @@ mod tests {
         let paper = LatencyModels::paper();
         let text = serde_json::to_string(&paper).unwrap();
         assert_eq!(LatencyModels::from_json(&text).unwrap(), paper);
-        let table = crate::layers::b_alexnet(3, 10);
+        let table = runtime::model::layers::b_alexnet(3, 10);
         let trunk = &table.exits[4].layers;
         let drop = trunk.iter().find(|l| l.kind == LayerKind::Dropout).unwrap();
         assert_eq!(paper.layer_ms(Role::Device, drop).unwrap(), 0.0);

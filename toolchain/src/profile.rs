@@ -4,17 +4,16 @@
 //! Sizes are in **bytes** (`f32` activations: 4 bytes an element), as in the paper.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use burn::prelude::*;
+use runtime::Backend;
+use runtime::model::layers::{LayerKind, LayerSpec, Op, spec};
+use runtime::model::weights::{NamedTensor, WeightMap};
+use runtime::model::{Activation, Layer};
+use runtime::slowdown::{
+    Emulation, LayerClock, Repeats, Slowdown, median, probe_input, run_slice_clocked, timed,
+};
 use serde::{Deserialize, Serialize};
-
-use crate::layers::{LayerKind, LayerSpec, Op, spec};
-use crate::model::{Activation, Layer};
-use crate::timing::{Repeats, Slowdown, median, timed};
-use crate::weights::{NamedTensor, WeightMap};
-use crate::{Backend, BranchyAlexNet};
 
 /// Which side of the link a measurement or model describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,7 +81,7 @@ impl Features {
     /// The features of a layer.
     pub fn of(layer: &LayerSpec) -> Self {
         let (kernel_filters, im2col_bytes, positions, unfold_runs) = match layer.params {
-            crate::LayerParams::Conv {
+            runtime::LayerParams::Conv {
                 in_channels,
                 out_channels,
                 kernel,
@@ -213,7 +212,7 @@ pub struct ProfileSettings {
     pub slowdown: Slowdown,
     /// Repetitions per configuration.
     pub repeats: Repeats,
-    /// CPU threads the layers run on (0: one per core); see [`crate::backend::thread_pool`].
+    /// CPU threads the layers run on (0: one per core); see [`runtime::model::backend::thread_pool`].
     pub threads: usize,
 }
 
@@ -287,32 +286,21 @@ pub fn describe(layer: &LayerSpec) -> String {
         .collect::<Vec<_>>()
         .join("x");
     match layer.params {
-        crate::LayerParams::Conv {
+        runtime::LayerParams::Conv {
             out_channels,
             kernel,
             ..
         } => format!("{shape}-k{kernel}-f{out_channels}"),
-        crate::LayerParams::Fc { out_features, .. } => format!("{shape}-o{out_features}"),
+        runtime::LayerParams::Fc { out_features, .. } => format!("{shape}-o{out_features}"),
         _ => shape,
     }
-}
-
-/// A random input for a layer, batch 1.
-fn random_input(layer: &LayerSpec, device: &Device) -> Activation {
-    let len = layer.input_len();
-    let values: Vec<f32> = (0..len)
-        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
-        .collect();
-    let mut dims = vec![1];
-    dims.extend(&layer.input);
-    Activation::from_values(values, &dims, device).expect("shape from the spec")
 }
 
 /// Median milliseconds of one layer at batch 1, run back to back (warm), times the
 /// slowdown: the time the emulated device takes for it (see [`LayerClock`]).
 pub fn time_layer(layer: &LayerSpec, settings: &ProfileSettings, device: &Device) -> f64 {
     let module = Layer::init(layer, device);
-    let input = random_input(layer, device);
+    let input = probe_input(layer, device);
     settings.slowdown.factor()
         * settings.repeats.median_ms(|| {
             let x = input.clone();
@@ -369,7 +357,7 @@ pub fn profile(
     settings: &ProfileSettings,
     progress: impl FnMut(&Sample) + Send,
 ) -> Result<Vec<Sample>, String> {
-    let pool = crate::backend::thread_pool(settings.threads)?;
+    let pool = runtime::model::backend::thread_pool(settings.threads)?;
     Ok(pool.install(|| profile_here(settings, progress)))
 }
 
@@ -405,163 +393,6 @@ fn profile_here(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) -
     }
     let _ = std::fs::remove_dir_all(&dir);
     samples
-}
-
-/// Times layers `[start, end)` of `exit` on `model` on this machine, layer by layer, as the
-/// edge runs them. Returns the output and the total time.
-pub fn run_slice(
-    model: &BranchyAlexNet,
-    exit: usize,
-    range: std::ops::Range<usize>,
-    x: Activation,
-    device: &Device,
-) -> Result<(Activation, Duration), crate::ModelError> {
-    run_slice_clocked(model, exit, range, x, Emulation::default(), device)
-}
-
-/// How a timed slice run emulates the slow device.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Emulation<'a> {
-    /// The emulated device's clock; `None` runs at this machine's speed.
-    pub clock: Option<&'a LayerClock>,
-    /// When set, the run stops at the next layer (or inside the emulated wait) with
-    /// [`crate::ModelError::Cancelled`].
-    pub cancel: Option<&'a AtomicBool>,
-}
-
-/// [`run_slice`] on the emulated device: each layer stretched by the clock, and a flag
-/// that cancels the run.
-pub fn run_slice_clocked(
-    model: &BranchyAlexNet,
-    exit: usize,
-    range: std::ops::Range<usize>,
-    x: Activation,
-    emulation: Emulation<'_>,
-    device: &Device,
-) -> Result<(Activation, Duration), crate::ModelError> {
-    let Emulation { clock, cancel } = emulation;
-    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let mut total = Duration::ZERO;
-    let mut x = x;
-    for index in range {
-        if cancelled() {
-            return Err(crate::ModelError::Cancelled);
-        }
-        let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
-        x = y?;
-        total += match clock {
-            Some(clock) => clock.stretch(exit, index, took, cancel),
-            None => took,
-        };
-    }
-    if cancelled() {
-        return Err(crate::ModelError::Cancelled);
-    }
-    Ok((x, total))
-}
-
-/// The emulated slow device (DESIGN.md §8): layer `index` of exit `exit` takes the time it
-/// takes on this machine plus (K − 1) × its **warm** time here — measured once, back to
-/// back, when the clock is made. Stretching by the warm time rather than by each run's own
-/// time keeps this machine's jitter and its wake-up cost after an idle gap (several times
-/// a small layer's warm time on a VM) from being multiplied by K; the profiler times the
-/// device role the same way (K × the warm time), so the latency models describe this device.
-#[derive(Debug, Clone)]
-pub struct LayerClock {
-    slowdown: Slowdown,
-    warm: std::collections::HashMap<(usize, usize), Duration>,
-}
-
-impl LayerClock {
-    /// Rounds over all layers when measuring the warm times.
-    pub const ROUNDS: usize = 7;
-
-    /// The clock of a device `slowdown` times slower than this machine: times every layer
-    /// of every exit chain of `model` warm (nothing to time without a slowdown).
-    pub fn measure(
-        model: &BranchyAlexNet,
-        slowdown: Slowdown,
-        device: &Device,
-    ) -> Result<Self, crate::ModelError> {
-        let mut warm = std::collections::HashMap::new();
-        if slowdown == Slowdown::NONE {
-            return Ok(Self { slowdown, warm });
-        }
-        // Every layer with its real input, timed in rounds over the whole table; a layer's
-        // warm time is its fastest round (the median of the round's runs). On this kind of
-        // machine a small layer runs either on all cores or, when a core is busy or asleep,
-        // on fewer, and the two differ by up to 2×: the fastest round is the steady one,
-        // and the one the profiler's long back-to-back series mostly sees.
-        // The trunk's layers are the same whichever exit runs them: timed once.
-        let table = model.layer_table().clone();
-        let mut layers = Vec::new();
-        let mut positions = Vec::new();
-        for spec in &table.exits {
-            let mut x = random_input(&spec.layers[0], device);
-            for index in 0..spec.len() {
-                let next = model.forward_slice(spec.exit, index..index + 1, x.clone())?;
-                let key = Self::key(spec, index);
-                if !layers.iter().any(|(k, _, _, _)| *k == key) {
-                    layers.push((key, spec.exit, x, Vec::with_capacity(Self::ROUNDS)));
-                }
-                positions.push(((spec.exit, index), key));
-                x = next;
-            }
-        }
-        let repeats = Repeats {
-            warmup: 3,
-            min: 9,
-            max: 9,
-            budget: Duration::ZERO,
-        };
-        for _ in 0..Self::ROUNDS {
-            for ((_, index), exit, x, rounds) in &mut layers {
-                rounds.push(repeats.median_ms(|| {
-                    let input = x.clone();
-                    timed(device, || {
-                        model.forward_slice(*exit, *index..*index + 1, input)
-                    })
-                    .1
-                }));
-            }
-        }
-        let mut by_key = std::collections::HashMap::new();
-        for (key, _, _, rounds) in layers {
-            let fastest = rounds.into_iter().fold(f64::INFINITY, f64::min);
-            by_key.insert(key, Duration::from_secs_f64(fastest / 1e3));
-        }
-        for (position, key) in positions {
-            warm.insert(position, by_key[&key]);
-        }
-        Ok(Self { slowdown, warm })
-    }
-
-    /// Layer `index` of an exit chain, as it is timed: the trunk's layers under exit 0.
-    fn key(spec: &crate::ExitSpec, index: usize) -> (usize, usize) {
-        if index < spec.trunk_layers {
-            (0, index)
-        } else {
-            (spec.exit, index)
-        }
-    }
-
-    /// The warm time on this machine of layer `index` of exit `exit`'s chain, if timed.
-    pub fn warm(&self, exit: usize, index: usize) -> Option<Duration> {
-        self.warm.get(&(exit, index)).copied()
-    }
-
-    /// Waits (K − 1) × the warm time of layer `index` of `exit` (or of `took`, for a layer
-    /// the clock has not timed), or until `cancel` is set; returns the emulated duration.
-    pub fn stretch(
-        &self,
-        exit: usize,
-        index: usize,
-        took: Duration,
-        cancel: Option<&AtomicBool>,
-    ) -> Duration {
-        let warm = self.warm(exit, index).unwrap_or(took);
-        self.slowdown.stretch(took, warm, cancel)
-    }
 }
 
 /// Writes samples as CSV (header: the [`Sample`] field names).
@@ -621,82 +452,6 @@ pub fn read_csv(input: impl std::io::Read) -> Result<Vec<Sample>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A one-channel (Fashion-MNIST) model with fresh weights, on the default CPU backend.
-    fn fashion_model() -> (BranchyAlexNet, Device) {
-        let device = Backend::Flex.device();
-        let model = crate::BranchyAlexNetConfig::new()
-            .with_channels(1)
-            .init(&device);
-        (model, device)
-    }
-
-    #[test]
-    fn a_cancelled_run_stops_inside_the_emulated_wait() {
-        let (model, device) = fashion_model();
-        let layers = model.layer_table().exit(5).expect("exit 5").layers.clone();
-        // 10,000× slower: the first convolution alone would wait for a second or more.
-        let clock =
-            LayerClock::measure(&model, Slowdown::new(10_000.0).unwrap(), &device).expect("clock");
-        let cancel = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&cancel);
-        let setter = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(30));
-            flag.store(true, Ordering::Relaxed);
-        });
-        let emulation = Emulation {
-            clock: Some(&clock),
-            cancel: Some(&cancel),
-        };
-        let out = run_slice_clocked(
-            &model,
-            5,
-            0..layers.len(),
-            random_input(&layers[0], &device),
-            emulation,
-            &device,
-        );
-        setter.join().unwrap();
-        assert!(matches!(out, Err(crate::ModelError::Cancelled)));
-    }
-
-    #[test]
-    fn the_clock_stretches_every_layer_by_its_warm_time() {
-        let (model, device) = fashion_model();
-        let k = 20.0;
-        let clock = LayerClock::measure(&model, Slowdown::new(k).unwrap(), &device).unwrap();
-        let table = model.layer_table().clone();
-        for spec in &table.exits {
-            for index in 0..spec.len() {
-                let warm = clock.warm(spec.exit, index).expect("every layer timed");
-                assert!(warm > Duration::ZERO, "exit {} layer {index}", spec.exit);
-            }
-            // The trunk is timed once, whichever exit runs it.
-            assert_eq!(clock.warm(spec.exit, 0), clock.warm(5, 0));
-        }
-        let layers = &table.exit(1).unwrap().layers;
-        let emulation = Emulation {
-            clock: Some(&clock),
-            cancel: None,
-        };
-        let input = random_input(&layers[0], &device);
-        let (_, took) =
-            run_slice_clocked(&model, 1, 0..layers.len(), input, emulation, &device).unwrap();
-        let ms = took.as_secs_f64() * 1e3;
-        let warm: Duration = (0..layers.len()).map(|i| clock.warm(1, i).unwrap()).sum();
-        let warm_chain = k * warm.as_secs_f64() * 1e3;
-        // took + (K − 1) × warm per layer: at least (K − 1) / K of K × the warm chain.
-        assert!(
-            ms >= warm_chain * (k - 1.0) / k,
-            "{ms} ms vs {warm_chain} ms"
-        );
-        assert!(
-            LayerClock::measure(&model, Slowdown::NONE, &device)
-                .unwrap()
-                .warm(1, 0)
-                .is_none()
-        );
-    }
 
     #[test]
     fn features_follow_table_one() {
@@ -794,7 +549,10 @@ impl SliceCheck {
 
 /// Every slice the planner can use for `role`: for each exit and partition `p`, the prefix
 /// `[0, p)` (device) or the suffix `[p, N)` (edge), non-empty.
-pub fn role_slices(table: &crate::LayerTable, role: Role) -> Vec<(usize, std::ops::Range<usize>)> {
+pub fn role_slices(
+    table: &runtime::LayerTable,
+    role: Role,
+) -> Vec<(usize, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     for exit in &table.exits {
         let n = exit.len();
@@ -820,16 +578,17 @@ pub fn check_rounds(role: Role) -> usize {
 }
 
 /// Measures every slice of `role` on this machine on `settings.threads` threads, in
-/// [`check_rounds`] rounds, and compares it with `models`; `progress` sees every
-/// measurement (the median of the rounds so far).
+/// `rounds` rounds (usually [`check_rounds`]) that share `settings.repeats`, and compares it
+/// with `models`; `progress` sees every measurement (the median of the rounds so far).
 pub fn check_slices(
     models: &crate::latency::LatencyModels,
     settings: &ProfileSettings,
     channels: usize,
+    rounds: usize,
     progress: impl FnMut(&SliceCheck) + Send,
 ) -> Result<Vec<SliceCheck>, String> {
-    let pool = crate::backend::thread_pool(settings.threads)?;
-    pool.install(|| check_slices_here(models, settings, channels, progress))
+    let pool = runtime::model::backend::thread_pool(settings.threads)?;
+    pool.install(|| check_slices_here(models, settings, channels, rounds, progress))
 }
 
 /// [`check_slices`] on the calling thread's pool.
@@ -837,12 +596,13 @@ fn check_slices_here(
     models: &crate::latency::LatencyModels,
     settings: &ProfileSettings,
     channels: usize,
+    rounds: usize,
     mut progress: impl FnMut(&SliceCheck),
 ) -> Result<Vec<SliceCheck>, String> {
-    let rounds = check_rounds(settings.role);
+    let rounds = rounds.max(1);
     let device = settings.backend.device();
     device.seed(0);
-    let model = crate::BranchyAlexNetConfig::new()
+    let model = runtime::BranchyAlexNetConfig::new()
         .with_channels(channels)
         .init(&device);
     let table = model.layer_table().clone();
@@ -851,7 +611,7 @@ fn check_slices_here(
         let spec = table.exit(exit).expect("exit from the table");
         let predicted_ms = models.chain_ms(settings.role, &spec.layers[range.clone()])?;
         let predicted_by_kind = models.chain_by_kind(settings.role, &spec.layers[range.clone()])?;
-        let image = random_input(&spec.layers[0], &device);
+        let image = probe_input(&spec.layers[0], &device);
         let input = model
             .forward_slice(exit, 0..range.start, image)
             .map_err(|e| e.to_string())?;

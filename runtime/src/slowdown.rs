@@ -1,0 +1,443 @@
+//! The emulated slow device (DESIGN.md §8) and the timing it rests on: a slice of an exit's
+//! chain run layer by layer, each layer stretched by (K − 1) × its warm time on this machine.
+//! The deployed device runs this way with `--slowdown K`, and the offline profiler times
+//! the device role the same way, so the latency models describe the device the planner plans for.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::model::layers::{ExitSpec, LayerSpec};
+use crate::model::{Activation, BranchyAlexNet, ModelError};
+use burn::prelude::Device;
+
+/// How many times slower than this machine the emulated device is (DESIGN.md §8; the
+/// per-layer wait is [`Slowdown::stretch`], driven by [`LayerClock`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slowdown(f64);
+
+impl Default for Slowdown {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl Slowdown {
+    /// No emulation: factor 1.
+    pub const NONE: Slowdown = Slowdown(1.0);
+
+    /// A slowdown by `factor`, which must be a finite number ≥ 1.
+    pub fn new(factor: f64) -> Result<Self, String> {
+        if factor.is_finite() && factor >= 1.0 {
+            Ok(Self(factor))
+        } else {
+            Err(format!("slowdown must be a number ≥ 1, got {factor}"))
+        }
+    }
+
+    /// The factor.
+    pub fn factor(self) -> f64 {
+        self.0
+    }
+
+    /// Waits (factor − 1) × `typical`, this layer's usual time on this machine; returns the
+    /// emulated duration `took + (factor − 1) × typical`, so that this machine's jitter (a
+    /// preemption, a cache miss) is not multiplied by the factor. The wait spins, as a busy
+    /// slow processor would, and ends early, as does the emulated time, once `cancel` is set.
+    pub fn stretch(
+        self,
+        took: Duration,
+        typical: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Duration {
+        if self.0 <= 1.0 {
+            return took;
+        }
+        took + spin(typical.mul_f64(self.0 - 1.0), cancel)
+    }
+}
+
+/// Busy-waits for `extra`, as a busy slow processor would, or until `cancel` is set;
+/// returns how long it waited.
+fn spin(extra: Duration, cancel: Option<&AtomicBool>) -> Duration {
+    let start = Instant::now();
+    let until = start + extra;
+    while Instant::now() < until {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return start.elapsed();
+        }
+        std::hint::spin_loop();
+    }
+    extra
+}
+
+impl std::str::FromStr for Slowdown {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let factor: f64 = s
+            .trim_end_matches('x')
+            .parse()
+            .map_err(|_| format!("slowdown `{s}` is not a number (e.g. 4 or 4x)"))?;
+        Self::new(factor)
+    }
+}
+
+/// Runs `work`, waits for the device to finish it, and returns how long that took.
+pub fn timed<T>(device: &Device, work: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = work();
+    let _ = device.sync();
+    (out, start.elapsed())
+}
+
+/// Median of `values` (0 for an empty slice).
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        0.5 * (values[mid - 1] + values[mid])
+    }
+}
+
+/// How many times to repeat a measurement: until `budget` is spent, between `min` and `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Repeats {
+    /// Untimed runs first.
+    pub warmup: usize,
+    /// At least this many timed runs.
+    pub min: usize,
+    /// At most this many timed runs.
+    pub max: usize,
+    /// Stop after `min` runs once this much time is spent.
+    pub budget: Duration,
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        Self {
+            warmup: 5,
+            min: 25,
+            max: 201,
+            budget: Duration::from_millis(400),
+        }
+    }
+}
+
+impl Repeats {
+    /// One of `rounds` rounds' share of these repeats (a measurement spread over rounds).
+    pub fn share(&self, rounds: usize) -> Self {
+        let rounds = rounds.max(1);
+        Self {
+            warmup: self.warmup.div_ceil(rounds),
+            min: self.min.div_ceil(rounds),
+            max: self.max.div_ceil(rounds),
+            budget: self.budget / rounds as u32,
+        }
+    }
+
+    /// Median milliseconds of `run`, which returns the duration of one run.
+    pub fn median_ms(self, mut run: impl FnMut() -> Duration) -> f64 {
+        for _ in 0..self.warmup {
+            run();
+        }
+        let start = Instant::now();
+        let mut samples = Vec::with_capacity(self.max);
+        while samples.len() < self.min
+            || (samples.len() < self.max && start.elapsed() < self.budget)
+        {
+            samples.push(run().as_secs_f64() * 1e3);
+        }
+        median(&mut samples)
+    }
+}
+
+/// A deterministic input for `layer`, batch 1: values spread over [−1, 1), for timing.
+pub fn probe_input(layer: &LayerSpec, device: &Device) -> Activation {
+    let len = layer.input_len();
+    let values: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
+    let mut dims = vec![1];
+    dims.extend(&layer.input);
+    Activation::from_values(values, &dims, device).expect("shape from the spec")
+}
+
+/// Times layers `[start, end)` of `exit` on `model` on this machine, layer by layer, as the
+/// edge runs them. Returns the output and the total time.
+pub fn run_slice(
+    model: &BranchyAlexNet,
+    exit: usize,
+    range: Range<usize>,
+    x: Activation,
+    device: &Device,
+) -> Result<(Activation, Duration), ModelError> {
+    run_slice_clocked(model, exit, range, x, Emulation::default(), device)
+}
+
+/// How a timed slice run emulates the slow device.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Emulation<'a> {
+    /// The emulated device's clock; `None` runs at this machine's speed.
+    pub clock: Option<&'a LayerClock>,
+    /// When set, the run stops at the next layer (or inside the emulated wait) with
+    /// [`ModelError::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// [`run_slice`] on the emulated device: each layer stretched by the clock, and a flag
+/// that cancels the run.
+pub fn run_slice_clocked(
+    model: &BranchyAlexNet,
+    exit: usize,
+    range: Range<usize>,
+    x: Activation,
+    emulation: Emulation<'_>,
+    device: &Device,
+) -> Result<(Activation, Duration), ModelError> {
+    let Emulation { clock, cancel } = emulation;
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    let mut total = Duration::ZERO;
+    let mut x = x;
+    for index in range {
+        if cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
+        x = y?;
+        total += match clock {
+            Some(clock) => clock.stretch(exit, index, took, cancel),
+            None => took,
+        };
+    }
+    if cancelled() {
+        return Err(ModelError::Cancelled);
+    }
+    Ok((x, total))
+}
+
+/// The emulated slow device (DESIGN.md §8): layer `index` of exit `exit` takes the time it
+/// takes on this machine plus (K − 1) × its **warm** time here — measured once, back to
+/// back, when the clock is made. Stretching by the warm time rather than by each run's own
+/// time keeps this machine's jitter and its wake-up cost after an idle gap (several times
+/// a small layer's warm time on a VM) from being multiplied by K; the profiler times the
+/// device role the same way (K × the warm time), so the latency models describe this device.
+#[derive(Debug, Clone)]
+pub struct LayerClock {
+    slowdown: Slowdown,
+    warm: HashMap<(usize, usize), Duration>,
+}
+
+impl LayerClock {
+    /// Rounds over all layers when measuring the warm times.
+    pub const ROUNDS: usize = 7;
+
+    /// The clock of a device `slowdown` times slower than this machine: times every layer
+    /// of every exit chain of `model` warm (nothing to time without a slowdown).
+    pub fn measure(
+        model: &BranchyAlexNet,
+        slowdown: Slowdown,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let mut warm = HashMap::new();
+        if slowdown == Slowdown::NONE {
+            return Ok(Self { slowdown, warm });
+        }
+        // Every layer with its real input, timed in rounds over the whole table; a layer's
+        // warm time is its fastest round (the median of the round's runs). On this kind of
+        // machine a small layer runs either on all cores or, when a core is busy or asleep,
+        // on fewer, and the two differ by up to 2×: the fastest round is the steady one,
+        // and the one the profiler's long back-to-back series mostly sees.
+        // The trunk's layers are the same whichever exit runs them: timed once.
+        let table = model.layer_table().clone();
+        let mut layers = Vec::new();
+        let mut positions = Vec::new();
+        for spec in &table.exits {
+            let mut x = probe_input(&spec.layers[0], device);
+            for index in 0..spec.len() {
+                let next = model.forward_slice(spec.exit, index..index + 1, x.clone())?;
+                let key = Self::key(spec, index);
+                if !layers.iter().any(|(k, _, _, _)| *k == key) {
+                    layers.push((key, spec.exit, x, Vec::with_capacity(Self::ROUNDS)));
+                }
+                positions.push(((spec.exit, index), key));
+                x = next;
+            }
+        }
+        let repeats = Repeats {
+            warmup: 3,
+            min: 9,
+            max: 9,
+            budget: Duration::ZERO,
+        };
+        for _ in 0..Self::ROUNDS {
+            for ((_, index), exit, x, rounds) in &mut layers {
+                rounds.push(repeats.median_ms(|| {
+                    let input = x.clone();
+                    timed(device, || {
+                        model.forward_slice(*exit, *index..*index + 1, input)
+                    })
+                    .1
+                }));
+            }
+        }
+        let mut by_key = HashMap::new();
+        for (key, _, _, rounds) in layers {
+            let fastest = rounds.into_iter().fold(f64::INFINITY, f64::min);
+            by_key.insert(key, Duration::from_secs_f64(fastest / 1e3));
+        }
+        for (position, key) in positions {
+            warm.insert(position, by_key[&key]);
+        }
+        Ok(Self { slowdown, warm })
+    }
+
+    /// Layer `index` of an exit chain, as it is timed: the trunk's layers under exit 0.
+    fn key(spec: &ExitSpec, index: usize) -> (usize, usize) {
+        if index < spec.trunk_layers {
+            (0, index)
+        } else {
+            (spec.exit, index)
+        }
+    }
+
+    /// The warm time on this machine of layer `index` of exit `exit`'s chain, if timed.
+    pub fn warm(&self, exit: usize, index: usize) -> Option<Duration> {
+        self.warm.get(&(exit, index)).copied()
+    }
+
+    /// Waits (K − 1) × the warm time of layer `index` of `exit` (or of `took`, for a layer
+    /// the clock has not timed), or until `cancel` is set; returns the emulated duration.
+    pub fn stretch(
+        &self,
+        exit: usize,
+        index: usize,
+        took: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Duration {
+        let warm = self.warm(exit, index).unwrap_or(took);
+        self.slowdown.stretch(took, warm, cancel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_takes_its_share_of_the_repeats() {
+        let share = Repeats::default().share(3);
+        assert_eq!((share.warmup, share.min, share.max), (2, 9, 67));
+        assert_eq!(share.budget, Duration::from_millis(400) / 3);
+        assert_eq!(Repeats::default().share(0).min, Repeats::default().min);
+    }
+
+    #[test]
+    fn slowdown_stretches_time() {
+        let s: Slowdown = "3x".parse().unwrap();
+        let start = Instant::now();
+        let emulated = s.stretch(Duration::from_millis(3), Duration::from_millis(2), None);
+        assert_eq!(emulated, Duration::from_millis(7));
+        assert!(start.elapsed() >= Duration::from_millis(4));
+        let cancel = AtomicBool::new(true);
+        assert!(
+            s.stretch(Duration::ZERO, Duration::from_secs(5), Some(&cancel))
+                < Duration::from_secs(1)
+        );
+        assert!("0.5".parse::<Slowdown>().is_err());
+        assert!(
+            "fast"
+                .parse::<Slowdown>()
+                .unwrap_err()
+                .contains("not a number")
+        );
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    /// A one-channel (Fashion-MNIST) model with fresh weights, on the default CPU backend.
+    fn fashion_model() -> (BranchyAlexNet, Device) {
+        let device = crate::Backend::Flex.device();
+        let model = crate::BranchyAlexNetConfig::new()
+            .with_channels(1)
+            .init(&device);
+        (model, device)
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_inside_the_emulated_wait() {
+        let (model, device) = fashion_model();
+        let layers = model.layer_table().exit(5).expect("exit 5").layers.clone();
+        // 10,000× slower: the first convolution alone would wait for a second or more.
+        let clock =
+            LayerClock::measure(&model, Slowdown::new(10_000.0).unwrap(), &device).expect("clock");
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&cancel);
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let emulation = Emulation {
+            clock: Some(&clock),
+            cancel: Some(&cancel),
+        };
+        let out = run_slice_clocked(
+            &model,
+            5,
+            0..layers.len(),
+            probe_input(&layers[0], &device),
+            emulation,
+            &device,
+        );
+        setter.join().unwrap();
+        assert!(matches!(out, Err(ModelError::Cancelled)));
+    }
+
+    #[test]
+    fn the_clock_stretches_every_layer_by_its_warm_time() {
+        let (model, device) = fashion_model();
+        let k = 20.0;
+        let clock = LayerClock::measure(&model, Slowdown::new(k).unwrap(), &device).unwrap();
+        let table = model.layer_table().clone();
+        for spec in &table.exits {
+            for index in 0..spec.len() {
+                let warm = clock.warm(spec.exit, index).expect("every layer timed");
+                assert!(warm > Duration::ZERO, "exit {} layer {index}", spec.exit);
+            }
+            // The trunk is timed once, whichever exit runs it.
+            assert_eq!(clock.warm(spec.exit, 0), clock.warm(5, 0));
+        }
+        let layers = &table.exit(1).unwrap().layers;
+        let emulation = Emulation {
+            clock: Some(&clock),
+            cancel: None,
+        };
+        let input = probe_input(&layers[0], &device);
+        let (_, took) =
+            run_slice_clocked(&model, 1, 0..layers.len(), input, emulation, &device).unwrap();
+        let ms = took.as_secs_f64() * 1e3;
+        let warm: Duration = (0..layers.len()).map(|i| clock.warm(1, i).unwrap()).sum();
+        let warm_chain = k * warm.as_secs_f64() * 1e3;
+        // took + (K − 1) × warm per layer: at least (K − 1) / K of K × the warm chain.
+        assert!(
+            ms >= warm_chain * (k - 1.0) / k,
+            "{ms} ms vs {warm_chain} ms"
+        );
+        assert!(
+            LayerClock::measure(&model, Slowdown::NONE, &device)
+                .unwrap()
+                .warm(1, 0)
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The planner's build-time input: every (exit, partition) pair's predicted device time,
+//! edge time and bytes on the wire, from the layer table and the latency models
+//! (DESIGN.md §5). The deployed device decides from these costs with [`runtime::plan`].
+
+use runtime::model::layers::LayerTable;
+use runtime::plan::{ExitCosts, PairCost, wire_bytes};
+
+use crate::latency::LatencyModels;
+use crate::profile::Role;
+
+/// Costs of every (exit, partition) pair from the layer table and the latency models.
+/// `accuracies[i]` is the accuracy of exit `i + 1`.
+pub fn exit_costs(
+    table: &LayerTable,
+    models: &LatencyModels,
+    accuracies: &[f64],
+) -> Result<Vec<ExitCosts>, String> {
+    if accuracies.len() != table.exits.len() {
+        return Err(format!(
+            "{} accuracies for {} exits",
+            accuracies.len(),
+            table.exits.len()
+        ));
+    }
+    table
+        .exits
+        .iter()
+        .zip(accuracies)
+        .map(|(spec, &accuracy)| {
+            let device: Vec<f64> = spec
+                .layers
+                .iter()
+                .map(|l| models.layer_ms(Role::Device, l))
+                .collect::<Result<_, _>>()?;
+            let edge: Vec<f64> = spec
+                .layers
+                .iter()
+                .map(|l| models.layer_ms(Role::Edge, l))
+                .collect::<Result<_, _>>()?;
+            let pairs = (0..=spec.len())
+                // `+ 0.0` turns the empty sum's -0.0 into 0.0.
+                .map(|p| PairCost {
+                    device_ms: device[..p].iter().sum::<f64>() + 0.0,
+                    edge_ms: edge[p..].iter().sum::<f64>() + 0.0,
+                    bytes: wire_bytes(table, spec.exit, p),
+                })
+                .collect();
+            Ok(ExitCosts {
+                exit: spec.exit,
+                accuracy,
+                pairs,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime::model::layers::b_alexnet;
+    use runtime::plan::{Link, Policy, best_partition, decide, decide_policy};
+
+    fn paper_costs() -> Vec<ExitCosts> {
+        let table = b_alexnet(3, 10);
+        exit_costs(
+            &table,
+            &LatencyModels::paper(),
+            &[0.6, 0.7, 0.75, 0.8, 0.85],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plenty_of_time_picks_the_best_exit_and_none_is_explicit() {
+        let costs = paper_costs();
+        let link = Link {
+            bandwidth_bps: 1e6,
+            rtt_ms: 5.0,
+        };
+        let d = decide(&costs, link, 1e6);
+        assert!(d.feasible);
+        assert_eq!(d.exit, 5);
+        let d = decide(&costs, link, 0.001);
+        assert!(!d.feasible);
+        let fastest = costs
+            .iter()
+            .map(|e| best_partition(e, link, 0.0).predicted_ms)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(d.predicted_ms, fastest);
+        assert!((d.device_ms + d.network_ms + d.edge_ms - d.predicted_ms).abs() < 1e-9);
+    }
+
+    #[test]
+    fn policies_keep_to_their_partitions_and_edgent_is_decide() {
+        let costs = paper_costs();
+        let exits: Vec<(f64, &[PairCost])> = costs
+            .iter()
+            .map(|e| (e.accuracy, e.pairs.as_slice()))
+            .collect();
+        for bandwidth_bps in [5e4, 2e5, 1e6, 1e7] {
+            let link = Link {
+                bandwidth_bps,
+                rtt_ms: 2.0,
+            };
+            for deadline in [50.0, 200.0, 1000.0] {
+                let edgent = decide_policy(&exits, Policy::Edgent, link, deadline);
+                assert_eq!(edgent, decide(&costs, link, deadline));
+                let d = decide_policy(&exits, Policy::DeviceOnly, link, deadline);
+                assert_eq!((d.exit, d.partition), (5, costs[4].pairs.len() - 1));
+                let d = decide_policy(&exits, Policy::EdgeOnly, link, deadline);
+                assert_eq!((d.exit, d.partition), (5, 0));
+                assert_eq!(
+                    decide_policy(&exits, Policy::PartitionOnly, link, deadline).exit,
+                    5
+                );
+                let d = decide_policy(&exits, Policy::RightSizingOnly, link, deadline);
+                assert!(d.partition == 0 || d.partition == costs[d.exit - 1].pairs.len() - 1);
+                // Edgent is at least as accurate as any baseline whenever that one is feasible.
+                for policy in Policy::ALL {
+                    let b = decide_policy(&exits, policy, link, deadline);
+                    if b.feasible {
+                        assert!(edgent.feasible);
+                        assert!(costs[edgent.exit - 1].accuracy >= costs[b.exit - 1].accuracy);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `cargo xtask one-build`: checks that the commands the README gives share one build of
+//! burn. Cargo unifies features per command (over the packages it builds), so a command
+//! that selects other packages can resolve other features for a crate deep under burn, and
+//! then compiles burn again (13 minutes on 2 cores). The `workspace-hack` crate keeps the
+//! feature sets equal; this check catches a dependency change that breaks that.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+/// Options of `cargo xtask one-build`.
+#[derive(Args, Debug)]
+pub struct OneBuildArgs {}
+
+/// The README's commands, as the cargo builds they make.
+const COMMANDS: [(&str, &[&str]); 4] = [
+    (
+        "the tests (cargo test --workspace --release)",
+        &["test", "--workspace", "--release", "--no-run"],
+    ),
+    ("cargo xtask", &["build", "--release", "--package", "xtask"]),
+    (
+        "cargo run --release -p generated --bin …",
+        &["build", "--release", "--package", "generated", "--bins"],
+    ),
+    (
+        "the tests again",
+        &["test", "--workspace", "--release", "--no-run"],
+    ),
+];
+
+/// Runs each build in turn and fails if any of them compiles a burn crate: every one
+/// follows a build of this xtask (which links burn), so each should find burn fresh.
+pub fn run(_args: OneBuildArgs) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut failures = Vec::new();
+    for (what, args) in COMMANDS {
+        println!("cargo {} ({what})", args.join(" "));
+        let mut child = Command::new(&cargo)
+            .args(args)
+            .args(["--locked", "--message-format=json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot run cargo")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut rebuilt = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            if let Some(name) = rebuilt_burn_crate(&line?) {
+                rebuilt.push(name);
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("`cargo {}` failed ({status})", args.join(" "));
+        }
+        if rebuilt.is_empty() {
+            println!("  burn: fresh");
+        } else {
+            println!("  burn rebuilt: {}", rebuilt.join(", "));
+            failures.push(format!("{what} rebuilt {}", rebuilt.join(", ")));
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "the README's commands do not share one build of burn: {}. Their feature sets differ: compare `cargo tree -e features` of the commands and add the difference to workspace-hack/Cargo.toml",
+            failures.join("; ")
+        );
+    }
+    println!("every command shares one build of burn");
+    Ok(())
+}
+
+/// The burn crate a line of cargo's JSON output says was compiled (not found fresh).
+fn rebuilt_burn_crate(line: &str) -> Option<String> {
+    let message: serde_json::Value = serde_json::from_str(line).ok()?;
+    if message["reason"] != "compiler-artifact" || message["fresh"] != false {
+        return None;
+    }
+    let name = message["target"]["name"].as_str()?;
+    name.starts_with("burn").then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_compiled_burn_crates_count() {
+        let line = |name: &str, fresh: bool| {
+            format!(
+                r#"{{"reason":"compiler-artifact","fresh":{fresh},"target":{{"name":"{name}"}}}}"#
+            )
+        };
+        assert_eq!(
+            rebuilt_burn_crate(&line("burn_flex", false)).as_deref(),
+            Some("burn_flex")
+        );
+        assert_eq!(rebuilt_burn_crate(&line("burn_flex", true)), None);
+        assert_eq!(rebuilt_burn_crate(&line("runtime", false)), None);
+        assert_eq!(rebuilt_burn_crate(r#"{"reason":"build-finished"}"#), None);
+        assert_eq!(rebuilt_burn_crate("Compiling burn"), None);
+    }
+}

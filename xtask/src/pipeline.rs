@@ -1,0 +1,674 @@
+//! `cargo xtask pipeline`: the whole chain the design card describes, in one command —
+//! train, profile both roles, fit (with the chain check), generate the plan, build
+//! `edgent-device` and `edgent-edge` with that plan compiled in, and a short co-inference
+//! demonstration over a shaped link.
+//!
+//! Every step writes under one output directory and records a stamp (the digest of its
+//! settings and input files, and of each output): a step whose stamp still matches is
+//! skipped, so a second run redoes only what changed. Each step is also a command of its own
+//! (`cargo xtask train`, `profile`, `fit`, `generate`, `experiments`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use runtime::Backend;
+use runtime::plan::Policy;
+use runtime::slowdown::Slowdown;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use toolchain::profile::Role;
+
+use crate::lab::{Binaries, Lab, Point};
+use crate::plot::{self, Series};
+use crate::{generate, latency, train};
+
+/// Options of `cargo xtask pipeline`.
+#[derive(Args, Debug)]
+pub struct PipelineArgs {
+    /// Output directory: each step's outputs, stamps, the binaries and the demonstration.
+    #[arg(long, default_value = "runs/pipeline")]
+    out: PathBuf,
+    /// Training epochs (default: 5; 1 with --quick).
+    #[arg(long, value_parser = train::positive)]
+    epochs: Option<usize>,
+    /// A short run (about 10 minutes after the build on 2 cores): one epoch on 10,000
+    /// training images, a one-round latency check, a 20-image demonstration per bandwidth.
+    #[arg(long)]
+    quick: bool,
+    /// Run every step, even those whose outputs are up to date.
+    #[arg(long)]
+    force: bool,
+    /// The emulated device is this many times slower than this machine (DESIGN.md §8).
+    #[arg(long, default_value = "70")]
+    slowdown: Slowdown,
+    /// CPU threads per role (0: one per core), as `cargo xtask profile --threads`.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The demonstration's deadline per image, ms.
+    #[arg(long, default_value_t = 200.0)]
+    deadline_ms: f64,
+}
+
+/// What a step leaves behind: the digest of what it was run from and of what it wrote.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stamp {
+    inputs: String,
+    outputs: BTreeMap<String, String>,
+    seconds: f64,
+}
+
+/// One step of the pipeline, described before it runs.
+struct Step {
+    name: &'static str,
+    /// Settings in words; part of the inputs' digest.
+    settings: String,
+    /// Files read (or directories, whose files are read in name order).
+    inputs: Vec<PathBuf>,
+    /// Files written.
+    outputs: Vec<PathBuf>,
+}
+
+/// Runs steps in order, skipping those whose stamps match, with an ETA for the rest.
+struct Runner {
+    stamps: PathBuf,
+    force: bool,
+    /// Each step's name and expected duration, in order.
+    plan: Vec<(&'static str, f64)>,
+    done: usize,
+    started: Instant,
+}
+
+impl Runner {
+    fn stamp_path(&self, name: &str) -> PathBuf {
+        self.stamps.join(format!("{name}.json"))
+    }
+
+    fn read_stamp(&self, name: &str) -> Option<Stamp> {
+        let text = std::fs::read_to_string(self.stamp_path(name)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The expected seconds of the steps from `from` on: the last run's where there was one.
+    fn remaining(&self, from: usize) -> f64 {
+        self.plan[from..]
+            .iter()
+            .map(|(name, default)| self.read_stamp(name).map_or(*default, |s| s.seconds))
+            .sum()
+    }
+
+    /// Runs `step` with `work`, unless its stamp says its outputs are up to date.
+    fn run(&mut self, step: Step, work: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let index = self.done;
+        self.done += 1;
+        let total = self.plan.len();
+        let inputs = inputs_digest(&step)?;
+        let previous = self.read_stamp(step.name);
+        let up_to_date = !self.force
+            && previous.as_ref().is_some_and(|stamp| {
+                stamp.inputs == inputs
+                    && step.outputs.len() == stamp.outputs.len()
+                    && step.outputs.iter().all(|path| {
+                        stamp
+                            .outputs
+                            .get(&path.display().to_string())
+                            .map(String::as_str)
+                            == file_digest(path).ok().as_deref()
+                    })
+            });
+        if up_to_date {
+            println!(
+                "\n[{}/{total}] {}: up to date (its inputs and outputs match the stamp), skipped",
+                index + 1,
+                step.name
+            );
+            return Ok(());
+        }
+        let expected = previous.as_ref().map_or(self.plan[index].1, |s| s.seconds);
+        println!(
+            "\n[{}/{total}] {} — {}; about {} for this step, {} for the pipeline ({} so far)",
+            index + 1,
+            step.name,
+            step.settings,
+            words(expected),
+            words(self.remaining(index)),
+            words(self.started.elapsed().as_secs_f64())
+        );
+        let started = Instant::now();
+        work().with_context(|| format!("pipeline step `{}` failed", step.name))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut outputs = BTreeMap::new();
+        for path in &step.outputs {
+            let digest = file_digest(path).with_context(|| {
+                format!("step `{}` did not write {}", step.name, path.display())
+            })?;
+            outputs.insert(path.display().to_string(), digest);
+        }
+        std::fs::create_dir_all(&self.stamps)?;
+        let stamp = Stamp {
+            inputs,
+            outputs,
+            seconds,
+        };
+        std::fs::write(
+            self.stamp_path(step.name),
+            serde_json::to_string_pretty(&stamp)? + "\n",
+        )?;
+        println!(
+            "[{}/{total}] {} done in {}",
+            index + 1,
+            step.name,
+            words(seconds)
+        );
+        Ok(())
+    }
+}
+
+/// SHA-256 of a file, hex.
+fn file_digest(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// SHA-256 over a step's settings and every input file's name and content.
+fn inputs_digest(step: &Step) -> anyhow::Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(step.name.as_bytes());
+    hasher.update([0]);
+    hasher.update(step.settings.as_bytes());
+    for input in &step.inputs {
+        let mut files = Vec::new();
+        if input.is_dir() {
+            for entry in std::fs::read_dir(input)? {
+                files.push(entry?.path());
+            }
+            files.sort();
+        } else {
+            files.push(input.clone());
+        }
+        for file in files {
+            hasher.update([0]);
+            hasher.update(file.display().to_string().as_bytes());
+            hasher.update([0]);
+            hasher.update(file_digest(&file)?.as_bytes());
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A duration in words: `45 s`, `3 min 20 s`.
+fn words(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// The demonstration's bandwidths: slow enough that the device answers alone, then fast
+/// enough for the edge.
+fn demo_rates(quick: bool) -> Vec<f64> {
+    if quick {
+        vec![25e3, 50e3, 200e3, 1e6]
+    } else {
+        vec![25e3, 50e3, 100e3, 200e3, 500e3, 1e6]
+    }
+}
+
+/// Runs the whole pipeline.
+pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
+    let out = args.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", out.display()))?;
+    let epochs = args.epochs.unwrap_or(if args.quick { 1 } else { 5 });
+    let limit = args.quick.then_some(10_000);
+    let images = if args.quick { 20 } else { 50 };
+    // Expected seconds per step on this project's 2-core machine (a step's last run, where
+    // there was one, replaces these).
+    let train_s = 560.0 * epochs as f64 * limit.unwrap_or(60_000) as f64 / 60_000.0 + 60.0;
+    let runner_plan = vec![
+        ("train", train_s),
+        ("profile-device", 30.0),
+        ("profile-edge", 30.0),
+        ("fit", if args.quick { 90.0 } else { 480.0 }),
+        ("generate", 2.0),
+        ("build", 90.0),
+        (
+            "demonstration",
+            10.0 + demo_rates(args.quick).len() as f64 * images as f64 * 0.3,
+        ),
+    ];
+    let mut runner = Runner {
+        stamps: out.join("stamps"),
+        force: args.force,
+        plan: runner_plan,
+        done: 0,
+        started: Instant::now(),
+    };
+
+    // 1. Train.
+    let train_dir = out.join("train");
+    let data_dir = PathBuf::from(datasets::fashion_mnist::DEBIAN_DIR);
+    runner.run(
+        Step {
+            name: "train",
+            settings: format!(
+                "Fashion-MNIST, {epochs} epoch(s){}, seed {}",
+                limit.map_or(String::new(), |n| format!(" on {n} images")),
+                trainer::TrainConfig::default().seed
+            ),
+            inputs: vec![data_dir.clone()],
+            outputs: ["model.safetensors", "metrics.json", "config.json"]
+                .iter()
+                .map(|f| train_dir.join(f))
+                .collect(),
+        },
+        || {
+            train::run(train::TrainArgs {
+                dataset: datasets::DatasetKind::FashionMnist,
+                data_dir: Some(data_dir.clone()),
+                epochs,
+                batch_size: trainer::TrainConfig::default().batch_size,
+                lr: trainer::TrainConfig::default().lr,
+                seed: trainer::TrainConfig::default().seed,
+                limit,
+                test_limit: None,
+                backend: Backend::Flex,
+                out: train_dir.clone(),
+                quiet: false,
+            })
+        },
+    )?;
+
+    // 2, 3. Profile both roles.
+    let profiles = out.join("profile");
+    for role in Role::ALL {
+        let csv = profiles.join(format!("{}.csv", role.name()));
+        let slowdown = match role {
+            Role::Device => args.slowdown,
+            Role::Edge => Slowdown::NONE,
+        };
+        runner.run(
+            Step {
+                name: match role {
+                    Role::Device => "profile-device",
+                    Role::Edge => "profile-edge",
+                },
+                settings: format!(
+                    "{} role, slowdown {}, {} thread(s)",
+                    role.name(),
+                    slowdown.factor(),
+                    args.threads
+                ),
+                inputs: vec![],
+                outputs: vec![csv.clone()],
+            },
+            || {
+                latency::run_profile(latency::ProfileArgs {
+                    role,
+                    slowdown,
+                    backend: Backend::Flex,
+                    threads: args.threads,
+                    out: csv.clone(),
+                })
+            },
+        )?;
+    }
+
+    // 4. Fit, and check against the real chains.
+    let latency_json = out.join("latency").join("latency.json");
+    let csvs: Vec<PathBuf> = Role::ALL
+        .iter()
+        .map(|r| profiles.join(format!("{}.csv", r.name())))
+        .collect();
+    runner.run(
+        Step {
+            name: "fit",
+            settings: format!(
+                "linfa fits of both profiles, {} check of every slice",
+                if args.quick {
+                    "a one-round"
+                } else {
+                    "the full"
+                }
+            ),
+            inputs: csvs.clone(),
+            outputs: vec![latency_json.clone()],
+        },
+        || {
+            latency::run_fit(latency::FitArgs {
+                profile: csvs.iter().map(|p| p.display().to_string()).collect(),
+                out: latency_json.clone(),
+                check: true,
+                channels: datasets::DatasetKind::FashionMnist.channels(),
+                quick: args.quick,
+            })
+        },
+    )?;
+
+    // 5. Generate the plan.
+    let plan_dir = out.join("plan");
+    let plan_json = plan_dir.join("plan.json");
+    let weights = plan_dir.join("model.safetensors");
+    runner.run(
+        Step {
+            name: "generate",
+            settings: "plan from the trained model and the fitted models".into(),
+            inputs: vec![
+                train_dir.join("model.safetensors"),
+                train_dir.join("metrics.json"),
+                train_dir.join("config.json"),
+                latency_json.clone(),
+            ],
+            outputs: vec![plan_json.clone(), weights.clone()],
+        },
+        || {
+            generate::run(generate::GenerateArgs {
+                run: train_dir.clone(),
+                latency: latency_json.display().to_string(),
+                out: plan_json.clone(),
+            })
+        },
+    )?;
+
+    // 6. Build the binaries with this plan compiled in. Cargo decides what is stale (the
+    // code may have changed too), so this step always asks it; it is quick when nothing is.
+    let bin_dir = out.join("bin");
+    let bins = Binaries {
+        edge: bin_dir.join("edgent-edge"),
+        device: bin_dir.join("edgent-device"),
+    };
+    runner.force = true;
+    runner.run(
+        Step {
+            name: "build",
+            settings: "cargo build --release -p generated with EDGENT_PLAN set to the plan".into(),
+            inputs: vec![plan_json.clone(), weights.clone()],
+            outputs: vec![bins.edge.clone(), bins.device.clone()],
+        },
+        || build_binaries(&plan_json, &bin_dir),
+    )?;
+    runner.force = args.force;
+
+    // 7. The demonstration.
+    let demo_dir = out.join("demonstration");
+    let summary = demo_dir.join("summary.md");
+    let shaped = toolchain::shaping::unavailable();
+    runner.run(
+        Step {
+            name: "demonstration",
+            settings: format!(
+                "{images} images per bandwidth, deadline {} ms, {}",
+                args.deadline_ms,
+                if shaped.is_none() {
+                    "shaped link"
+                } else {
+                    "loopback"
+                }
+            ),
+            inputs: vec![bins.edge.clone(), bins.device.clone()],
+            outputs: vec![summary.clone(), demo_dir.join("demonstration.png")],
+        },
+        || {
+            demonstrate(
+                &demo_dir,
+                &bins,
+                &plan_json,
+                images,
+                args.deadline_ms,
+                args.quick,
+            )
+        },
+    )?;
+    let text = std::fs::read_to_string(&summary)?;
+    println!("\n{text}");
+    println!(
+        "pipeline finished in {}; everything is under {}",
+        words(runner.started.elapsed().as_secs_f64()),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Builds `edgent-edge` and `edgent-device` with `plan` compiled in and copies them to
+/// `bin_dir`. The same features as every other command: no second build of burn.
+fn build_binaries(plan: &Path, bin_dir: &Path) -> anyhow::Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "generated",
+            "--bins",
+        ])
+        .env("EDGENT_PLAN", plan)
+        .status()
+        .context("cannot run cargo")?;
+    ensure!(status.success(), "building the generated binaries failed");
+    let target = std::env::current_exe()?
+        .parent()
+        .context("no target directory")?
+        .to_path_buf();
+    std::fs::create_dir_all(bin_dir)?;
+    for name in ["edgent-edge", "edgent-device"] {
+        let to = bin_dir.join(name);
+        // Copied through a temporary name: a binary that is running cannot be overwritten.
+        let tmp = bin_dir.join(format!(".{name}.new"));
+        std::fs::copy(target.join(name), &tmp)
+            .with_context(|| format!("cannot copy {name} to {}", bin_dir.display()))?;
+        std::fs::rename(&tmp, &to)?;
+        println!("{}", to.display());
+    }
+    Ok(())
+}
+
+/// Runs the device at each demonstration bandwidth against one edge and writes
+/// `summary.md` and `demonstration.png` under `dir`.
+fn demonstrate(
+    dir: &Path,
+    bins: &Binaries,
+    plan_path: &Path,
+    images: usize,
+    deadline_ms: f64,
+    quick: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let plan = codegen::load(plan_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+    let rates = demo_rates(quick);
+    let bar = ProgressBar::new(rates.len() as u64).with_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} bandwidths, eta {eta} {msg}",
+    )?);
+    let why_not_shaped = toolchain::shaping::unavailable();
+    if let Some(reason) = &why_not_shaped {
+        println!(
+            "no shaped link ({reason}): the demonstration runs on loopback, and each device plans for the stated bandwidth instead of measuring it"
+        );
+    }
+    let lab = Lab::start(
+        dir,
+        bins.clone(),
+        images,
+        bar.clone(),
+        why_not_shaped.is_none(),
+    )?;
+    let mut points = Vec::new();
+    for &rate in &rates {
+        let name = format!("bandwidth-{}", kbit(rate).replace(' ', ""));
+        points.push(lab.run(&name, rate, deadline_ms, Policy::Edgent, &[], &[])?);
+    }
+    bar.finish_and_clear();
+    drop(lab);
+
+    let accuracy: Vec<f64> = plan.exits.iter().map(|e| e.accuracy).collect();
+    let mut text = String::new();
+    writeln!(
+        text,
+        "# Edgent co-inference demonstration\n\n{} link, deadline {deadline_ms:.0} ms, {images} Fashion-MNIST test images per bandwidth; device emulated {}× slower than this machine; plan `{}`.\n",
+        if why_not_shaped.is_none() {
+            "tc-shaped (two network namespaces, a veth pair, `tbf` both ways)"
+        } else {
+            "unshaped loopback"
+        },
+        plan.device_slowdown,
+        &plan.digest[..16]
+    )?;
+    writeln!(
+        text,
+        "| bandwidth | exit, partition chosen | answered by | in deadline | predicted ms | measured ms | error | expected accuracy |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    let mut errors = Vec::new();
+    let mut hits = 0usize;
+    let mut total = 0usize;
+    for (rate, point) in rates.iter().zip(&points) {
+        let (exit, partition) = point.choice();
+        let n = plan
+            .exits
+            .get(exit.wrapping_sub(1))
+            .map_or(0, |e| e.layers.len());
+        let side = if partition == 0 {
+            "edge only"
+        } else if partition >= n {
+            "device only"
+        } else {
+            "split"
+        };
+        let (measured, predicted) = (point.total_ms(), point.predicted_ms());
+        let error = 100.0 * (measured - predicted).abs() / measured;
+        errors.push(error);
+        let met = point.lines.iter().filter(|l| l["met"] == true).count();
+        hits += met;
+        total += point.lines.len();
+        writeln!(
+            text,
+            "| {} | {exit}, {partition} | {side} | {met}/{} | {predicted:.1} | {measured:.1} | {error:.1} % | {:.1} % |",
+            kbit(*rate),
+            point.lines.len(),
+            100.0 * point.expected_accuracy(&accuracy)
+        )?;
+    }
+    errors.sort_by(f64::total_cmp);
+    writeln!(
+        text,
+        "\n**Summary.** {hits} of {total} requests answered within {deadline_ms:.0} ms ({:.1} %); predicted against measured median latency: median error {:.1} %, worst {:.1} %.\n\n![latency against bandwidth](demonstration.png)",
+        100.0 * hits as f64 / total.max(1) as f64,
+        errors[errors.len() / 2],
+        errors.last().copied().unwrap_or(f64::NAN)
+    )?;
+    std::fs::write(dir.join("summary.md"), &text)?;
+
+    let xs: Vec<f64> = rates.iter().map(|r| r / 1e3).collect();
+    let series = |name: &str, ys: Vec<f64>, dashed: bool| Series {
+        name: name.into(),
+        points: xs.iter().copied().zip(ys).collect(),
+        dashed,
+    };
+    plot::lines(
+        &dir.join("demonstration.png"),
+        &format!("Edgent over a shaped link, deadline {deadline_ms:.0} ms"),
+        ("bandwidth (kbit/s)", "latency (ms)"),
+        &[
+            series(
+                "measured (median)",
+                points.iter().map(Point::total_ms).collect(),
+                false,
+            ),
+            series(
+                "predicted",
+                points.iter().map(Point::predicted_ms).collect(),
+                true,
+            ),
+            series("deadline", vec![deadline_ms; xs.len()], true),
+        ],
+        true,
+    )?;
+    Ok(())
+}
+
+/// A rate in words, e.g. `50 kbit/s`.
+fn kbit(bps: f64) -> String {
+    if bps >= 1e6 {
+        format!("{} Mbit/s", bps / 1e6)
+    } else {
+        format!("{} kbit/s", bps / 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_words() {
+        assert_eq!(words(4.4), "4 s");
+        assert_eq!(words(200.0), "3 min 20 s");
+        assert_eq!(words(7300.0), "2 h 1 min");
+    }
+
+    #[test]
+    fn a_step_is_skipped_only_while_inputs_and_outputs_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        let output = dir.path().join("out.txt");
+        std::fs::write(&input, "a").unwrap();
+        let mut runner = Runner {
+            stamps: dir.path().join("stamps"),
+            force: false,
+            plan: vec![("copy", 1.0); 4],
+            done: 0,
+            started: Instant::now(),
+        };
+        let step = || Step {
+            name: "copy",
+            settings: "copy".into(),
+            inputs: vec![input.clone()],
+            outputs: vec![output.clone()],
+        };
+        let runs = std::cell::Cell::new(0);
+        let copy = || {
+            runs.set(runs.get() + 1);
+            std::fs::copy(&input, &output)?;
+            Ok(())
+        };
+        runner.run(step(), copy).unwrap();
+        runner.run(step(), copy).unwrap();
+        assert_eq!(runs.get(), 1, "the second run is up to date");
+        std::fs::write(&input, "b").unwrap();
+        runner.run(step(), copy).unwrap();
+        assert_eq!(runs.get(), 2, "a changed input reruns the step");
+        std::fs::write(&output, "edited").unwrap();
+        runner.run(step(), copy).unwrap();
+        assert_eq!(runs.get(), 3, "an edited output reruns the step");
+        let missing = Step {
+            outputs: vec![dir.path().join("never-written")],
+            ..step()
+        };
+        runner.plan.push(("copy", 1.0));
+        assert!(runner.run(missing, || Ok(())).is_err());
+    }
+
+    #[test]
+    fn a_step_reads_the_files_of_an_input_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "1").unwrap();
+        let step = Step {
+            name: "s",
+            settings: String::new(),
+            inputs: vec![dir.path().to_path_buf()],
+            outputs: vec![],
+        };
+        let before = inputs_digest(&step).unwrap();
+        std::fs::write(dir.path().join("a"), "2").unwrap();
+        assert_ne!(inputs_digest(&step).unwrap(), before);
+    }
+}
