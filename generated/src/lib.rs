@@ -3,6 +3,7 @@
 //! binaries share.
 
 pub mod net;
+pub mod output;
 pub mod units;
 
 use anyhow::{Context, ensure};
@@ -42,75 +43,65 @@ pub fn image_len() -> usize {
     plan::INPUT.iter().product()
 }
 
-/// Reads an input image: a binary PGM (`P5`, 28×28 is padded to 32×32) for one-channel
-/// models, or raw `u8` pixels in `[C, 32, 32]` order of exactly [`image_len`] bytes.
+/// Largest width or height of an input image file accepted; larger files are refused before
+/// they are decoded.
+const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// Reads an input image: a PNG or PNM file (PGM, PPM; the `image` crate decodes it)
+/// converted to the model's channels (grey for one, RGB for three), a smaller square padded
+/// evenly with zeros (Fashion-MNIST's 28×28 becomes 32×32); or raw `u8` pixels in
+/// `[C, H, W]` order of exactly [`image_len`] bytes.
 pub fn read_image(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.starts_with(b"P5") {
-        return parse_pgm(&bytes)
-            .with_context(|| format!("{}: not a usable PGM image", path.display()));
-    }
-    ensure!(
-        bytes.len() == image_len(),
-        "{}: {} bytes is neither a PGM image nor raw pixels ({} bytes: {:?} u8)",
-        path.display(),
-        bytes.len(),
-        image_len(),
-        plan::INPUT
-    );
-    Ok(bytes)
+    let format = match image::guess_format(&bytes) {
+        Ok(format) => format,
+        Err(_) if bytes.len() == image_len() => return Ok(bytes),
+        Err(_) => anyhow::bail!(
+            "{}: {} bytes is neither a PNG or PNM image nor raw pixels ({} bytes: {:?} u8)",
+            path.display(),
+            bytes.len(),
+            image_len(),
+            plan::INPUT
+        ),
+    };
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .with_context(|| format!("{}: not a readable {format:?} image", path.display()))?;
+    model_input(&decoded).with_context(|| format!("{}: not a usable input", path.display()))
 }
 
-fn parse_pgm(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    ensure!(
-        plan::INPUT[0] == 1,
-        "the model takes {} channels; a PGM has one",
-        plan::INPUT[0]
-    );
-    // Header: P5 <width> <height> <maxval> and one whitespace byte; `#` comments allowed.
-    let mut fields = Vec::new();
-    let mut i = 2;
-    while fields.len() < 3 {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i < bytes.len() && bytes[i] == b'#' {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        ensure!(i > start, "malformed header");
-        fields.push(std::str::from_utf8(&bytes[start..i])?.parse::<usize>()?);
-    }
-    let (w, h, max) = (fields[0], fields[1], fields[2]);
-    ensure!(
-        max == 255,
-        "only 8-bit PGM (maxval 255) is supported, got maxval {max}"
-    );
-    let data = &bytes[(i + 1).min(bytes.len())..];
-    ensure!(
-        data.len() == w * h,
-        "{}×{} image needs {} bytes, found {}",
-        w,
-        h,
-        w * h,
-        data.len()
-    );
-    let side = plan::INPUT[1];
+/// The model's input pixels `[C, side, side]` from a decoded image.
+fn model_input(decoded: &image::DynamicImage) -> anyhow::Result<Vec<u8>> {
+    let (channels, side) = (plan::INPUT[0], plan::INPUT[1]);
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
     ensure!(
         w == h && w <= side && (side - w).is_multiple_of(2),
         "{w}×{h} image: expected {side}×{side} or a smaller square that pads evenly (28×28)"
     );
+    let planes: Vec<Vec<u8>> = match channels {
+        1 => vec![decoded.to_luma8().into_raw()],
+        3 => {
+            let rgb = decoded.to_rgb8();
+            (0..3)
+                .map(|c| rgb.pixels().map(|p| p[c]).collect())
+                .collect()
+        }
+        other => anyhow::bail!(
+            "the model takes {other} channels: only grey (1) and RGB (3) images can be read"
+        ),
+    };
     let pad = (side - w) / 2;
-    let mut out = vec![0u8; side * side];
-    for (row, src) in data.chunks_exact(w).enumerate() {
-        let start = (row + pad) * side + pad;
-        out[start..start + w].copy_from_slice(src);
+    let mut out = vec![0u8; channels * side * side];
+    for (c, plane) in planes.iter().enumerate() {
+        for (row, src) in plane.chunks_exact(w).enumerate() {
+            let start = c * side * side + (row + pad) * side + pad;
+            out[start..start + w].copy_from_slice(src);
+        }
     }
     Ok(out)
 }
@@ -139,4 +130,56 @@ pub fn served_plan() -> runtime::edge::ServedPlan {
 /// The plan digest as the 32 bytes the protocol carries.
 pub fn plan_digest() -> [u8; 32] {
     runtime::wire::protocol::digest_bytes(plan::DIGEST).expect("the plan macro checked the digest")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn pgm_png_and_raw_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let side = plan::INPUT[1];
+        let pixels: Vec<u8> = (0..28 * 28).map(|i| (i % 251) as u8).collect();
+        let mut pgm = b"P5\n# a comment\n28 28\n255\n".to_vec();
+        pgm.extend(&pixels);
+        let from_pgm = read_image(&write(dir.path(), "a.pgm", &pgm)).unwrap();
+        let png_path = dir.path().join("a.png");
+        image::GrayImage::from_raw(28, 28, pixels.clone())
+            .unwrap()
+            .save(&png_path)
+            .unwrap();
+        let from_png = read_image(&png_path).unwrap();
+        assert_eq!(from_pgm, from_png);
+        assert_eq!(from_pgm.len(), image_len());
+        // 28×28 sits in the middle of the 32×32 input, zeros around it.
+        assert_eq!(from_pgm[0], 0);
+        assert_eq!(from_pgm[2 * side + 2], pixels[0]);
+        let raw = read_image(&write(dir.path(), "a.raw", &from_pgm)).unwrap();
+        assert_eq!(raw, from_pgm);
+    }
+
+    #[test]
+    fn bad_images_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |name: &str, bytes: &[u8]| {
+            format!(
+                "{:#}",
+                read_image(&write(dir.path(), name, bytes)).unwrap_err()
+            )
+        };
+        assert!(err("short", b"abc").contains("neither a PNG or PNM image nor raw pixels"));
+        assert!(err("truncated.pgm", b"P5\n28 28\n255\nxyz").contains("not a readable"));
+        let mut wide = b"P5\n30 20\n255\n".to_vec();
+        wide.extend(vec![0u8; 600]);
+        assert!(err("wide.pgm", &wide).contains("expected 32×32"));
+        // A header claiming a huge image is refused before anything that size is allocated.
+        assert!(err("huge.pgm", b"P5\n100000 100000\n255\n").contains("not a readable"));
+    }
 }

@@ -1,4 +1,4 @@
-//! Command-line options shared by `edgent-device` and `edgent-edge`: keys and security.
+//! Command-line options shared by `edgent-device` and `edgent-edge`: keys, security, threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,25 +8,20 @@ use anyhow::{Context, bail};
 use clap::Args;
 use runtime::wire::transport::{Security, load_keypair, load_public_keys};
 
-/// CurveZMQ options. CURVE is on by default; `--insecure` selects the NULL mechanism.
+/// This side's CurveZMQ key, or no security at all. CURVE is on by default; `--insecure`
+/// selects the NULL mechanism.
 #[derive(Args, Debug, Clone)]
-pub struct SecurityArgs {
+pub struct KeyArgs {
     /// This side's key file (`NAME.key` from `keygen`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub key: Option<PathBuf>,
-    /// Server: public keys admitted, one per line (e.g. concatenated `.pub` files).
-    #[arg(long, value_name = "FILE")]
-    pub allow: Option<PathBuf>,
-    /// Client: the server's public key (`NAME.pub`).
-    #[arg(long, value_name = "FILE")]
-    pub server_key: Option<PathBuf>,
     /// No encryption and no authentication (ZeroMQ NULL mechanism). For trusted test
     /// networks only.
-    #[arg(long, conflicts_with_all = ["key", "allow", "server_key"])]
+    #[arg(long)]
     pub insecure: bool,
 }
 
-fn need<'a>(path: &'a Option<PathBuf>, flag: &str, role: &str) -> anyhow::Result<&'a Path> {
+fn need<'a>(path: Option<&'a Path>, flag: &str, role: &str) -> anyhow::Result<&'a Path> {
     match path {
         Some(p) => Ok(p),
         None => bail!(
@@ -35,14 +30,14 @@ fn need<'a>(path: &'a Option<PathBuf>, flag: &str, role: &str) -> anyhow::Result
     }
 }
 
-impl SecurityArgs {
-    /// Security of a server (edge, broker): own key and allow-list.
-    pub fn server(&self) -> anyhow::Result<Security> {
+impl KeyArgs {
+    /// Security of a server (edge, broker): this key and the public keys in `allow`.
+    pub fn server(&self, allow: Option<&Path>) -> anyhow::Result<Security> {
         if self.insecure {
             return Ok(Security::Null);
         }
-        let own = load_keypair(need(&self.key, "--key", "a server")?)?;
-        let allow = load_public_keys(need(&self.allow, "--allow", "a server")?)?;
+        let own = load_keypair(need(self.key.as_deref(), "--key", "a server")?)?;
+        let allow = load_public_keys(need(allow, "--allow", "a server")?)?;
         let security = Security::Curve {
             own,
             server: None,
@@ -52,13 +47,14 @@ impl SecurityArgs {
         Ok(security)
     }
 
-    /// Security of a client (device, or an edge behind a broker).
-    pub fn client(&self) -> anyhow::Result<Security> {
+    /// Security of a client (device, or an edge behind a broker) of the server whose public
+    /// key is in `server_key`.
+    pub fn client(&self, server_key: Option<&Path>) -> anyhow::Result<Security> {
         if self.insecure {
             return Ok(Security::Null);
         }
-        let own = load_keypair(need(&self.key, "--key", "a client")?)?;
-        let server_path = need(&self.server_key, "--server-key", "a client")?;
+        let own = load_keypair(need(self.key.as_deref(), "--key", "a client")?)?;
+        let server_path = need(server_key, "--server-key", "a client")?;
         let server = *load_public_keys(server_path)?
             .first()
             .context("no key in the server key file")?;
@@ -69,6 +65,23 @@ impl SecurityArgs {
         };
         security.check()?;
         Ok(security)
+    }
+}
+
+/// CPU threads for the layers.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ThreadArgs {
+    /// CPU threads the layers run on (0: one per core; default: the count the plan's
+    /// latency models for this side were profiled with).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl ThreadArgs {
+    /// Runs the layers on the given count, or on `planned` (the plan's) when none was given.
+    pub fn apply(self, planned: usize) -> anyhow::Result<()> {
+        runtime::model::backend::use_threads(self.threads.unwrap_or(planned))
+            .map_err(anyhow::Error::msg)
     }
 }
 
@@ -87,8 +100,8 @@ impl KeygenArgs {
     /// Writes the key pair and says where.
     pub fn run(&self) -> anyhow::Result<()> {
         let (secret, public) = runtime::wire::transport::keygen(&self.out, &self.name)?;
-        println!("secret key {}", secret.display());
-        println!("public key {}", public.display());
+        crate::outln!("secret key {}", secret.display());
+        crate::outln!("public key {}", public.display());
         Ok(())
     }
 }

@@ -114,11 +114,8 @@ impl Runner {
                 stamp.inputs == inputs
                     && step.outputs.len() == stamp.outputs.len()
                     && step.outputs.iter().all(|path| {
-                        stamp
-                            .outputs
-                            .get(&path.display().to_string())
-                            .map(String::as_str)
-                            == file_digest(path).ok().as_deref()
+                        let recorded = stamp.outputs.get(&path.display().to_string());
+                        recorded.is_some_and(|r| file_digest(path).is_ok_and(|d| d == *r))
                     })
             });
         if up_to_date {

@@ -125,7 +125,8 @@ pub fn exit_accuracy(dataset: &str, accuracies: &[f64], path: &Path) -> anyhow::
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d((1..accuracies.len() + 1).into_segmented(), lo..100.0)?;
+        // plotters' integer ranges include their end: `1..n` is the n exits' segments.
+        .build_cartesian_2d((1..accuracies.len()).into_segmented(), lo..100.0)?;
     chart
         .configure_mesh()
         .x_desc("exit")

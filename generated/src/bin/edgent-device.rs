@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use generated::net::{KeygenArgs, SecurityArgs};
+use generated::net::{KeyArgs, KeygenArgs, ThreadArgs};
+use generated::outln;
 use generated::units::{parse_bandwidth, parse_duration_ms};
 use generated::{device_plan, load_model, normalize, plan, read_image};
 use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
@@ -21,10 +22,6 @@ use runtime::{Activation, Backend};
 #[derive(Parser, Debug)]
 #[command(name = "edgent-device", version, about)]
 struct Cli {
-    /// CPU threads the layers run on (0: one per core; default: the count the plan's
-    /// device latency models were profiled with).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +54,8 @@ enum Command {
         /// Emulate a device this many times slower (as profiled).
         #[arg(long, default_value = "1")]
         slowdown: Slowdown,
+        #[command(flatten)]
+        threads: ThreadArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -121,7 +120,12 @@ struct EdgeArgs {
     #[arg(long, default_value = "tcp://127.0.0.1:5555")]
     edge: String,
     #[command(flatten)]
-    security: SecurityArgs,
+    keys: KeyArgs,
+    /// The server's public key (`NAME.pub` of the edge, or of the broker).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    server_key: Option<PathBuf>,
+    #[command(flatten)]
+    threads: ThreadArgs,
     /// Emulate a device this many times slower (default: the slowdown the plan was
     /// profiled with).
     #[arg(long)]
@@ -163,7 +167,9 @@ impl EdgeArgs {
             Some(s) => s,
             None => Slowdown::new(plan::DEVICE_SLOWDOWN).map_err(anyhow::Error::msg)?,
         };
-        let mut config = DeviceConfig::new(self.edge.clone(), self.security.client()?);
+        self.threads.apply(plan::DEVICE_THREADS)?;
+        let security = self.keys.client(self.server_key.as_deref())?;
+        let mut config = DeviceConfig::new(self.edge.clone(), security);
         config.slowdown = slowdown;
         config.probe_bytes = self.probe_bytes;
         config.policy = self.policy;
@@ -187,7 +193,8 @@ impl EdgeArgs {
             ),
             None => eprintln!(
                 "edgent-device: no answer from {} within {:.0} ms; answering locally until it does",
-                self.edge, self.connect_timeout
+                self.edge,
+                self.connect_timeout
             ),
         }
         Ok(client)
@@ -203,7 +210,7 @@ fn print_answer(a: &Answer) {
             a.fallback.as_deref().unwrap_or("edge failed")
         ),
     };
-    println!(
+    outln!(
         "class {} from exit {} ({source}) in {:.2} ms (deadline {:.0} ms: {})",
         a.class,
         a.exit,
@@ -211,7 +218,7 @@ fn print_answer(a: &Answer) {
         a.deadline_ms,
         if a.met { "met" } else { "MISSED" }
     );
-    println!(
+    outln!(
         "  device {:.2} ms, network {:.2} ms ({} bytes), edge {:.2} ms + queue {:.2} ms; predicted {:.2} ms at {:.0} kbit/s",
         a.device_ms,
         a.network_ms,
@@ -224,10 +231,7 @@ fn print_answer(a: &Answer) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    runtime::model::backend::use_threads(cli.threads.unwrap_or(plan::DEVICE_THREADS))
-        .map_err(anyhow::Error::msg)?;
-    match cli.command {
+    match Cli::parse().command {
         Command::Plan {
             bandwidth,
             deadline,
@@ -247,7 +251,7 @@ fn main() -> anyhow::Result<()> {
                     "chain_len": plan::CHAIN_LEN[d.exit - 1],
                     "accuracy": plan::ACCURACY[d.exit - 1],
                 });
-                println!("{value}");
+                outln!("{value}");
             } else {
                 let n = plan::CHAIN_LEN[d.exit - 1];
                 let split = match d.partition {
@@ -255,7 +259,7 @@ fn main() -> anyhow::Result<()> {
                     p if p == n => "device only".to_string(),
                     p => format!("device runs layers [0, {p}), edge runs [{p}, {n})"),
                 };
-                println!(
+                outln!(
                     "exit {} (accuracy {:.2} %), partition {} of {}: {}",
                     d.exit,
                     100.0 * plan::ACCURACY[d.exit - 1],
@@ -263,7 +267,7 @@ fn main() -> anyhow::Result<()> {
                     n,
                     split
                 );
-                println!(
+                outln!(
                     "predicted {:.2} ms = device {:.2} + network {:.2} + edge {:.2}; deadline {:.2} ms: {}",
                     d.predicted_ms,
                     d.device_ms,
@@ -282,8 +286,10 @@ fn main() -> anyhow::Result<()> {
             input,
             exit,
             slowdown,
+            threads,
             json,
         } => {
+            threads.apply(plan::DEVICE_THREADS)?;
             let exit = exit.map_or(plan::EXITS, usize::from);
             let pixels = read_image(&input)?;
             let device = Backend::default().device();
@@ -315,11 +321,12 @@ fn main() -> anyhow::Result<()> {
                     "exit": exit, "class": class, "probability": probs[class],
                     "entropy": entropy, "ms": elapsed_ms, "logits": logits,
                 });
-                println!("{value}");
+                outln!("{value}");
             } else {
-                println!(
+                outln!(
                     "class {class} (p = {:.3}, entropy {:.3}) from exit {exit} in {elapsed_ms:.2} ms",
-                    probs[class], entropy
+                    probs[class],
+                    entropy
                 );
             }
         }
@@ -333,7 +340,7 @@ fn main() -> anyhow::Result<()> {
             let mut client = edge.connect()?;
             let answer = client.infer(&pixels, deadline)?;
             if json {
-                println!("{}", serde_json::to_string(&answer)?);
+                outln!("{}", serde_json::to_string(&answer)?);
             } else {
                 print_answer(&answer);
             }
@@ -349,7 +356,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let report = eval(deadline, data, limit, duration, trace, &edge)?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                outln!("{}", serde_json::to_string(&report)?);
             } else {
                 report.print();
             }
@@ -357,7 +364,6 @@ fn main() -> anyhow::Result<()> {
         Command::Pairs { input, edge } => {
             let pixels = read_image(&input)?;
             let mut client = edge.connect()?;
-            let mut out = std::io::stdout().lock();
             for exit in 1..=plan::EXITS {
                 for partition in 0..=plan::CHAIN_LEN[exit - 1] {
                     let logits = client
@@ -365,21 +371,21 @@ fn main() -> anyhow::Result<()> {
                         .with_context(|| format!("exit {exit}, partition {partition}"))?;
                     let line =
                         serde_json::json!({"exit": exit, "partition": partition, "logits": logits});
-                    writeln!(out, "{line}")?;
+                    outln!("{line}");
                 }
             }
         }
         Command::Keygen(args) => args.run()?,
         Command::Info => {
-            println!("plan digest    {}", plan::DIGEST);
-            println!("weights digest {}", plan::WEIGHTS_DIGEST);
-            println!(
+            outln!("plan digest    {}", plan::DIGEST);
+            outln!("weights digest {}", plan::WEIGHTS_DIGEST);
+            outln!(
                 "data set       {} (input {:?}, {} classes)",
                 plan::DATASET,
                 plan::INPUT,
                 plan::CLASSES
             );
-            println!(
+            outln!(
                 "latency models {} (device slowdown {}, device {}, edge {})",
                 plan::LATENCY_SOURCE,
                 plan::DEVICE_SLOWDOWN,
@@ -387,7 +393,7 @@ fn main() -> anyhow::Result<()> {
                 runtime::model::backend::threads_in_words(plan::EDGE_THREADS)
             );
             for i in 0..plan::EXITS {
-                println!(
+                outln!(
                     "exit {}: {} layers, accuracy {:.2} %, device-only {:.2} ms",
                     i + 1,
                     plan::CHAIN_LEN[i],
@@ -429,7 +435,7 @@ struct Report {
 
 impl Report {
     fn print(&self) {
-        println!(
+        outln!(
             "{} images, deadline {:.0} ms: accuracy {:.2} % ({:.2} % counting misses as wrong), deadline met {:.2} %",
             self.images,
             self.deadline_ms,
@@ -437,7 +443,7 @@ impl Report {
             100.0 * self.accuracy_within_deadline,
             100.0 * self.deadline_hit_rate
         );
-        println!(
+        outln!(
             "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; measured/predicted {:.3}",
             self.latency_ms_p50,
             self.latency_ms_p95,
@@ -445,7 +451,7 @@ impl Report {
             self.latency_ms_max,
             self.measured_over_predicted
         );
-        println!(
+        outln!(
             "answers: {} from the edge, {} device-only, {} local fallbacks ({} late replies discarded; {} local runs while waiting, {} cancelled); {:.1} s",
             self.from_edge,
             self.device_only,

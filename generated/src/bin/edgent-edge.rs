@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use generated::net::{KeygenArgs, SecurityArgs, stop_on_signals};
+use generated::net::{KeyArgs, KeygenArgs, ThreadArgs, stop_on_signals};
+use generated::outln;
 use generated::{load_model, plan, served_plan};
 use runtime::Backend;
 use runtime::edge::{EdgeConfig, EdgeStats, Endpoint, broker, serve};
@@ -13,10 +14,6 @@ use runtime::edge::{EdgeConfig, EdgeStats, Endpoint, broker, serve};
 #[derive(Parser, Debug)]
 #[command(name = "edgent-edge", version, about)]
 struct Cli {
-    /// CPU threads the layers run on (0: one per core; default: the count the plan's
-    /// edge latency models were profiled with).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,7 +41,21 @@ enum Command {
         #[arg(long, default_value = "flex")]
         backend: Backend,
         #[command(flatten)]
-        security: SecurityArgs,
+        threads: ThreadArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Public keys of the devices admitted, one per line (e.g. concatenated `.pub`
+        /// files), when binding.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["insecure", "broker"])]
+        allow: Option<PathBuf>,
+        /// The broker's public key (`NAME.pub`), with --broker.
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "insecure",
+            requires = "broker"
+        )]
+        server_key: Option<PathBuf>,
     },
     /// Load-balance devices over several edges (zguide ROUTER–ROUTER broker).
     Broker {
@@ -55,7 +66,10 @@ enum Command {
         #[arg(long, default_value = "tcp://*:5556")]
         back: String,
         #[command(flatten)]
-        security: SecurityArgs,
+        keys: KeyArgs,
+        /// Public keys admitted (devices and edges), one per line.
+        #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+        allow: Option<PathBuf>,
     },
     /// Create a CurveZMQ key pair.
     Keygen(KeygenArgs),
@@ -71,10 +85,7 @@ fn write_stats(path: &std::path::Path, stats: &EdgeStats) -> anyhow::Result<()> 
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    runtime::model::backend::use_threads(cli.threads.unwrap_or(plan::EDGE_THREADS))
-        .map_err(anyhow::Error::msg)?;
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve {
             bind,
             broker,
@@ -82,11 +93,18 @@ fn main() -> anyhow::Result<()> {
             queue,
             stats,
             backend,
-            security,
+            threads,
+            keys,
+            allow,
+            server_key,
         } => {
+            threads.apply(plan::EDGE_THREADS)?;
             let (endpoint, security) = match broker {
-                Some(address) => (Endpoint::Broker(address), security.client()?),
-                None => (Endpoint::Bind(bind), security.server()?),
+                Some(address) => (
+                    Endpoint::Broker(address),
+                    keys.client(server_key.as_deref())?,
+                ),
+                None => (Endpoint::Bind(bind), keys.server(allow.as_deref())?),
             };
             let device = backend.device();
             let model = load_model(&device)?;
@@ -122,28 +140,29 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("edgent-edge: warning: {e:#}");
             }
             eprintln!("edgent-edge: shut down");
-            println!("{}", serde_json::to_string(&last)?);
+            outln!("{}", serde_json::to_string(&last)?);
         }
         Command::Broker {
             front,
             back,
-            security,
+            keys,
+            allow,
         } => {
-            let security = security.server()?;
+            let security = keys.server(allow.as_deref())?;
             let stop = stop_on_signals()?;
             let stats = broker(&front, &back, &security, &stop, || {
                 eprintln!("edgent-edge broker: devices on {front}, edges on {back}");
             })?;
-            println!("{}", serde_json::to_string(&stats)?);
+            outln!("{}", serde_json::to_string(&stats)?);
         }
         Command::Keygen(args) => args.run()?,
         Command::Info => {
             let device = Backend::default().device();
             load_model(&device)?;
-            println!("plan digest    {}", plan::DIGEST);
-            println!("weights digest {} (loaded)", plan::WEIGHTS_DIGEST);
-            println!("latency models {}", plan::LATENCY_SOURCE);
-            println!(
+            outln!("plan digest    {}", plan::DIGEST);
+            outln!("weights digest {} (loaded)", plan::WEIGHTS_DIGEST);
+            outln!("latency models {}", plan::LATENCY_SOURCE);
+            outln!(
                 "CURVE          {}",
                 if runtime::wire::transport::curve_available() {
                     "available"
