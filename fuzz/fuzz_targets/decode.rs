@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 // The protocol module depends only on std and `hex`: compile it here without burn.
 #[allow(dead_code)]
-#[path = "../../runtime/src/protocol.rs"]
+#[path = "../../runtime/src/wire/protocol.rs"]
 mod protocol;
 
 fuzz_target!(|data: &[u8]| {

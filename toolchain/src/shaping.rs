@@ -7,21 +7,12 @@
 //! leaves nothing behind.
 
 use std::process::Command;
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, OnceLock};
 
-/// Namespaces of the links alive in this process, for [`remove_on_signal`].
+/// Namespaces of the links alive in this process, for [`remove_on_signal`]. A name is
+/// listed before its namespace is made and unlisted after it is deleted, under this lock,
+/// so a signal never finds a namespace unlisted.
 static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Removes every live link's namespaces, ending the processes inside them first.
-fn remove_live() {
-    let names = LIVE
-        .lock()
-        .map(|mut l| std::mem::take(&mut *l))
-        .unwrap_or_default();
-    for ns in &names {
-        remove_namespace(ns);
-    }
-}
 
 /// Stops the processes in `ns` (SIGTERM, then SIGKILL after a second) and deletes it.
 fn remove_namespace(ns: &str) {
@@ -51,27 +42,31 @@ fn remove_namespace(ns: &str) {
     let _ = sh(&["ip", "netns", "del", ns]);
 }
 
-/// On SIGINT, SIGTERM or SIGHUP, removes every live link (and what runs in it), then exits
-/// with 128 + the signal's number, as the default action would. Installed once per process;
-/// later calls do nothing.
+/// On SIGINT, SIGTERM or SIGHUP, removes every live link (and stops what runs in it), then
+/// exits with 128 + the signal's number, as the default action would. The lock on the live
+/// links is held until the exit, so the rest of the program cannot report the processes it
+/// stopped as failures meanwhile. Installed once per process; later calls report how that
+/// went.
 pub fn remove_on_signal() -> Result<(), String> {
-    static INSTALL: Once = Once::new();
-    let mut result = Ok(());
-    INSTALL.call_once(|| {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        result = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-            .map(|mut signals| {
-                std::thread::spawn(move || {
-                    if let Some(signal) = signals.forever().next() {
-                        eprintln!("signal {signal}: removing the shaped links' namespaces");
-                        remove_live();
-                        std::process::exit(128 + signal);
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+                .map_err(|e| format!("cannot watch for signals: {e}"))?;
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    eprintln!("signal {signal}: removing the shaped links' namespaces");
+                    let live = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    for ns in live.iter() {
+                        remove_namespace(ns);
                     }
-                });
-            })
-            .map_err(|e| format!("cannot watch for signals: {e}"));
-    });
-    result
+                    std::process::exit(128 + signal);
+                }
+            });
+            Ok(())
+        })
+        .clone()
 }
 
 /// A device namespace and an edge namespace joined by a veth pair; removed when dropped.
@@ -124,10 +119,10 @@ impl ShapedLink {
         let (d, e) = (format!("{name}-d"), format!("{name}-e"));
         let _ = sh(&["ip", "netns", "del", &d]);
         let _ = sh(&["ip", "netns", "del", &e]);
-        sh(&["ip", "netns", "add", &d])?;
         if let Ok(mut live) = LIVE.lock() {
             live.extend([d.clone(), e.clone()]);
         }
+        sh(&["ip", "netns", "add", &d])?;
         let link = Self {
             device_ns: d.clone(),
             edge_ns: e.clone(),
@@ -192,10 +187,9 @@ impl ShapedLink {
 
 impl Drop for ShapedLink {
     fn drop(&mut self) {
-        if let Ok(mut live) = LIVE.lock() {
-            live.retain(|ns| *ns != self.device_ns && *ns != self.edge_ns);
-        }
+        let mut live = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let _ = sh(&["ip", "netns", "del", &self.device_ns]);
         let _ = sh(&["ip", "netns", "del", &self.edge_ns]);
+        live.retain(|ns| *ns != self.device_ns && *ns != self.edge_ns);
     }
 }

@@ -278,7 +278,11 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} runs, {elapsed} {msg}",
     )?);
-    let lab = Lab::start(&out, Binaries::build()?, images, bar.clone(), true)?;
+    if let Some(reason) = toolchain::shaping::unavailable() {
+        anyhow::bail!("the experiments run on shaped links: {reason}");
+    }
+    let bins = Binaries::build(Some(&args.plan))?;
+    let lab = Lab::start("edgent-exp", &out, bins, images, bar.clone(), true)?;
     let mut report = String::new();
     let mut summary = Vec::new();
 

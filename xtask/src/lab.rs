@@ -24,20 +24,30 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// The binaries `cargo build --release -p generated` leaves beside this xtask binary,
-    /// built first (the same features as every other command: one build of burn).
-    pub fn build() -> anyhow::Result<Self> {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "generated",
-                "--bins",
-            ])
-            .status()
-            .context("cannot run cargo")?;
+    /// Builds `edgent-edge` and `edgent-device` with `plan` compiled in (through
+    /// `EDGENT_PLAN`; the committed `generated/plan.json` when `None`) and returns them where
+    /// cargo leaves them, beside this xtask binary. The same features as every other
+    /// command: no second build of burn.
+    pub fn build(plan: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "generated",
+            "--bins",
+        ]);
+        match plan {
+            Some(plan) => {
+                let plan = plan
+                    .canonicalize()
+                    .with_context(|| format!("no plan file {}", plan.display()))?;
+                cargo.env("EDGENT_PLAN", plan)
+            }
+            None => cargo.env_remove("EDGENT_PLAN"),
+        };
+        let status = cargo.status().context("cannot run cargo")?;
         ensure!(status.success(), "building the generated binaries failed");
         let dir = std::env::current_exe()?
             .parent()
@@ -53,6 +63,37 @@ impl Binaries {
             dir.display()
         );
         Ok(bins)
+    }
+
+    /// Copies both binaries into `dir` (through a temporary name each: a binary that is
+    /// running cannot be overwritten in place).
+    pub fn copy_to(&self, dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let copy = |from: &Path| -> anyhow::Result<PathBuf> {
+            let name = from.file_name().context("a binary has no file name")?;
+            let to = dir.join(name);
+            let tmp = dir.join(format!(".{}.new", name.to_string_lossy()));
+            std::fs::copy(from, &tmp)
+                .with_context(|| format!("cannot copy {} to {}", from.display(), dir.display()))?;
+            std::fs::rename(&tmp, &to)?;
+            Ok(to)
+        };
+        Ok(Self {
+            edge: copy(&self.edge)?,
+            device: copy(&self.device)?,
+        })
+    }
+}
+
+/// A child process that is stopped (killed and reaped) when dropped, unless it has ended.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
     }
 }
 
@@ -180,12 +221,16 @@ impl Lab {
     /// `out/traces`. `shaped` asks for network namespaces and tc (root); without it the lab
     /// runs on unshaped loopback and each device plans for the stated rate.
     pub fn start(
+        name: &str,
         out: &Path,
         bins: Binaries,
         images: usize,
         bar: ProgressBar,
         shaped: bool,
     ) -> anyhow::Result<Self> {
+        let traces = out.join("traces");
+        std::fs::create_dir_all(&traces)
+            .with_context(|| format!("cannot create {}", traces.display()))?;
         let keys = out.join("keys");
         let _ = std::fs::remove_dir_all(&keys);
         for name in ["edge", "device"] {
@@ -202,7 +247,8 @@ impl Lab {
                 bail!("shaped links are not available: {reason}");
             }
             toolchain::shaping::remove_on_signal().map_err(anyhow::Error::msg)?;
-            let link = ShapedLink::new("edgent-lab", 9).map_err(anyhow::Error::msg)?;
+            let subnet = if name == "edgent-exp" { 9 } else { 10 };
+            let link = ShapedLink::new(name, subnet).map_err(anyhow::Error::msg)?;
             let endpoint = format!("tcp://{}:5555", link.edge_ip);
             (Some(link), endpoint)
         } else {
@@ -222,21 +268,19 @@ impl Lab {
             .context("cannot start edgent-edge")?;
         let stderr = edge.stderr.take().expect("piped");
         let mut lines = BufReader::new(stderr).lines();
+        let mut said = Vec::new();
         loop {
             match lines.next() {
                 Some(Ok(line)) if line.contains("serving plan") => break,
-                Some(Ok(_)) => {}
+                Some(Ok(line)) => said.push(line),
                 _ => {
-                    let _ = edge.kill();
-                    let _ = edge.wait();
-                    bail!("edgent-edge did not start");
+                    drop(Reaped(edge));
+                    bail!("edgent-edge did not start: {}", said.join("\n"));
                 }
             }
         }
         // Keep draining the edge's log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let traces = out.join("traces");
-        std::fs::create_dir_all(&traces)?;
         Ok(Self {
             link,
             edge,
@@ -277,6 +321,7 @@ impl Lab {
         self.shape(rate_bps)?;
         self.bar.set_message(name.to_string());
         let trace = self.traces.join(format!("{name}.jsonl"));
+        let log = self.traces.join(format!("{name}.log"));
         let mut command = in_namespace(self.link.as_ref(), Side::Device, &self.bins.device);
         command
             .args(["eval", "--json", "--edge", &self.endpoint])
@@ -291,7 +336,7 @@ impl Lab {
             .arg(self.keys.join("edge.pub"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(&log).context("cannot create the device's log")?);
         if self.link.is_none() {
             // Unshaped loopback: the device plans for the stated rate instead of measuring.
             command.args(["--bandwidth", &format!("{}bit", rate_bps.round())]);
@@ -300,13 +345,13 @@ impl Lab {
             // The paper's baselines: no local fallback, no safety margin.
             command.args(["--no-fallback", "--no-margin"]);
         }
-        let mut child = command.spawn().context("cannot start edgent-device")?;
+        let mut child = Reaped(command.spawn().context("cannot start edgent-device")?);
         // The schedule's clock starts with the device's first answer (after it loaded
         // the model and probed the link), as the trace's `t_s` does.
         let mut started: Option<Instant> = None;
         let mut next = 0;
         let status = loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = child.0.try_wait()? {
                 break status;
             }
             if started.is_none()
@@ -323,10 +368,15 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        ensure!(
-            status.success(),
-            "edgent-device failed on {name} ({status})"
-        );
+        if !status.success() {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(5).collect();
+            bail!(
+                "edgent-device failed on {name} ({status}); its last words ({}):\n{}",
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         let text = std::fs::read_to_string(&trace)
             .with_context(|| format!("no trace {}", trace.display()))?;
         let lines = text

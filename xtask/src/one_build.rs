@@ -1,5 +1,6 @@
 //! `cargo xtask one-build`: checks that the commands the README gives share one build of
-//! burn. Cargo unifies features per command (over the packages it builds), so a command
+//! burn, and that the deployed crates keep to DESIGN's arrows (no training or toolchain code,
+//! no linfa or csv, in what `edgent-device` and `edgent-edge` link). Cargo unifies features per command (over the packages it builds), so a command
 //! that selects other packages can resolve other features for a crate deep under burn, and
 //! then compiles burn again (13 minutes on 2 cores). The `workspace-hack` crate keeps the
 //! feature sets equal; this check catches a dependency change that breaks that.
@@ -70,7 +71,44 @@ pub fn run(_args: OneBuildArgs) -> anyhow::Result<()> {
         );
     }
     println!("every command shares one build of burn");
+    for package in ["runtime", "generated"] {
+        let out = Command::new(&cargo)
+            .args(["tree", "--locked", "-e", "normal,build", "--prefix", "none"])
+            .args(["-f", "{p}", "-p", package])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "`cargo tree -p {package}` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let offline = offline_dependencies(&String::from_utf8_lossy(&out.stdout));
+        if !offline.is_empty() {
+            bail!(
+                "{package} is deployed code but depends on {}: move what needs them to the toolchain (DESIGN.md's arrows)",
+                offline.join(", ")
+            );
+        }
+        println!("{package}: no training or toolchain code, no linfa or csv");
+    }
     Ok(())
+}
+
+/// Crates only the offline toolchain may use.
+const OFFLINE: [&str; 5] = ["trainer", "toolchain", "linfa", "linfa-linear", "csv"];
+
+/// The offline crates among the packages `cargo tree -f {p} --prefix none` lists.
+fn offline_dependencies(tree: &str) -> Vec<String> {
+    let mut found: Vec<String> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| OFFLINE.contains(name))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// The burn crate a line of cargo's JSON output says was compiled (not found fresh).
@@ -102,5 +140,12 @@ mod tests {
         assert_eq!(rebuilt_burn_crate(&line("runtime", false)), None);
         assert_eq!(rebuilt_burn_crate(r#"{"reason":"build-finished"}"#), None);
         assert_eq!(rebuilt_burn_crate("Compiling burn"), None);
+    }
+
+    #[test]
+    fn offline_crates_are_found_by_name() {
+        let tree = "generated v0.1.0 (/x)\nruntime v0.1.0 (/x)\ncsv v1.3.1\ncsv-core v0.1.12\nlinfa v0.8.0\ncsv v1.3.1\n";
+        assert_eq!(offline_dependencies(tree), ["csv", "linfa"]);
+        assert!(offline_dependencies("runtime v0.1.0\nburn v0.22.1\n").is_empty());
     }
 }

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
@@ -37,8 +36,8 @@ pub struct PipelineArgs {
     /// Training epochs (default: 5; 1 with --quick).
     #[arg(long, value_parser = train::positive)]
     epochs: Option<usize>,
-    /// A short run (about 10 minutes after the build on 2 cores): one epoch on 10,000
-    /// training images, a one-round latency check, a 20-image demonstration per bandwidth.
+    /// A short run (minutes after the build on 2 cores): one epoch, a one-round latency
+    /// check, a 20-image demonstration per bandwidth.
     #[arg(long)]
     quick: bool,
     /// Run every step, even those whose outputs are up to date.
@@ -77,6 +76,8 @@ struct Step {
 /// Runs steps in order, skipping those whose stamps match, with an ETA for the rest.
 struct Runner {
     stamps: PathBuf,
+    /// What every step also depends on: this program's code and the machine it measures.
+    context: String,
     force: bool,
     /// Each step's name and expected duration, in order.
     plan: Vec<(&'static str, f64)>,
@@ -107,7 +108,7 @@ impl Runner {
         let index = self.done;
         self.done += 1;
         let total = self.plan.len();
-        let inputs = inputs_digest(&step)?;
+        let inputs = inputs_digest(&self.context, &step)?;
         let previous = self.read_stamp(step.name);
         let up_to_date = !self.force
             && previous.as_ref().is_some_and(|stamp| {
@@ -172,9 +173,11 @@ fn file_digest(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-/// SHA-256 over a step's settings and every input file's name and content.
-fn inputs_digest(step: &Step) -> anyhow::Result<String> {
+/// SHA-256 over the context, a step's settings and every input file's name and content.
+fn inputs_digest(context: &str, step: &Step) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
+    hasher.update(context.as_bytes());
+    hasher.update([0]);
     hasher.update(step.name.as_bytes());
     hasher.update([0]);
     hasher.update(step.settings.as_bytes());
@@ -198,6 +201,25 @@ fn inputs_digest(step: &Step) -> anyhow::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// This program's code (the digest of its binary, which holds the trainer, the toolchain
+/// and the code generator) and this machine (its CPU and core count): a step run by other
+/// code, or measured on another machine, is not up to date.
+fn context() -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find this program's binary")?;
+    let code = file_digest(&exe)?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    Ok(format!("xtask {code}; {cpu}, {cores} cores"))
+}
+
 /// A duration in words: `45 s`, `3 min 20 s`.
 fn words(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -214,7 +236,7 @@ fn words(seconds: f64) -> String {
 /// enough for the edge.
 fn demo_rates(quick: bool) -> Vec<f64> {
     if quick {
-        vec![25e3, 50e3, 200e3, 1e6]
+        vec![25e3, 50e3, 100e3, 200e3, 1e6]
     } else {
         vec![25e3, 50e3, 100e3, 200e3, 500e3, 1e6]
     }
@@ -228,11 +250,10 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", out.display()))?;
     let epochs = args.epochs.unwrap_or(if args.quick { 1 } else { 5 });
-    let limit = args.quick.then_some(10_000);
     let images = if args.quick { 20 } else { 50 };
     // Expected seconds per step on this project's 2-core machine (a step's last run, where
     // there was one, replaces these).
-    let train_s = 560.0 * epochs as f64 * limit.unwrap_or(60_000) as f64 / 60_000.0 + 60.0;
+    let train_s = 230.0 * epochs as f64 + 20.0;
     let runner_plan = vec![
         ("train", train_s),
         ("profile-device", 30.0),
@@ -247,6 +268,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     ];
     let mut runner = Runner {
         stamps: out.join("stamps"),
+        context: context()?,
         force: args.force,
         plan: runner_plan,
         done: 0,
@@ -256,12 +278,16 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     // 1. Train.
     let train_dir = out.join("train");
     let data_dir = PathBuf::from(datasets::fashion_mnist::DEBIAN_DIR);
+    ensure!(
+        data_dir.is_dir(),
+        "Fashion-MNIST is not at {}: run `bash scripts/setup.sh` (it installs Debian's dataset-fashion-mnist)",
+        data_dir.display()
+    );
     runner.run(
         Step {
             name: "train",
             settings: format!(
-                "Fashion-MNIST, {epochs} epoch(s){}, seed {}",
-                limit.map_or(String::new(), |n| format!(" on {n} images")),
+                "Fashion-MNIST, {epochs} epoch(s), seed {}",
                 trainer::TrainConfig::default().seed
             ),
             inputs: vec![data_dir.clone()],
@@ -278,7 +304,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 batch_size: trainer::TrainConfig::default().batch_size,
                 lr: trainer::TrainConfig::default().lr,
                 seed: trainer::TrainConfig::default().seed,
-                limit,
+                limit: None,
                 test_limit: None,
                 backend: Backend::Flex,
                 out: train_dir.clone(),
@@ -393,21 +419,27 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
             inputs: vec![plan_json.clone(), weights.clone()],
             outputs: vec![bins.edge.clone(), bins.device.clone()],
         },
-        || build_binaries(&plan_json, &bin_dir),
+        || {
+            Binaries::build(Some(&plan_json))?.copy_to(&bin_dir)?;
+            // Leave cargo's own binaries built from the committed plan, as the tests and
+            // `cargo run -p generated` expect them.
+            Binaries::build(None)?;
+            Ok(())
+        },
     )?;
     runner.force = args.force;
 
     // 7. The demonstration.
     let demo_dir = out.join("demonstration");
     let summary = demo_dir.join("summary.md");
-    let shaped = toolchain::shaping::unavailable();
+    let why_not_shaped = toolchain::shaping::unavailable();
     runner.run(
         Step {
             name: "demonstration",
             settings: format!(
                 "{images} images per bandwidth, deadline {} ms, {}",
                 args.deadline_ms,
-                if shaped.is_none() {
+                if why_not_shaped.is_none() {
                     "shaped link"
                 } else {
                     "loopback"
@@ -417,14 +449,13 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
             outputs: vec![summary.clone(), demo_dir.join("demonstration.png")],
         },
         || {
-            demonstrate(
-                &demo_dir,
-                &bins,
-                &plan_json,
+            let demo = Demonstration {
                 images,
-                args.deadline_ms,
-                args.quick,
-            )
+                deadline_ms: args.deadline_ms,
+                rates: demo_rates(args.quick),
+                why_not_shaped: why_not_shaped.clone(),
+            };
+            demo.run(&demo_dir, &bins, &plan_json)
         },
     )?;
     let text = std::fs::read_to_string(&summary)?;
@@ -437,159 +468,152 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `edgent-edge` and `edgent-device` with `plan` compiled in and copies them to
-/// `bin_dir`. The same features as every other command: no second build of burn.
-fn build_binaries(plan: &Path, bin_dir: &Path) -> anyhow::Result<()> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "generated",
-            "--bins",
-        ])
-        .env("EDGENT_PLAN", plan)
-        .status()
-        .context("cannot run cargo")?;
-    ensure!(status.success(), "building the generated binaries failed");
-    let target = std::env::current_exe()?
-        .parent()
-        .context("no target directory")?
-        .to_path_buf();
-    std::fs::create_dir_all(bin_dir)?;
-    for name in ["edgent-edge", "edgent-device"] {
-        let to = bin_dir.join(name);
-        // Copied through a temporary name: a binary that is running cannot be overwritten.
-        let tmp = bin_dir.join(format!(".{name}.new"));
-        std::fs::copy(target.join(name), &tmp)
-            .with_context(|| format!("cannot copy {name} to {}", bin_dir.display()))?;
-        std::fs::rename(&tmp, &to)?;
-        println!("{}", to.display());
-    }
-    Ok(())
-}
-
-/// Runs the device at each demonstration bandwidth against one edge and writes
-/// `summary.md` and `demonstration.png` under `dir`.
-fn demonstrate(
-    dir: &Path,
-    bins: &Binaries,
-    plan_path: &Path,
+/// The demonstration's settings.
+struct Demonstration {
     images: usize,
     deadline_ms: f64,
-    quick: bool,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let plan = codegen::load(plan_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-    let rates = demo_rates(quick);
-    let bar = ProgressBar::new(rates.len() as u64).with_style(ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} bandwidths, eta {eta} {msg}",
-    )?);
-    let why_not_shaped = toolchain::shaping::unavailable();
-    if let Some(reason) = &why_not_shaped {
-        println!(
-            "no shaped link ({reason}): the demonstration runs on loopback, and each device plans for the stated bandwidth instead of measuring it"
-        );
-    }
-    let lab = Lab::start(
-        dir,
-        bins.clone(),
-        images,
-        bar.clone(),
-        why_not_shaped.is_none(),
-    )?;
-    let mut points = Vec::new();
-    for &rate in &rates {
-        let name = format!("bandwidth-{}", kbit(rate).replace(' ', ""));
-        points.push(lab.run(&name, rate, deadline_ms, Policy::Edgent, &[], &[])?);
-    }
-    bar.finish_and_clear();
-    drop(lab);
+    rates: Vec<f64>,
+    /// Why the link cannot be shaped here (not root, no iproute2), if it cannot.
+    why_not_shaped: Option<String>,
+}
 
-    let accuracy: Vec<f64> = plan.exits.iter().map(|e| e.accuracy).collect();
-    let mut text = String::new();
-    writeln!(
-        text,
-        "# Edgent co-inference demonstration\n\n{} link, deadline {deadline_ms:.0} ms, {images} Fashion-MNIST test images per bandwidth; device emulated {}× slower than this machine; plan `{}`.\n",
-        if why_not_shaped.is_none() {
-            "tc-shaped (two network namespaces, a veth pair, `tbf` both ways)"
-        } else {
-            "unshaped loopback"
-        },
-        plan.device_slowdown,
-        &plan.digest[..16]
-    )?;
-    writeln!(
-        text,
-        "| bandwidth | exit, partition chosen | answered by | in deadline | predicted ms | measured ms | error | expected accuracy |\n|---|---|---|---|---|---|---|---|"
-    )?;
-    let mut errors = Vec::new();
-    let mut hits = 0usize;
-    let mut total = 0usize;
-    for (rate, point) in rates.iter().zip(&points) {
-        let (exit, partition) = point.choice();
-        let n = plan
-            .exits
-            .get(exit.wrapping_sub(1))
-            .map_or(0, |e| e.layers.len());
-        let side = if partition == 0 {
-            "edge only"
-        } else if partition >= n {
-            "device only"
-        } else {
-            "split"
-        };
-        let (measured, predicted) = (point.total_ms(), point.predicted_ms());
-        let error = 100.0 * (measured - predicted).abs() / measured;
-        errors.push(error);
-        let met = point.lines.iter().filter(|l| l["met"] == true).count();
-        hits += met;
-        total += point.lines.len();
+impl Demonstration {
+    /// Runs the device at each bandwidth against one edge and writes `summary.md` and
+    /// `demonstration.png` under `dir`. On unshaped loopback each device plans for the
+    /// stated bandwidth but its transfers are not slowed: the plans are shown, the latency
+    /// comparison is not (it would compare a slow link's prediction with loopback).
+    fn run(&self, dir: &Path, bins: &Binaries, plan_path: &Path) -> anyhow::Result<()> {
+        let Self {
+            images,
+            deadline_ms,
+            ref rates,
+            ref why_not_shaped,
+        } = *self;
+        let shaped = why_not_shaped.is_none();
+        std::fs::create_dir_all(dir)?;
+        let plan = codegen::load(plan_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+        let bar = ProgressBar::new(rates.len() as u64).with_style(ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} bandwidths, eta {eta} {msg}",
+        )?);
+        if let Some(reason) = why_not_shaped {
+            println!(
+                "no shaped link ({reason}): the demonstration runs on unshaped loopback, each device planning for the stated bandwidth; run as root for a shaped link"
+            );
+        }
+        let lab = Lab::start(
+            "edgent-demo",
+            dir,
+            bins.clone(),
+            images,
+            bar.clone(),
+            shaped,
+        )?;
+        let mut points = Vec::new();
+        for &rate in rates {
+            let name = format!("bandwidth-{:.0}kbit", rate / 1e3);
+            points.push(lab.run(&name, rate, deadline_ms, Policy::Edgent, &[], &[])?);
+        }
+        bar.finish_and_clear();
+        drop(lab);
+
+        let accuracy: Vec<f64> = plan.exits.iter().map(|e| e.accuracy).collect();
+        let mut text = String::new();
         writeln!(
             text,
-            "| {} | {exit}, {partition} | {side} | {met}/{} | {predicted:.1} | {measured:.1} | {error:.1} % | {:.1} % |",
-            kbit(*rate),
-            point.lines.len(),
-            100.0 * point.expected_accuracy(&accuracy)
+            "# Edgent co-inference demonstration\n\n{} link, deadline {deadline_ms:.0} ms, {images} Fashion-MNIST test images per bandwidth; device emulated {}× slower than this machine; plan `{}`.\n",
+            if shaped {
+                "tc-shaped (two network namespaces, a veth pair, `tbf` both ways)"
+            } else {
+                "Unshaped loopback (not root: the plans are for the stated bandwidths, the transfers are not slowed)"
+            },
+            plan.device_slowdown,
+            &plan.digest[..16]
         )?;
-    }
-    errors.sort_by(f64::total_cmp);
-    writeln!(
-        text,
-        "\n**Summary.** {hits} of {total} requests answered within {deadline_ms:.0} ms ({:.1} %); predicted against measured median latency: median error {:.1} %, worst {:.1} %.\n\n![latency against bandwidth](demonstration.png)",
-        100.0 * hits as f64 / total.max(1) as f64,
-        errors[errors.len() / 2],
-        errors.last().copied().unwrap_or(f64::NAN)
-    )?;
-    std::fs::write(dir.join("summary.md"), &text)?;
+        writeln!(
+            text,
+            "| bandwidth | exit, partition chosen | split | in deadline | predicted ms | measured ms | error | expected accuracy |\n|---|---|---|---|---|---|---|---|"
+        )?;
+        let mut errors = Vec::new();
+        let (mut hits, mut total) = (0usize, 0usize);
+        for (rate, point) in rates.iter().zip(&points) {
+            let (exit, partition) = point.choice();
+            let n = plan
+                .exits
+                .get(exit.wrapping_sub(1))
+                .map_or(0, |e| e.layers.len());
+            let split = if partition == 0 {
+                "edge only"
+            } else if partition >= n {
+                "device only"
+            } else {
+                "device + edge"
+            };
+            let (measured, predicted) = (point.total_ms(), point.predicted_ms());
+            let error = 100.0 * (measured - predicted).abs() / measured;
+            errors.push(error);
+            let met = point.lines.iter().filter(|l| l["met"] == true).count();
+            hits += met;
+            total += point.lines.len();
+            let error = if shaped {
+                format!("{error:.1} %")
+            } else {
+                "–".into()
+            };
+            writeln!(
+                text,
+                "| {} | {exit}, {partition} | {split} | {met}/{} | {predicted:.1} | {measured:.1} | {error} | {:.1} % |",
+                kbit(*rate),
+                point.lines.len(),
+                100.0 * point.expected_accuracy(&accuracy)
+            )?;
+        }
+        errors.sort_by(f64::total_cmp);
+        let comparison = if shaped {
+            format!(
+                "; predicted against measured median latency: median error {:.1} %, worst {:.1} %",
+                errors[errors.len() / 2],
+                errors.last().copied().unwrap_or(f64::NAN)
+            )
+        } else {
+            String::new()
+        };
+        writeln!(
+            text,
+            "\n**Summary.** {hits} of {total} requests answered within {deadline_ms:.0} ms ({:.1} %){comparison}.\n\n![latency against bandwidth](demonstration.png)",
+            100.0 * hits as f64 / total.max(1) as f64,
+        )?;
+        std::fs::write(dir.join("summary.md"), &text)?;
 
-    let xs: Vec<f64> = rates.iter().map(|r| r / 1e3).collect();
-    let series = |name: &str, ys: Vec<f64>, dashed: bool| Series {
-        name: name.into(),
-        points: xs.iter().copied().zip(ys).collect(),
-        dashed,
-    };
-    plot::lines(
-        &dir.join("demonstration.png"),
-        &format!("Edgent over a shaped link, deadline {deadline_ms:.0} ms"),
-        ("bandwidth (kbit/s)", "latency (ms)"),
-        &[
-            series(
-                "measured (median)",
-                points.iter().map(Point::total_ms).collect(),
-                false,
+        let xs: Vec<f64> = rates.iter().map(|r| r / 1e3).collect();
+        let series = |name: &str, ys: Vec<f64>, dashed: bool| Series {
+            name: name.into(),
+            points: xs.iter().copied().zip(ys).collect(),
+            dashed,
+        };
+        plot::lines(
+            &dir.join("demonstration.png"),
+            &format!(
+                "Edgent over {}, deadline {deadline_ms:.0} ms",
+                if shaped { "a shaped link" } else { "loopback" }
             ),
-            series(
-                "predicted",
-                points.iter().map(Point::predicted_ms).collect(),
-                true,
-            ),
-            series("deadline", vec![deadline_ms; xs.len()], true),
-        ],
-        true,
-    )?;
-    Ok(())
+            ("bandwidth (kbit/s)", "latency (ms)"),
+            &[
+                series(
+                    "measured (median)",
+                    points.iter().map(Point::total_ms).collect(),
+                    false,
+                ),
+                series(
+                    "predicted",
+                    points.iter().map(Point::predicted_ms).collect(),
+                    true,
+                ),
+                series("deadline", vec![deadline_ms; xs.len()], true),
+            ],
+            true,
+        )?;
+        Ok(())
+    }
 }
 
 /// A rate in words, e.g. `50 kbit/s`.
@@ -620,6 +644,7 @@ mod tests {
         std::fs::write(&input, "a").unwrap();
         let mut runner = Runner {
             stamps: dir.path().join("stamps"),
+            context: "test".into(),
             force: false,
             plan: vec![("copy", 1.0); 4],
             done: 0,
@@ -664,8 +689,9 @@ mod tests {
             inputs: vec![dir.path().to_path_buf()],
             outputs: vec![],
         };
-        let before = inputs_digest(&step).unwrap();
+        let before = inputs_digest("test", &step).unwrap();
+        assert_ne!(inputs_digest("other code", &step).unwrap(), before);
         std::fs::write(dir.path().join("a"), "2").unwrap();
-        assert_ne!(inputs_digest(&step).unwrap(), before);
+        assert_ne!(inputs_digest("test", &step).unwrap(), before);
     }
 }

@@ -193,8 +193,7 @@ impl EdgeArgs {
             ),
             None => eprintln!(
                 "edgent-device: no answer from {} within {:.0} ms; answering locally until it does",
-                self.edge,
-                self.connect_timeout
+                self.edge, self.connect_timeout
             ),
         }
         Ok(client)
