@@ -15,8 +15,9 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct OneBuildArgs {}
 
-/// The README's commands, as the cargo builds they make.
-const COMMANDS: [(&str, &[&str]); 4] = [
+/// The README's commands, as the cargo builds they make, and a developer's tests of one
+/// crate at a time.
+const COMMANDS: [(&str, &[&str]); 9] = [
     (
         "the tests (cargo test --workspace --release)",
         &["test", "--workspace", "--release", "--no-run"],
@@ -25,6 +26,26 @@ const COMMANDS: [(&str, &[&str]); 4] = [
     (
         "cargo run --release -p generated --bin …",
         &["build", "--release", "--package", "generated", "--bins"],
+    ),
+    (
+        "cargo test --release -p runtime",
+        &["test", "--release", "--package", "runtime", "--no-run"],
+    ),
+    (
+        "cargo test --release -p toolchain",
+        &["test", "--release", "--package", "toolchain", "--no-run"],
+    ),
+    (
+        "cargo test --release -p trainer",
+        &["test", "--release", "--package", "trainer", "--no-run"],
+    ),
+    (
+        "cargo test --release -p datasets",
+        &["test", "--release", "--package", "datasets", "--no-run"],
+    ),
+    (
+        "cargo test --release -p generated",
+        &["test", "--release", "--package", "generated", "--no-run"],
     ),
     (
         "the tests again",
