@@ -23,12 +23,13 @@ fn a_signal_removes_the_links_namespaces() {
         // The child: a link with a process inside, then wait to be killed.
         remove_on_signal().unwrap();
         let link = ShapedLink::new(NAME, 31).unwrap();
-        let _sleeper = Command::new("ip")
+        let mut sleeper = Command::new("ip")
             .args(["netns", "exec", &link.edge_ns, "sleep", "60"])
             .spawn()
             .unwrap();
         println!("ready");
-        std::thread::sleep(Duration::from_secs(60));
+        // The signal handler ends this process (and the sleeper) long before this returns.
+        let _ = sleeper.wait();
         return;
     }
     if let Some(reason) = unavailable() {
