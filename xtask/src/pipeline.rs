@@ -50,8 +50,16 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// The demonstration's deadline per image, ms.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 200.0, value_parser = positive_ms)]
     deadline_ms: f64,
+}
+
+/// Parses a positive, finite number of milliseconds.
+fn positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err(format!("`{s}` is not a positive number of milliseconds")),
+    }
 }
 
 /// What a step leaves behind: the digest of what it was run from and of what it wrote.
@@ -628,6 +636,14 @@ fn kbit(bps: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_positive_milliseconds() {
+        assert_eq!(positive_ms("150"), Ok(150.0));
+        for bad in ["0", "-5", "NaN", "inf", "200ms"] {
+            assert!(positive_ms(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_in_words() {
