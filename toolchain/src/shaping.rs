@@ -3,8 +3,8 @@
 //! root and iproute2 (`ip`, `tc`).
 //!
 //! A link removes its namespaces when dropped; [`remove_on_signal`] also removes them (and
-//! stops what runs inside) when the process is interrupted or terminated, so a killed run
-//! leaves nothing behind.
+//! stops what runs inside, and the processes given to [`stop_on_signal`]) when the process
+//! is interrupted or terminated, so a killed run leaves nothing behind.
 
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -13,6 +13,25 @@ use std::sync::{Mutex, OnceLock};
 /// listed before its namespace is made and unlisted after it is deleted, under this lock,
 /// so a signal never finds a namespace unlisted.
 static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Processes outside any link (an edge on loopback) to stop on a signal, by id.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Stops process `pid` (SIGTERM) when [`remove_on_signal`]'s handler runs, until
+/// [`forget_on_signal`] is called for it.
+pub fn stop_on_signal(pid: u32) {
+    if let Ok(mut children) = CHILDREN.lock() {
+        children.push(pid);
+    }
+}
+
+/// Undoes [`stop_on_signal`] for `pid` (call it once the process is reaped, before its id
+/// can be reused).
+pub fn forget_on_signal(pid: u32) {
+    if let Ok(mut children) = CHILDREN.lock() {
+        children.retain(|&p| p != pid);
+    }
+}
 
 /// Stops the processes in `ns` (SIGTERM, then SIGKILL after a second) and deletes it.
 fn remove_namespace(ns: &str) {
@@ -42,8 +61,9 @@ fn remove_namespace(ns: &str) {
     let _ = sh(&["ip", "netns", "del", ns]);
 }
 
-/// On SIGINT, SIGTERM or SIGHUP, removes every live link (and stops what runs in it), then
-/// exits with 128 + the signal's number, as the default action would. The lock on the live
+/// On SIGINT, SIGTERM or SIGHUP, stops the processes given to [`stop_on_signal`], removes
+/// every live link (and stops what runs in it), then exits with 128 + the signal's number,
+/// as the default action would. The lock on the live
 /// links is held until the exit, so the rest of the program cannot report the processes it
 /// stopped as failures meanwhile. Installed once per process; later calls report how that
 /// went.
@@ -56,7 +76,12 @@ pub fn remove_on_signal() -> Result<(), String> {
                 .map_err(|e| format!("cannot watch for signals: {e}"))?;
             std::thread::spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    eprintln!("signal {signal}: removing the shaped links' namespaces");
+                    eprintln!("signal {signal}: stopping the lab's processes and links");
+                    let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+                    if !children.is_empty() {
+                        let pids: Vec<String> = children.iter().map(u32::to_string).collect();
+                        let _ = Command::new("kill").arg("-TERM").args(&pids).status();
+                    }
                     let live = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     for ns in live.iter() {
                         remove_namespace(ns);

@@ -85,8 +85,16 @@ impl Binaries {
     }
 }
 
-/// A child process that is stopped (killed and reaped) when dropped, unless it has ended.
+/// A child process that is stopped (killed and reaped) when dropped, unless it has ended,
+/// and by a signal to this program meanwhile.
 struct Reaped(Child);
+
+impl Reaped {
+    fn new(child: Child) -> Self {
+        toolchain::shaping::stop_on_signal(child.id());
+        Self(child)
+    }
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -94,6 +102,7 @@ impl Drop for Reaped {
             let _ = self.0.kill();
         }
         let _ = self.0.wait();
+        toolchain::shaping::forget_on_signal(self.0.id());
     }
 }
 
@@ -242,11 +251,11 @@ impl Lab {
             ensure!(status.success(), "keygen failed");
         }
         std::fs::copy(keys.join("device.pub"), keys.join("allow.pub"))?;
+        toolchain::shaping::remove_on_signal().map_err(anyhow::Error::msg)?;
         let (link, endpoint) = if shaped {
             if let Some(reason) = unavailable() {
                 bail!("shaped links are not available: {reason}");
             }
-            toolchain::shaping::remove_on_signal().map_err(anyhow::Error::msg)?;
             let subnet = if name == "edgent-exp" { 9 } else { 10 };
             let link = ShapedLink::new(name, subnet).map_err(anyhow::Error::msg)?;
             let endpoint = format!("tcp://{}:5555", link.edge_ip);
@@ -266,6 +275,8 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot start edgent-edge")?;
+        // A signal stops the edge too (on a shaped link, so does removing its namespace).
+        toolchain::shaping::stop_on_signal(edge.id());
         let stderr = edge.stderr.take().expect("piped");
         let mut lines = BufReader::new(stderr).lines();
         let mut said = Vec::new();
@@ -274,7 +285,7 @@ impl Lab {
                 Some(Ok(line)) if line.contains("serving plan") => break,
                 Some(Ok(line)) => said.push(line),
                 _ => {
-                    drop(Reaped(edge));
+                    drop(Reaped(edge)); // forgets it for signals too
                     bail!("edgent-edge did not start: {}", said.join("\n"));
                 }
             }
@@ -345,7 +356,7 @@ impl Lab {
             // The paper's baselines: no local fallback, no safety margin.
             command.args(["--no-fallback", "--no-margin"]);
         }
-        let mut child = Reaped(command.spawn().context("cannot start edgent-device")?);
+        let mut child = Reaped::new(command.spawn().context("cannot start edgent-device")?);
         // The schedule's clock starts with the device's first answer (after it loaded
         // the model and probed the link), as the trace's `t_s` does.
         let mut started: Option<Instant> = None;
@@ -391,9 +402,11 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        let pid = self.edge.id();
         let _ = Command::new("kill")
-            .args(["-TERM", &self.edge.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status();
         let _ = self.edge.wait();
+        toolchain::shaping::forget_on_signal(pid);
     }
 }

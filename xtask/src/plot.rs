@@ -210,6 +210,7 @@ pub fn lines(
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .x_label_formatter(&|x| format!("{}", (*x * 100.0).round() / 100.0))
                 .label_style(("sans-serif", 13))
                 .draw()?;
             for (i, s) in series.iter().enumerate() {
@@ -244,7 +245,16 @@ pub fn lines(
         }};
     }
     if log_x {
-        draw!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?);
+        // Label the measured x values themselves (a log axis' own ticks crowd at its right
+        // end and may miss the first points), when they are few enough to read.
+        let mut ticks: Vec<f64> = all.iter().map(|p| p.0).collect();
+        ticks.sort_by(f64::total_cmp);
+        ticks.dedup();
+        if ticks.len() <= 12 {
+            draw!(builder.build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks), y0..y1)?);
+        } else {
+            draw!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?);
+        }
     } else {
         let pad = (x1 - x0).max(1e-9) * 0.03;
         draw!(builder.build_cartesian_2d(x0 - pad..x1 + pad, y0..y1)?);
@@ -252,4 +262,30 @@ pub fn lines(
     root.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_axis_chart_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.png");
+        let xs = [25.0, 50.0, 100.0, 200.0, 1000.0];
+        let series = [
+            Series {
+                name: "measured".into(),
+                points: xs.iter().map(|&x| (x, 1000.0 / x)).collect(),
+                dashed: false,
+            },
+            Series {
+                name: "predicted".into(),
+                points: xs.iter().map(|&x| (x, f64::NAN)).collect(),
+                dashed: true,
+            },
+        ];
+        lines(&path, "test", ("kbit/s", "ms"), &series, true).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+    }
 }
