@@ -15,53 +15,48 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct OneBuildArgs {}
 
-/// The README's commands, as the cargo builds they make, and a developer's tests of one
-/// crate at a time.
-const COMMANDS: [(&str, &[&str]); 9] = [
-    (
-        "the tests (cargo test --workspace --release)",
-        &["test", "--workspace", "--release", "--no-run"],
-    ),
-    ("cargo xtask", &["build", "--release", "--package", "xtask"]),
-    (
-        "cargo run --release -p generated --bin …",
-        &["build", "--release", "--package", "generated", "--bins"],
-    ),
-    (
-        "cargo test --release -p runtime",
-        &["test", "--release", "--package", "runtime", "--no-run"],
-    ),
-    (
-        "cargo test --release -p toolchain",
-        &["test", "--release", "--package", "toolchain", "--no-run"],
-    ),
-    (
-        "cargo test --release -p trainer",
-        &["test", "--release", "--package", "trainer", "--no-run"],
-    ),
-    (
-        "cargo test --release -p datasets",
-        &["test", "--release", "--package", "datasets", "--no-run"],
-    ),
-    (
-        "cargo test --release -p generated",
-        &["test", "--release", "--package", "generated", "--no-run"],
-    ),
-    (
-        "the tests again",
-        &["test", "--workspace", "--release", "--no-run"],
-    ),
-];
+/// The workspace's test build, the README's command.
+const WORKSPACE_TESTS: &[&str] = &["test", "--workspace", "--release", "--no-run"];
+
+/// Crates whose own tests a developer runs alone (`cargo test --release -p CRATE`).
+const CRATES: [&str; 5] = ["runtime", "toolchain", "trainer", "datasets", "generated"];
+
+/// The README's commands as the cargo builds they make, then each crate's tests alone, then
+/// the tests again: (what it is, cargo's arguments).
+fn commands() -> Vec<(String, Vec<&'static str>)> {
+    let mut commands = vec![
+        (
+            "the tests (cargo test --workspace --release)".to_string(),
+            WORKSPACE_TESTS.to_vec(),
+        ),
+        (
+            "cargo xtask".into(),
+            vec!["build", "--release", "--package", "xtask"],
+        ),
+        (
+            "cargo run --release -p generated --bin …".into(),
+            vec!["build", "--release", "--package", "generated", "--bins"],
+        ),
+    ];
+    for krate in CRATES {
+        commands.push((
+            format!("cargo test --release -p {krate}"),
+            vec!["test", "--release", "--package", krate, "--no-run"],
+        ));
+    }
+    commands.push(("the tests again".into(), WORKSPACE_TESTS.to_vec()));
+    commands
+}
 
 /// Runs each build in turn and fails if any of them compiles a burn crate: every one
 /// follows a build of this xtask (which links burn), so each should find burn fresh.
 pub fn run(_args: OneBuildArgs) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut failures = Vec::new();
-    for (what, args) in COMMANDS {
+    for (what, args) in commands() {
         println!("cargo {} ({what})", args.join(" "));
         let mut child = Command::new(&cargo)
-            .args(args)
+            .args(&args)
             .args(["--locked", "--message-format=json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
