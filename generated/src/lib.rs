@@ -12,12 +12,9 @@ use runtime::{BranchyAlexNet, BranchyAlexNetConfig, WeightMap};
 
 codegen_macros::edgent_plan!("plan.json");
 
-/// The weights the plan was made for, embedded in the binary (the file beside the plan).
-pub const WEIGHTS: &[u8] = plan::WEIGHTS;
-
 /// Loads the embedded weights onto `device`, checking them against the plan's digest.
 pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
-    let weights = WeightMap::from_bytes(WEIGHTS, plan::WEIGHTS_FILE)?;
+    let weights = WeightMap::from_bytes(plan::WEIGHTS, plan::WEIGHTS_FILE)?;
     let digest = weights.digest();
     ensure!(
         digest == plan::WEIGHTS_DIGEST,

@@ -15,7 +15,7 @@ use runtime::plan::{ExitCosts, Link, PairCost, Policy, decide_policy};
 use toolchain::costs::exit_costs;
 use toolchain::latency::LatencyModels;
 
-use crate::lab::{Binaries, Lab, Point};
+use crate::lab::{Binaries, Lab, Point, rate_in_words};
 use crate::plot::{self, Series};
 
 /// Options of `cargo xtask experiments`.
@@ -249,10 +249,6 @@ fn selection_figure<P: std::borrow::Borrow<Point>>(
     plot::lines(path, title, (x_desc, "exit / partition"), &series, log_x)
 }
 
-fn kbit(bps: f64) -> String {
-    format!("{:.0} kbit/s", bps / 1e3)
-}
-
 /// Runs every experiment and writes the report.
 pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -306,7 +302,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         writeln!(
             report,
             "| {} | {e}, {p} | {m:.1} | {pr:.1} | {error:.1} | {:.1} | {}, {} | {:.1} |",
-            kbit(*rate),
+            rate_in_words(*rate),
             100.0 * point.hit_rate(),
             paper.exit,
             paper.partition,
@@ -386,7 +382,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     writeln!(
         report,
         "## Selection and accuracy against the deadline (Figs. 8, 9)\n\nBandwidth {}. Accuracy counts a request that misses its deadline as wrong, as in the paper; each answer in time scores its exit's test-set accuracy (the sampled accuracy on the same images is in the second table). Baselines: device-only and edge-only run the whole network (exit 5) on one side; partition-only is Neurosurgeon (exit 5, best split); right-sizing-only picks the exit but never splits. Baselines wait for the edge (no local fallback).\n",
-        kbit(fixed_rate)
+        rate_in_words(fixed_rate)
     )?;
     let accuracy: Vec<f64> = costs.here.iter().map(|e| e.accuracy).collect();
     let mut sampled = String::from("\n| deadline |");
@@ -463,7 +459,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         .collect();
     selection_figure(
         &out.join("fig8-selection-vs-deadline.png"),
-        &format!("Exit and partition chosen at {}", kbit(fixed_rate)),
+        &format!("Exit and partition chosen at {}", rate_in_words(fixed_rate)),
         ("deadline (ms)", &deadlines),
         &edgent,
         &[("paper profile", &costs.paper)],
@@ -514,7 +510,10 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     ));
     plot::lines(
         &out.join("fig9-accuracy-vs-deadline.png"),
-        &format!("Accuracy within the deadline at {}", kbit(fixed_rate)),
+        &format!(
+            "Accuracy within the deadline at {}",
+            rate_in_words(fixed_rate)
+        ),
         ("deadline (ms)", "accuracy (%)"),
         &accuracy_lines,
         false,
@@ -611,7 +610,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     )?;
     let rates_text: Vec<String> = schedule
         .iter()
-        .map(|(t, r)| format!("{} from {t:.0} s", kbit(*r)))
+        .map(|(t, r)| format!("{} from {t:.0} s", rate_in_words(*r)))
         .collect();
     writeln!(
         report,

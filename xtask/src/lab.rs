@@ -106,6 +106,15 @@ impl Drop for Reaped {
     }
 }
 
+/// A link rate in words: `50 kbit/s`, `1.5 Mbit/s`.
+pub fn rate_in_words(bps: f64) -> String {
+    if bps >= 1e6 {
+        format!("{} Mbit/s", bps / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bps / 1e3)
+    }
+}
+
 /// Which side of the link a process runs on.
 #[derive(Debug, Clone, Copy)]
 enum Side {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toolchain::profile::Role;
 
-use crate::lab::{Binaries, Lab, Point};
+use crate::lab::{Binaries, Lab, Point, rate_in_words};
 use crate::plot::{self, Series};
 use crate::{generate, latency, train};
 
@@ -105,7 +105,9 @@ impl Runner {
 
     /// The expected seconds of the steps from `from` on: the last run's where there was one.
     fn remaining(&self, from: usize) -> f64 {
-        self.plan[from..]
+        self.plan
+            .get(from..)
+            .unwrap_or_default()
             .iter()
             .map(|(name, default)| self.read_stamp(name).map_or(*default, |s| s.seconds))
             .sum()
@@ -113,12 +115,31 @@ impl Runner {
 
     /// Runs `step` with `work`, unless its stamp says its outputs are up to date.
     fn run(&mut self, step: Step, work: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        self.run_step(step, self.force, work)
+    }
+
+    /// Runs `step` with `work` whatever its stamp says (a step whose own tool knows best
+    /// what is stale, such as cargo), and records its stamp.
+    fn run_always(
+        &mut self,
+        step: Step,
+        work: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.run_step(step, true, work)
+    }
+
+    fn run_step(
+        &mut self,
+        step: Step,
+        force: bool,
+        work: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let index = self.done;
         self.done += 1;
         let total = self.plan.len();
         let inputs = inputs_digest(&self.context, &step)?;
         let previous = self.read_stamp(step.name);
-        let up_to_date = !self.force
+        let up_to_date = !force
             && previous.as_ref().is_some_and(|stamp| {
                 stamp.inputs == inputs
                     && step.outputs.len() == stamp.outputs.len()
@@ -135,7 +156,11 @@ impl Runner {
             );
             return Ok(());
         }
-        let expected = previous.as_ref().map_or(self.plan[index].1, |s| s.seconds);
+        let expected = previous
+            .as_ref()
+            .map(|s| s.seconds)
+            .or_else(|| self.plan.get(index).map(|p| p.1))
+            .unwrap_or(0.0);
         println!(
             "\n[{}/{total}] {} — {}; about {} for this step, {} for the pipeline ({} so far)",
             index + 1,
@@ -419,8 +444,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         edge: bin_dir.join("edgent-edge"),
         device: bin_dir.join("edgent-device"),
     };
-    runner.force = true;
-    runner.run(
+    runner.run_always(
         Step {
             name: "build",
             settings: "cargo build --release -p generated with EDGENT_PLAN set to the plan".into(),
@@ -435,7 +459,6 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
             Ok(())
         },
     )?;
-    runner.force = args.force;
 
     // 7. The demonstration.
     let demo_dir = out.join("demonstration");
@@ -494,9 +517,10 @@ impl Demonstration {
         let Self {
             images,
             deadline_ms,
-            ref rates,
-            ref why_not_shaped,
-        } = *self;
+            rates,
+            why_not_shaped,
+        } = self;
+        let (images, deadline_ms) = (*images, *deadline_ms);
         let shaped = why_not_shaped.is_none();
         std::fs::create_dir_all(dir)?;
         let plan = codegen::load(plan_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
@@ -570,7 +594,7 @@ impl Demonstration {
             writeln!(
                 text,
                 "| {} | {exit}, {partition} | {split} | {met}/{} | {predicted:.1} | {measured:.1} | {error} | {:.1} % |",
-                kbit(*rate),
+                rate_in_words(*rate),
                 point.lines.len(),
                 100.0 * point.expected_accuracy(&accuracy)
             )?;
@@ -621,15 +645,6 @@ impl Demonstration {
             true,
         )?;
         Ok(())
-    }
-}
-
-/// A rate in words, e.g. `50 kbit/s`.
-fn kbit(bps: f64) -> String {
-    if bps >= 1e6 {
-        format!("{} Mbit/s", bps / 1e6)
-    } else {
-        format!("{} kbit/s", bps / 1e3)
     }
 }
 
@@ -687,6 +702,9 @@ mod tests {
         std::fs::write(&output, "edited").unwrap();
         runner.run(step(), copy).unwrap();
         assert_eq!(runs.get(), 3, "an edited output reruns the step");
+        runner.plan.push(("copy", 1.0));
+        runner.run_always(step(), copy).unwrap();
+        assert_eq!(runs.get(), 4, "run_always runs an up-to-date step");
         let missing = Step {
             outputs: vec![dir.path().join("never-written")],
             ..step()

@@ -63,23 +63,26 @@ fn expand(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStre
             "CARGO_MANIFEST_DIR is not set: build with cargo, which sets it",
         )
     })?;
-    let mut path = codegen::resolve(Path::new(&manifest_dir), &written)
+    let from_literal = codegen::resolve(Path::new(&manifest_dir), &written)
         .map_err(|message| syn::Error::new(literal.span(), message))?;
-    let mut written = written;
-    if let Some(chosen) = std::env::var_os(PLAN_VARIABLE).filter(|v| !v.is_empty()) {
-        let chosen = PathBuf::from(chosen);
-        if !chosen.is_absolute() {
-            return Err(syn::Error::new(
-                literal.span(),
-                format!(
-                    "{PLAN_VARIABLE} must be an absolute path to a plan file, got `{}`",
-                    chosen.display()
-                ),
-            ));
+    // The plan as a path, and as messages name it (never this checkout's absolute path).
+    let (path, written) = match std::env::var_os(PLAN_VARIABLE).filter(|v| !v.is_empty()) {
+        None => (from_literal, written),
+        Some(chosen) => {
+            let chosen = PathBuf::from(chosen);
+            if !chosen.is_absolute() {
+                return Err(syn::Error::new(
+                    literal.span(),
+                    format!(
+                        "{PLAN_VARIABLE} must be an absolute path to a plan file, got `{}`",
+                        chosen.display()
+                    ),
+                ));
+            }
+            let named = format!("{PLAN_VARIABLE}={}", chosen.display());
+            (chosen, named)
         }
-        written = format!("{PLAN_VARIABLE}={}", chosen.display());
-        path = chosen;
-    }
+    };
     if path.to_str().is_none() {
         return Err(syn::Error::new(
             literal.span(),
