@@ -212,7 +212,11 @@ mod tests {
     #[test]
     fn load_reports_a_schema_mismatch() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "plan.json", r#"{"version": 1, "digest": "x"}"#);
+        let path = write(
+            dir.path(),
+            "plan.json",
+            &format!(r#"{{"version": {PLAN_VERSION}, "digest": "x"}}"#),
+        );
         let problems = load(&path).unwrap_err();
         assert!(
             problems[0].contains("missing field `dataset`"),
@@ -227,7 +231,9 @@ mod tests {
         let problems = load(&path).unwrap_err();
         assert_eq!(
             problems,
-            ["plan schema version 7 is not 1: run `cargo xtask generate`"]
+            [format!(
+                "plan schema version 7 is not {PLAN_VERSION}: run `cargo xtask generate`"
+            )]
         );
         // Same message when the rest does parse.
         let mut plan = tiny_plan();

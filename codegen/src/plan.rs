@@ -8,7 +8,57 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the plan schema; the macro refuses other versions.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
+
+/// A layer's hyper-parameters, written as `runtime::LayerParams` serialises them: with the
+/// shapes, all the generated engine needs to call the layer's kernel with constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PlanParams {
+    /// Convolution, stride 1.
+    Conv {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Zero padding on each side.
+        padding: usize,
+    },
+    /// Max-pooling, ceil mode.
+    MaxPool {
+        /// Window side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// Local response normalisation (Chainer's α).
+    Lrn {
+        /// Channels in the window.
+        size: usize,
+        /// α.
+        alpha: f64,
+        /// β.
+        beta: f64,
+        /// k.
+        k: f64,
+    },
+    /// Dropout (the identity at inference).
+    Dropout {
+        /// Drop probability in training.
+        prob: f64,
+    },
+    /// Fully connected.
+    Fc {
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+    },
+    /// No parameters (ReLU).
+    None,
+}
 
 /// One layer of an exit's chain with its predicted time on each side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +71,8 @@ pub struct PlanLayer {
     pub input: Vec<usize>,
     /// Output shape per sample.
     pub output: Vec<usize>,
+    /// Hyper-parameters.
+    pub params: PlanParams,
     /// Predicted device time, ms.
     pub device_ms: f64,
     /// Predicted edge time, ms.
@@ -86,6 +138,11 @@ pub struct Plan {
     /// CPU threads the edge's layers run on, as its latency models were profiled.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub edge_threads: usize,
+    /// The engine the device's latency models were profiled on (`generated` or `burn`):
+    /// the one `edgent-device` runs by default.
+    pub device_engine: String,
+    /// The engine the edge's latency models were profiled on.
+    pub edge_engine: String,
     /// The exits, 1 to 5.
     pub exits: Vec<PlanExit>,
 }
@@ -128,6 +185,13 @@ impl Plan {
         }
         if self.exits.is_empty() {
             problems.push("the plan has no exits".into());
+        }
+        for (role, engine) in [("device", &self.device_engine), ("edge", &self.edge_engine)] {
+            if !matches!(engine.as_str(), "generated" | "burn") {
+                problems.push(format!(
+                    "the {role}'s engine `{engine}` is not `generated` or `burn`"
+                ));
+            }
         }
         if self.input.len() != 3 {
             problems.push(format!(

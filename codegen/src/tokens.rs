@@ -8,7 +8,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, quote};
 
 use crate::envelope::lower_envelope;
-use crate::plan::{Plan, PlanExit};
+use crate::plan::{Plan, PlanExit, PlanLayer, PlanParams};
 
 /// The module `pub mod plan { … }` for `plan`, read from `plan_path` (absolute, so that the
 /// emitted `include_bytes!` finds it and edits to the file rebuild the invoking crate). The
@@ -43,6 +43,9 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
     });
     let tables = plan.exits.iter().map(|e| exit_table(&rt, e));
     let by_accuracy = by_accuracy(&plan.exits).into_iter().map(usize_literal);
+    let device_engine = &plan.device_engine;
+    let edge_engine = &plan.edge_engine;
+    let engine = engine(plan);
 
     let module_doc = format!(
         " The Edgent plan compiled in by `edgent_plan!`: {} exits, data set `{dataset}`, \
@@ -72,6 +75,10 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
             pub const DEVICE_THREADS: usize = #device_threads;
             /// CPU threads the edge's layers run on (0: one per core).
             pub const EDGE_THREADS: usize = #edge_threads;
+            /// The engine the device's latency models were profiled on (`generated`, `burn`).
+            pub const DEVICE_ENGINE: &str = #device_engine;
+            /// The engine the edge's latency models were profiled on.
+            pub const EDGE_ENGINE: &str = #edge_engine;
             /// Input shape per sample `[C, H, W]` (`u8` pixels on the device).
             pub const INPUT: [usize; #input_len] = [#(#input),*];
             /// Number of classes.
@@ -97,7 +104,116 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
             pub fn decide(bandwidth_bps: f64, rtt_ms: f64, deadline_ms: f64) -> #rt::Decision {
                 #rt::decide_tables(&TABLES, &BY_ACCURACY, #rt::Link { bandwidth_bps, rtt_ms }, deadline_ms)
             }
+            #engine
         }
+    }
+}
+
+/// `pub mod engine { … }`: the generated engine (DESIGN.md §10). `layer` runs any layer of
+/// any exit chain as a call of its kernel with every shape a constant; `SHAPES` lets the
+/// binary check at start-up that the network it packs is the one the plan describes.
+fn engine(plan: &Plan) -> TokenStream {
+    let eng = quote!(::runtime::engine);
+    let mut arms = Vec::new();
+    for exit in &plan.exits {
+        for (index, layer) in exit.layers.iter().enumerate() {
+            let (e, i) = (usize_literal(exit.exit), usize_literal(index));
+            let call = layer_call(&eng, layer, &e, &i);
+            arms.push(quote!((#e, #i) => #call,));
+        }
+    }
+    let shapes = plan.exits.iter().map(|exit| {
+        let layers = exit.layers.iter().map(|l| {
+            let input = l.input.iter().map(|&d| usize_literal(d));
+            let output = l.output.iter().map(|&d| usize_literal(d));
+            quote!((&[#(#input),*], &[#(#output),*]))
+        });
+        quote!(&[#(#layers),*])
+    });
+    quote! {
+        /// The generated engine: every layer of every exit chain as a call of its kernel with
+        /// its shapes as constants. Run it through `runtime::engine::PackedNetwork::run_with`
+        /// (`with_layer_fn(engine::layer, …)`), which packs the weights once, holds the
+        /// arena and fuses a ReLU into the layer before it.
+        pub mod engine {
+            /// Runs layer `index` of exit `exit` in `arena` (`relu`: apply the ReLU that
+            /// follows too).
+            pub fn layer(
+                net: &#eng::PackedNetwork,
+                arena: &mut #eng::Arena,
+                exit: usize,
+                index: usize,
+                relu: bool,
+            ) {
+                let isa = net.isa();
+                let _ = (isa, relu);
+                match (exit, index) {
+                    #(#arms)*
+                    _ => ::core::unreachable!(
+                        "exit {} has no layer {}: the network was checked against the plan at start-up",
+                        exit, index
+                    ),
+                }
+            }
+
+            /// `SHAPES[i][j]`: input and output shape of layer `j` of exit `i + 1`.
+            pub static SHAPES: [&[(&[usize], &[usize])]; super::EXITS] = [#(#shapes),*];
+        }
+    }
+}
+
+/// The kernel call of one layer (a `compile_error!` for a layer the kernels cannot run).
+fn layer_call(eng: &TokenStream, layer: &PlanLayer, e: &Literal, i: &Literal) -> TokenStream {
+    let map = match *layer.input.as_slice() {
+        [c, h, w] => Some((c, h, w)),
+        _ => None,
+    };
+    let unsupported = |why: &str| {
+        let message = format!("layer {}: {why}: run `cargo xtask generate`", layer.name);
+        quote!(::core::compile_error!(#message))
+    };
+    match (&layer.params, map) {
+        (PlanParams::Lrn { beta, .. }, _) if *beta != 0.75 => {
+            unsupported("the LRN kernel computes β = 0.75 only")
+        }
+        (
+            PlanParams::Conv {
+                in_channels,
+                out_channels,
+                kernel,
+                padding,
+            },
+            Some((_, h, w)),
+        ) => {
+            let [ic, oc, h, w, k, pad] =
+                [*in_channels, *out_channels, h, w, *kernel, *padding].map(usize_literal);
+            quote!(net.conv(arena, #e, #i, #eng::kernels::ConvConst::<#ic, #oc, #h, #w, #k, #pad>, relu))
+        }
+        (
+            PlanParams::Fc {
+                in_features,
+                out_features,
+            },
+            _,
+        ) => {
+            let (inputs, outputs) = (usize_literal(*in_features), usize_literal(*out_features));
+            quote!(net.fc(arena, #e, #i, #eng::kernels::Fc { inputs: #inputs, outputs: #outputs }, relu))
+        }
+        (PlanParams::MaxPool { kernel, stride }, Some((c, h, w))) => {
+            let [c, h, w, k, stride] = [c, h, w, *kernel, *stride].map(usize_literal);
+            quote!(arena.pool(isa, #eng::kernels::Pool { c: #c, h: #h, w: #w, k: #k, stride: #stride }))
+        }
+        (PlanParams::Lrn { size, alpha, k, .. }, Some((c, h, w))) => {
+            let [c, hw, size] = [c, h * w, *size].map(usize_literal);
+            let (alpha, k) = (f32_literal(*alpha), f32_literal(*k));
+            quote!(arena.lrn(isa, #eng::kernels::Lrn { c: #c, hw: #hw, size: #size, alpha: #alpha, k: #k }))
+        }
+        (PlanParams::Dropout { .. }, _) => quote!({}),
+        (PlanParams::None, _) => {
+            let len = usize_literal(layer.input.iter().product());
+            quote!(arena.relu(isa, #len))
+        }
+        _ => unsupported("a convolution, pooling or LRN needs a [C, H, W] input"),
     }
 }
 
@@ -211,11 +327,22 @@ pub(crate) mod tests {
                 let mut layers = Vec::new();
                 for k in 1..=e {
                     for kind in ["conv", "relu"] {
+                        let ic = if layers.is_empty() { 1 } else { 2 };
                         layers.push(PlanLayer {
                             name: format!("{kind}{k}"),
                             kind: kind.into(),
-                            input: vec![if layers.is_empty() { 1 } else { 2 }, 4, 4],
+                            input: vec![ic, 4, 4],
                             output: vec![2, 4, 4],
+                            params: if kind == "conv" {
+                                PlanParams::Conv {
+                                    in_channels: ic,
+                                    out_channels: 2,
+                                    kernel: 3,
+                                    padding: 1,
+                                }
+                            } else {
+                                PlanParams::None
+                            },
                             device_ms: 0.1 * (k as f64) + 0.2,
                             edge_ms: 1.0 / (3.0 * k as f64),
                         });
@@ -226,6 +353,10 @@ pub(crate) mod tests {
                     kind: "fc".into(),
                     input: vec![2, 4, 4],
                     output: vec![3],
+                    params: PlanParams::Fc {
+                        in_features: 32,
+                        out_features: 3,
+                    },
                     device_ms: 0.7,
                     edge_ms: 0.01,
                 });
@@ -263,6 +394,8 @@ pub(crate) mod tests {
             device_slowdown: 7.5,
             device_threads: 1,
             edge_threads: 0,
+            device_engine: "generated".into(),
+            edge_engine: "burn".into(),
             exits,
         }
         .seal()
@@ -344,6 +477,7 @@ pub(crate) mod tests {
                 syn::Item::Const(c) => (c.ident.to_string(), &c.attrs),
                 syn::Item::Static(s) => (s.ident.to_string(), &s.attrs),
                 syn::Item::Fn(f) => (f.sig.ident.to_string(), &f.attrs),
+                syn::Item::Mod(m) => (m.ident.to_string(), &m.attrs),
                 other => panic!("unexpected item {}", other.to_token_stream()),
             };
             assert!(
@@ -365,6 +499,8 @@ pub(crate) mod tests {
                 "DEVICE_SLOWDOWN",
                 "DEVICE_THREADS",
                 "EDGE_THREADS",
+                "DEVICE_ENGINE",
+                "EDGE_ENGINE",
                 "INPUT",
                 "CLASSES",
                 "NORMALIZATION_MEAN",
@@ -375,7 +511,8 @@ pub(crate) mod tests {
                 "LAYER_NAMES",
                 "TABLES",
                 "BY_ACCURACY",
-                "decide"
+                "decide",
+                "engine"
             ]
         );
         // Five table entries.
@@ -391,6 +528,15 @@ pub(crate) mod tests {
         };
         assert_eq!(array.elems.len(), 5);
         let text = module.to_token_stream().to_string();
+        // The engine calls every layer's kernel with its shapes as constants.
+        assert!(
+            text.contains("(5 , 2) => net . conv (arena , 5 , 2 , :: runtime :: engine :: kernels :: ConvConst :: < 2 , 2 , 4 , 4 , 3 , 1 > , relu)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(1 , 2) => net . fc (arena , 1 , 2 , :: runtime :: engine :: kernels :: Fc { inputs : 32 , outputs : 3 } , relu)"),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("pub const DIGEST : & str = \"{}\"", plan.digest)),
             "{text}"

@@ -4,7 +4,7 @@
 //!    the same bytes over a plain TCP socket, per request, on loopback, for the payloads
 //!    the plan sends (the raw image at p = 0 and activations).
 //! 2. Edge throughput against the number of devices sending at once (edge-only requests of
-//!    the most accurate exit), as a ratio to one device.
+//!    exit 5, 2 workers) on the generated engine and on burn-flex, and their ratio.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use generated::{load_model, plan, plan_digest, served_plan};
-use runtime::Backend;
+use generated::{load_engine, plan, plan_digest, served_plan};
 use runtime::edge::{EdgeConfig, Endpoint, serve};
 use runtime::wire::protocol::{Header, Message, MessageType, Payload};
 use runtime::wire::transport::{KeyPair, Security, start_zap};
+use runtime::{Backend, EngineKind};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -128,9 +128,8 @@ fn zmq_round_trip(bytes: usize, repeats: usize, curve: bool) -> f64 {
     median(times[repeats / 10..].to_vec())
 }
 
-fn throughput(devices: usize, seconds: f64) -> f64 {
-    let device = Backend::default().device();
-    let model = load_model(&device).unwrap();
+fn throughput(engine: EngineKind, devices: usize, seconds: f64) -> f64 {
+    let engine = load_engine(engine, Backend::default()).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -149,8 +148,7 @@ fn throughput(devices: usize, seconds: f64) -> f64 {
                 security: Security::Null,
             };
             serve(
-                &model,
-                &device,
+                &engine,
                 &served_plan(),
                 &config,
                 &stop,
@@ -161,7 +159,7 @@ fn throughput(devices: usize, seconds: f64) -> f64 {
         })
     };
     ready_rx.recv().unwrap();
-    let exit = plan::BY_ACCURACY[0] + 1;
+    let exit = plan::EXITS;
     let started = Instant::now();
     let clients: Vec<_> = (0..devices)
         .map(|d| {
@@ -219,14 +217,17 @@ fn main() {
         );
     }
     let seconds = if full { 5.0 } else { 0.5 };
-    println!("\nedge throughput (2 workers, edge-only requests of the most accurate exit):");
-    let base = throughput(1, seconds);
-    println!("{:>3} devices {base:>8.1} requests/s  1.00×", 1);
-    for devices in [2, 4, 8, 16] {
-        let rate = throughput(devices, seconds);
+    println!("\nedge throughput, results/s (2 workers, edge-only requests of exit 5):");
+    println!(
+        "{:>7} {:>10} {:>10} {:>16}",
+        "devices", "generated", "burn", "generated/burn"
+    );
+    for devices in [1, 2, 4, 8, 16] {
+        let generated = throughput(EngineKind::Generated, devices, seconds);
+        let burn = throughput(EngineKind::Burn, devices, seconds);
         println!(
-            "{devices:>3} devices {rate:>8.1} requests/s  {:.2}×",
-            rate / base
+            "{devices:>7} {generated:>10.1} {burn:>10.1} {:>15.2}×",
+            generated / burn
         );
     }
 }

@@ -6,14 +6,19 @@ pub mod net;
 pub mod output;
 pub mod units;
 
+use std::sync::Arc;
+
 use anyhow::{Context, ensure};
 use burn::prelude::Device;
-use runtime::{BranchyAlexNet, BranchyAlexNetConfig, WeightMap};
+use runtime::{
+    Backend, BranchyAlexNet, BranchyAlexNetConfig, BurnEngine, Engine, EngineKind, Isa, LayerTable,
+    PackedNetwork, WeightMap,
+};
 
 codegen_macros::edgent_plan!("plan.json");
 
-/// Loads the embedded weights onto `device`, checking them against the plan's digest.
-pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
+/// The embedded weights, checked against the plan's digest.
+pub fn weights() -> anyhow::Result<WeightMap> {
     let weights = WeightMap::from_bytes(plan::WEIGHTS, plan::WEIGHTS_FILE)?;
     let digest = weights.digest();
     ensure!(
@@ -21,6 +26,20 @@ pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
         "the embedded weights (digest {digest}) are not the ones the plan was made for ({}): run `cargo xtask generate`",
         plan::WEIGHTS_DIGEST
     );
+    Ok(weights)
+}
+
+/// The layer table of the plan's network.
+pub fn layer_table() -> LayerTable {
+    BranchyAlexNetConfig::new()
+        .with_channels(plan::INPUT[0])
+        .with_classes(plan::CLASSES)
+        .layer_table()
+}
+
+/// Loads the embedded weights onto `device` as a burn model.
+pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
+    let weights = weights()?;
     let model = BranchyAlexNetConfig::new()
         .with_channels(plan::INPUT[0])
         .with_classes(plan::CLASSES)
@@ -28,6 +47,79 @@ pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
         .load_weights(&weights, device)
         .context("the embedded weights do not fit the model")?;
     Ok(model)
+}
+
+/// The generated engine: the embedded weights packed for the kernels, run through
+/// `plan::engine::layer` (every layer's kernel with its shapes as constants) with `isa`.
+/// Checks first that the network is the one the plan was generated for.
+pub fn generated_engine(isa: Isa) -> anyhow::Result<PackedNetwork> {
+    let table = layer_table();
+    for (spec, (names, shapes)) in table
+        .exits
+        .iter()
+        .zip(plan::LAYER_NAMES.iter().zip(&plan::engine::SHAPES))
+    {
+        let same = spec.layers.len() == names.len()
+            && spec.layers.iter().zip(names.iter().zip(shapes.iter())).all(
+                |(layer, (name, (input, output)))| {
+                    layer.name == *name && layer.input == *input && layer.output == *output
+                },
+            );
+        ensure!(
+            same && table.exits.len() == plan::EXITS,
+            "exit {}'s layers are not the ones the plan was generated for: run `cargo xtask generate`",
+            spec.exit
+        );
+    }
+    let net = PackedNetwork::new(&table, &weights()?, isa)
+        .context("the embedded weights do not fit the generated engine")?;
+    Ok(net.with_layer_fn(plan::engine::layer, "generated"))
+}
+
+/// The engine a binary runs: the generated one with the CPU's best instruction set (capped
+/// by `EDGENT_ISA`), or burn on `backend`.
+pub fn load_engine(kind: EngineKind, backend: Backend) -> anyhow::Result<Arc<dyn Engine>> {
+    Ok(match kind {
+        EngineKind::Generated => {
+            let isa = Isa::detect().map_err(anyhow::Error::msg)?;
+            Arc::new(generated_engine(isa)?)
+        }
+        EngineKind::Burn => {
+            let device = backend.device();
+            Arc::new(BurnEngine::new(load_model(&device)?, device))
+        }
+    })
+}
+
+/// The engine a plan's role names (`plan::DEVICE_ENGINE`, `plan::EDGE_ENGINE`): the
+/// generated one unless the plan says burn.
+pub fn planned_engine(planned: &str) -> EngineKind {
+    planned.parse().unwrap_or_default()
+}
+
+/// The binaries' engine flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// What runs the layers: generated (the kernels compiled from the plan) or burn
+    /// (burn-flex, for comparison). Default: the engine the plan's latency models were
+    /// profiled on.
+    #[arg(long)]
+    pub engine: Option<EngineKind>,
+    /// Burn backend with `--engine burn`: flex or ndarray.
+    #[arg(long, default_value = "flex")]
+    pub backend: Backend,
+}
+
+impl EngineArgs {
+    /// The engine chosen, or `planned` (`plan::DEVICE_ENGINE` or `plan::EDGE_ENGINE`).
+    pub fn kind(&self, planned: &str) -> EngineKind {
+        self.engine.unwrap_or_else(|| planned_engine(planned))
+    }
+
+    /// Loads the engine chosen (see [`EngineArgs::kind`]).
+    pub fn load(&self, planned: &str) -> anyhow::Result<Arc<dyn Engine>> {
+        load_engine(self.kind(planned), self.backend)
+    }
 }
 
 /// Normalises `u8` pixels (`[C, H, W]`) as the model was trained.

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use burn::prelude::Device;
 use serde::Serialize;
 
+use crate::engine::{Activation, Engine};
 use crate::model::entropy::argmax;
-use crate::model::{Activation, BranchyAlexNet, ModelError, normalize};
+use crate::model::{ModelError, normalize};
 use crate::plan::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
 use crate::slowdown::Slowdown;
 use crate::slowdown::{Emulation, LayerClock, run_slice_clocked};
@@ -356,8 +356,7 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The device side of co-inference.
 pub struct DeviceClient {
-    model: BranchyAlexNet,
-    device: Device,
+    engine: Arc<dyn Engine>,
     plan: DevicePlan,
     config: DeviceConfig,
     socket: zmq::Socket,
@@ -432,14 +431,13 @@ impl DeviceClient {
     /// Connects to the edge (lazily: ZeroMQ connects in the background) and, if configured,
     /// probes the link.
     pub fn connect(
-        model: BranchyAlexNet,
-        device: Device,
+        engine: Arc<dyn Engine>,
         plan: DevicePlan,
         config: DeviceConfig,
     ) -> Result<Self, DeviceError> {
         config.security.check()?;
-        model.warm_up(&device);
-        let clock = Arc::new(LayerClock::measure(&model, config.slowdown, &device)?);
+        engine.warm_up();
+        let clock = Arc::new(LayerClock::measure(&*engine, config.slowdown)?);
         let context = zmq::Context::new();
         let socket = context
             .socket(zmq::DEALER)
@@ -462,8 +460,7 @@ impl DeviceClient {
             None => LinkEstimator::new(config.initial_link, 8),
         };
         let mut client = Self {
-            model,
-            device,
+            engine,
             plan,
             config,
             socket,
@@ -616,11 +613,7 @@ impl DeviceClient {
     fn input(&self, pixels: &[u8]) -> Result<Activation, ModelError> {
         let mut dims = vec![1];
         dims.extend(self.plan.input);
-        Activation::from_values(
-            normalize(pixels, self.plan.mean, self.plan.std),
-            &dims,
-            &self.device,
-        )
+        Activation::from_values(normalize(pixels, self.plan.mean, self.plan.std), &dims)
     }
 
     /// The factor the deadline is divided by when planning (see
@@ -664,8 +657,7 @@ impl DeviceClient {
             clock: Some(&self.clock),
             cancel: None,
         };
-        let (y, took) =
-            run_slice_clocked(&self.model, exit, 0..end, input, emulation, &self.device)?;
+        let (y, took) = run_slice_clocked(&*self.engine, exit, 0..end, &input, emulation)?;
         let ms = took.as_secs_f64() * 1e3;
         if end == self.plan.chain_len(exit) {
             self.learn_local(exit, ms);
@@ -683,7 +675,7 @@ impl DeviceClient {
     fn speculate(&mut self, pixels: &[u8], exit: usize) -> Result<Speculation, ModelError> {
         self.settle();
         let input = self.input(pixels)?;
-        let (model, device) = (self.model.clone(), self.device.clone());
+        let engine = Arc::clone(&self.engine);
         let end = self.plan.chain_len(exit);
         let clock = Arc::clone(&self.clock);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -693,7 +685,7 @@ impl DeviceClient {
                 clock: Some(&clock),
                 cancel: Some(&flag),
             };
-            run_slice_clocked(&model, exit, 0..end, input, emulation, &device)
+            run_slice_clocked(&*engine, exit, 0..end, &input, emulation)
         });
         self.counters.speculated += 1;
         Ok(Speculation {

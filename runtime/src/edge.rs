@@ -9,10 +9,10 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use burn::prelude::Device;
 use serde::Serialize;
 
-use crate::model::{Activation, BranchyAlexNet, normalize};
+use crate::engine::{Activation, Engine};
+use crate::model::normalize;
 use crate::slowdown::run_slice;
 use crate::wire::protocol::{Dtype, ErrorCode, Header, Message, MessageType, Payload};
 use crate::wire::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
@@ -153,8 +153,7 @@ const RESULTS: &str = "inproc://edgent-edge-results";
 /// Runs the edge until `stop` is set (e.g. by SIGINT/SIGTERM). `ready` is called once the
 /// socket listens. `stats` is called about once a second with the counters.
 pub fn serve(
-    model: &BranchyAlexNet,
-    device: &Device,
+    engine: &Arc<dyn Engine>,
     plan: &ServedPlan,
     config: &EdgeConfig,
     stop: &AtomicBool,
@@ -162,7 +161,7 @@ pub fn serve(
     mut stats: impl FnMut(&EdgeStats),
 ) -> Result<EdgeStats, TransportError> {
     config.security.check()?;
-    model.warm_up(device);
+    engine.warm_up();
     let started = Instant::now();
     let context = zmq::Context::new();
     let zap = match &config.security {
@@ -187,11 +186,11 @@ pub fn serve(
             .map_err(zmq_err("creating a worker socket"))?;
         push.connect(RESULTS)
             .map_err(zmq_err("connecting a worker"))?;
-        let (model, device, queue) = (model.clone(), device.clone(), Arc::clone(&queue));
+        let (engine, queue) = (Arc::clone(engine), Arc::clone(&queue));
         let (plan, counters) = (plan.clone(), Arc::clone(&counters));
         let handle = std::thread::Builder::new()
             .name(format!("edgent-worker-{i}"))
-            .spawn(move || worker(&model, &device, &plan, &queue, &push, &counters))
+            .spawn(move || worker(&*engine, &plan, &queue, &push, &counters))
             .map_err(|source| TransportError::Io {
                 path: "<worker thread>".into(),
                 source,
@@ -227,7 +226,7 @@ pub fn serve(
                 let Ok(frames) = front.recv_multipart(zmq::DONTWAIT) else {
                     break;
                 };
-                if let Some(out) = admit(frames, model, plan, &counters, &jobs) {
+                if let Some(out) = admit(frames, &**engine, plan, &counters, &jobs) {
                     reply(out);
                 }
             }
@@ -285,7 +284,7 @@ fn open_front(context: &zmq::Context, config: &EdgeConfig) -> Result<zmq::Socket
 /// or `None` when the request went to the workers.
 fn admit(
     frames: Vec<Vec<u8>>,
-    model: &BranchyAlexNet,
+    engine: &dyn Engine,
     plan: &ServedPlan,
     counters: &EdgeCounters,
     jobs: &SyncSender<Job>,
@@ -334,7 +333,7 @@ fn admit(
         }
     }
     counters.requests.fetch_add(1, Ordering::Relaxed);
-    if let Err((code, text)) = check_request(&h, model, plan) {
+    if let Err((code, text)) = check_request(&h, engine, plan) {
         return refuse(h.request_id, code, &text);
     }
     let input = match msg.payload {
@@ -365,7 +364,7 @@ fn admit(
 /// Checks a decoded request against the served plan and the layer table.
 fn check_request(
     h: &Header,
-    model: &BranchyAlexNet,
+    engine: &dyn Engine,
     plan: &ServedPlan,
 ) -> Result<(), (ErrorCode, String)> {
     if h.plan_digest != plan.digest {
@@ -385,7 +384,7 @@ fn check_request(
         ));
     }
     let exit = usize::from(h.exit);
-    let spec = model.layer_table().exit(exit).ok_or_else(|| {
+    let spec = engine.table().exit(exit).ok_or_else(|| {
         (
             ErrorCode::BadExit,
             format!("exit {exit} does not exist (1 to {})", crate::NUM_EXITS),
@@ -428,8 +427,7 @@ fn check_request(
 }
 
 fn worker(
-    model: &BranchyAlexNet,
-    device: &Device,
+    engine: &dyn Engine,
     plan: &ServedPlan,
     queue: &Mutex<Receiver<Job>>,
     push: &zmq::Socket,
@@ -443,7 +441,7 @@ fn worker(
         };
         let Ok(job) = job else { return };
         let queued = job.received.elapsed();
-        let reply = run_job(model, device, plan, &job, queued, counters);
+        let reply = run_job(engine, plan, &job, queued, counters);
         let mut frames = job.envelope;
         frames.extend(reply.encode());
         if push.send_multipart(frames, 0).is_err() {
@@ -453,8 +451,7 @@ fn worker(
 }
 
 fn run_job(
-    model: &BranchyAlexNet,
-    device: &Device,
+    engine: &dyn Engine,
     plan: &ServedPlan,
     job: &Job,
     queued: Duration,
@@ -462,11 +459,11 @@ fn run_job(
 ) -> Message {
     let h = &job.header;
     let (exit, p) = (usize::from(h.exit), usize::from(h.partition));
-    let n = model.layer_table().exit(exit).map_or(0, |e| e.len());
+    let n = engine.table().exit(exit).map_or(0, |e| e.len());
     let mut dims = vec![1];
     dims.extend(h.shape.iter().map(|&d| d as usize));
-    let outcome = Activation::from_values(job.input.clone(), &dims, device)
-        .and_then(|x| run_slice(model, exit, p..n, x, device));
+    let outcome = Activation::from_values(job.input.clone(), &dims)
+        .and_then(|x| run_slice(engine, exit, p..n, &x));
     match outcome {
         Ok((logits, took)) => {
             let values = logits.to_values();

@@ -8,9 +8,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::engine::{Activation, Engine};
+use crate::model::ModelError;
 use crate::model::layers::{ExitSpec, LayerSpec};
-use crate::model::{Activation, BranchyAlexNet, ModelError};
-use burn::prelude::Device;
 
 /// How many times slower than this machine the emulated device is (DESIGN.md §8; the
 /// per-layer wait is [`Slowdown::stretch`], driven by [`LayerClock`]).
@@ -84,14 +84,6 @@ impl std::str::FromStr for Slowdown {
     }
 }
 
-/// Runs `work`, waits for the device to finish it, and returns how long that took.
-pub fn timed<T>(device: &Device, work: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
-    let out = work();
-    let _ = device.sync();
-    (out, start.elapsed())
-}
-
 /// Median of `values` (0 for an empty slice).
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -159,26 +151,25 @@ impl Repeats {
 }
 
 /// A deterministic input for `layer`, batch 1: values spread over [−1, 1), for timing.
-pub fn probe_input(layer: &LayerSpec, device: &Device) -> Activation {
+pub fn probe_input(layer: &LayerSpec) -> Activation {
     let len = layer.input_len();
     let values: Vec<f32> = (0..len)
         .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
         .collect();
     let mut dims = vec![1];
     dims.extend(&layer.input);
-    Activation::from_values(values, &dims, device).expect("shape from the spec")
+    Activation::from_values(values, &dims).expect("shape from the spec")
 }
 
-/// Times layers `[start, end)` of `exit` on `model` on this machine, layer by layer, as the
+/// Times layers `[start, end)` of `exit` on `engine` on this machine, layer by layer, as the
 /// edge runs them. Returns the output and the total time.
 pub fn run_slice(
-    model: &BranchyAlexNet,
+    engine: &dyn Engine,
     exit: usize,
     range: Range<usize>,
-    x: Activation,
-    device: &Device,
+    x: &Activation,
 ) -> Result<(Activation, Duration), ModelError> {
-    run_slice_clocked(model, exit, range, x, Emulation::default(), device)
+    run_slice_clocked(engine, exit, range, x, Emulation::default())
 }
 
 /// How a timed slice run emulates the slow device.
@@ -194,32 +185,50 @@ pub struct Emulation<'a> {
 /// [`run_slice`] on the emulated device: each layer stretched by the clock, and a flag
 /// that cancels the run.
 pub fn run_slice_clocked(
-    model: &BranchyAlexNet,
+    engine: &dyn Engine,
     exit: usize,
     range: Range<usize>,
-    x: Activation,
+    x: &Activation,
     emulation: Emulation<'_>,
-    device: &Device,
 ) -> Result<(Activation, Duration), ModelError> {
     let Emulation { clock, cancel } = emulation;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    if cancelled() {
+        return Err(ModelError::Cancelled);
+    }
     let mut total = Duration::ZERO;
-    let mut x = x;
-    for index in range {
-        if cancelled() {
-            return Err(ModelError::Cancelled);
-        }
-        let (y, took) = timed(device, || model.forward_slice(exit, index..index + 1, x));
-        x = y?;
+    let mut last = Instant::now();
+    let y = engine.run(exit, range, x, &mut |index| {
+        let took = last.elapsed();
         total += match clock {
             Some(clock) => clock.stretch(exit, index, took, cancel),
             None => took,
         };
-    }
-    if cancelled() {
-        return Err(ModelError::Cancelled);
-    }
-    Ok((x, total))
+        if cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        last = Instant::now();
+        Ok(())
+    })?;
+    Ok((y, total))
+}
+
+/// Each layer's time in one run of `range` of `exit` on `engine`, as the run reports them
+/// (a ReLU fused into the layer before it takes no time of its own), in ms.
+pub fn layer_times(
+    engine: &dyn Engine,
+    exit: usize,
+    range: Range<usize>,
+    x: &Activation,
+) -> Result<Vec<f64>, ModelError> {
+    let mut times = Vec::with_capacity(range.len());
+    let mut last = Instant::now();
+    engine.run(exit, range, x, &mut |_| {
+        times.push(last.elapsed().as_secs_f64() * 1e3);
+        last = Instant::now();
+        Ok(())
+    })?;
+    Ok(times)
 }
 
 /// The emulated slow device (DESIGN.md §8): layer `index` of exit `exit` takes the time it
@@ -239,61 +248,48 @@ impl LayerClock {
     pub const ROUNDS: usize = 7;
 
     /// The clock of a device `slowdown` times slower than this machine: times every layer
-    /// of every exit chain of `model` warm (nothing to time without a slowdown).
-    pub fn measure(
-        model: &BranchyAlexNet,
-        slowdown: Slowdown,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    /// of every exit chain on `engine` warm (nothing to time without a slowdown).
+    pub fn measure(engine: &dyn Engine, slowdown: Slowdown) -> Result<Self, ModelError> {
         let mut warm = HashMap::new();
         if slowdown == Slowdown::NONE {
             return Ok(Self { slowdown, warm });
         }
-        // Every layer with its real input, timed in rounds over the whole table; a layer's
-        // warm time is its fastest round (the median of the round's runs). On this kind of
-        // machine a small layer runs either on all cores or, when a core is busy or asleep,
-        // on fewer, and the two differ by up to 2×: the fastest round is the steady one,
-        // and the one the profiler's long back-to-back series mostly sees.
-        // The trunk's layers are the same whichever exit runs them: timed once.
-        let table = model.layer_table().clone();
-        let mut layers = Vec::new();
-        let mut positions = Vec::new();
-        for spec in &table.exits {
-            let mut x = probe_input(&spec.layers[0], device);
-            for index in 0..spec.len() {
-                let next = model.forward_slice(spec.exit, index..index + 1, x.clone())?;
-                let key = Self::key(spec, index);
-                if !layers.iter().any(|(k, _, _, _)| *k == key) {
-                    layers.push((key, spec.exit, x, Vec::with_capacity(Self::ROUNDS)));
-                }
-                positions.push(((spec.exit, index), key));
-                x = next;
-            }
-        }
-        let repeats = Repeats {
-            warmup: 3,
-            min: 9,
-            max: 9,
-            budget: Duration::ZERO,
-        };
+        // Every exit's whole chain, run as the device runs it, in rounds; each layer's time
+        // in a round is the median of the round's runs, and its warm time the fastest
+        // round's. On this kind of machine a run is sometimes slowed by a busy or sleeping
+        // core: the fastest round is the steady one, and the one the profiler's long
+        // back-to-back series mostly sees. The trunk's layers are the same whichever exit
+        // runs them: a trunk layer's warm time is the fastest over the exits.
+        let table = engine.table().clone();
+        let runs = 9;
+        let mut by_key: HashMap<(usize, usize), f64> = HashMap::new();
         for _ in 0..Self::ROUNDS {
-            for ((_, index), exit, x, rounds) in &mut layers {
-                rounds.push(repeats.median_ms(|| {
-                    let input = x.clone();
-                    timed(device, || {
-                        model.forward_slice(*exit, *index..*index + 1, input)
-                    })
-                    .1
-                }));
+            for spec in &table.exits {
+                let input = probe_input(&spec.layers[0]);
+                for _ in 0..3 {
+                    layer_times(engine, spec.exit, 0..spec.len(), &input)?;
+                }
+                let mut samples = vec![Vec::with_capacity(runs); spec.len()];
+                for _ in 0..runs {
+                    let times = layer_times(engine, spec.exit, 0..spec.len(), &input)?;
+                    for (s, t) in samples.iter_mut().zip(times) {
+                        s.push(t);
+                    }
+                }
+                for (index, mut s) in samples.into_iter().enumerate() {
+                    let m = median(&mut s);
+                    let best = by_key
+                        .entry(Self::key(spec, index))
+                        .or_insert(f64::INFINITY);
+                    *best = best.min(m);
+                }
             }
         }
-        let mut by_key = HashMap::new();
-        for (key, _, _, rounds) in layers {
-            let fastest = rounds.into_iter().fold(f64::INFINITY, f64::min);
-            by_key.insert(key, Duration::from_secs_f64(fastest / 1e3));
-        }
-        for (position, key) in positions {
-            warm.insert(position, by_key[&key]);
+        for spec in &table.exits {
+            for index in 0..spec.len() {
+                let ms = by_key[&Self::key(spec, index)];
+                warm.insert((spec.exit, index), Duration::from_secs_f64(ms / 1e3));
+            }
         }
         Ok(Self { slowdown, warm })
     }
@@ -365,22 +361,23 @@ mod tests {
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 
-    /// A one-channel (Fashion-MNIST) model with fresh weights, on the default CPU backend.
-    fn fashion_model() -> (BranchyAlexNet, Device) {
+    /// The generated engine's kernels on a one-channel (Fashion-MNIST) model with fresh
+    /// weights.
+    fn fashion_engine() -> crate::PackedNetwork {
         let device = crate::Backend::Flex.device();
         let model = crate::BranchyAlexNetConfig::new()
             .with_channels(1)
             .init(&device);
-        (model, device)
+        crate::PackedNetwork::new(model.layer_table(), &model.weights(), crate::Isa::Portable)
+            .expect("fresh weights fit")
     }
 
     #[test]
     fn a_cancelled_run_stops_inside_the_emulated_wait() {
-        let (model, device) = fashion_model();
-        let layers = model.layer_table().exit(5).expect("exit 5").layers.clone();
+        let engine = fashion_engine();
+        let layers = engine.table().exit(5).expect("exit 5").layers.clone();
         // 10,000× slower: the first convolution alone would wait for a second or more.
-        let clock =
-            LayerClock::measure(&model, Slowdown::new(10_000.0).unwrap(), &device).expect("clock");
+        let clock = LayerClock::measure(&engine, Slowdown::new(10_000.0).unwrap()).expect("clock");
         let cancel = std::sync::Arc::new(AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&cancel);
         let setter = std::thread::spawn(move || {
@@ -392,12 +389,11 @@ mod tests {
             cancel: Some(&cancel),
         };
         let out = run_slice_clocked(
-            &model,
+            &engine,
             5,
             0..layers.len(),
-            probe_input(&layers[0], &device),
+            &probe_input(&layers[0]),
             emulation,
-            &device,
         );
         setter.join().unwrap();
         assert!(matches!(out, Err(ModelError::Cancelled)));
@@ -405,16 +401,21 @@ mod tests {
 
     #[test]
     fn the_clock_stretches_every_layer_by_its_warm_time() {
-        let (model, device) = fashion_model();
+        let engine = fashion_engine();
         let k = 20.0;
-        let clock = LayerClock::measure(&model, Slowdown::new(k).unwrap(), &device).unwrap();
-        let table = model.layer_table().clone();
+        let clock = LayerClock::measure(&engine, Slowdown::new(k).unwrap()).unwrap();
+        let table = engine.table().clone();
         for spec in &table.exits {
             for index in 0..spec.len() {
-                let warm = clock.warm(spec.exit, index).expect("every layer timed");
-                assert!(warm > Duration::ZERO, "exit {} layer {index}", spec.exit);
+                assert!(
+                    clock.warm(spec.exit, index).is_some(),
+                    "exit {} layer {index}",
+                    spec.exit
+                );
             }
-            // The trunk is timed once, whichever exit runs it.
+            // The first convolution takes time; the trunk is timed once, whichever exit
+            // runs it.
+            assert!(clock.warm(spec.exit, 0).unwrap() > Duration::ZERO);
             assert_eq!(clock.warm(spec.exit, 0), clock.warm(5, 0));
         }
         let layers = &table.exit(1).unwrap().layers;
@@ -422,9 +423,8 @@ mod tests {
             clock: Some(&clock),
             cancel: None,
         };
-        let input = probe_input(&layers[0], &device);
-        let (_, took) =
-            run_slice_clocked(&model, 1, 0..layers.len(), input, emulation, &device).unwrap();
+        let input = probe_input(&layers[0]);
+        let (_, took) = run_slice_clocked(&engine, 1, 0..layers.len(), &input, emulation).unwrap();
         let ms = took.as_secs_f64() * 1e3;
         let warm: Duration = (0..layers.len()).map(|i| clock.warm(1, i).unwrap()).sum();
         let warm_chain = k * warm.as_secs_f64() * 1e3;
@@ -434,7 +434,7 @@ mod tests {
             "{ms} ms vs {warm_chain} ms"
         );
         assert!(
-            LayerClock::measure(&model, Slowdown::NONE, &device)
+            LayerClock::measure(&engine, Slowdown::NONE)
                 .unwrap()
                 .warm(1, 0)
                 .is_none()

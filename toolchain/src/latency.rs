@@ -3,7 +3,10 @@
 //!
 //! Each (role, kind) gets a model on the paper's Table I features and, where it helps, one on
 //! richer features (multiply-adds); both are kept with their held-out R² and mean absolute
-//! percentage error, and predictions use the one with the lower held-out error.
+//! percentage error, and predictions use the one with the lower held-out error. The held-out
+//! samples are a quarter of each kind's configurations, picked by a hash of the
+//! configuration ([`configuration_hash`]): spread over the whole sweep, not one corner of it,
+//! and the same on every run and machine and for every row order.
 
 use std::collections::BTreeMap;
 
@@ -123,11 +126,20 @@ pub struct RoleModels {
     /// CPU threads the profile's layers ran on (0: one per core).
     #[serde(default)]
     pub threads: usize,
+    /// The engine the profile was taken on: `generated` or `burn` (models made before the
+    /// field were burn's).
+    #[serde(default = "burn_engine")]
+    pub engine: String,
     /// Models by kind name (`conv`, …, `model_load`).
     pub kinds: BTreeMap<String, KindModels>,
     /// Correction measured on the real model's chains (`cargo xtask fit --check`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+}
+
+/// Models made before the engine was recorded were burn's.
+fn burn_engine() -> String {
+    "burn".into()
 }
 
 /// Correction of the per-layer models from timed runs of the real model's exit chains:
@@ -455,7 +467,62 @@ pub fn evaluate(model: &LinearModel, samples: &[&Sample]) -> (f64, f64) {
     (r2, 100.0 * ape / n)
 }
 
-/// Fits every (role, kind) present in `samples`; every fourth sample of a kind is held out.
+/// A hash (64-bit FNV-1a) of a sample's configuration: its kind, its configuration in words
+/// and its features (so that profiles without configuration names still spread), nothing
+/// else: the same on every run and machine.
+pub fn configuration_hash(sample: &Sample) -> u64 {
+    let f = sample.features();
+    let features = [
+        f.input_bytes,
+        f.output_bytes,
+        f.kernel_filters,
+        f.macs,
+        f.model_bytes,
+        f.im2col_bytes,
+        f.positions,
+        f.unfold_runs,
+    ];
+    let bytes = sample
+        .kind
+        .bytes()
+        .chain([0])
+        .chain(sample.config.bytes())
+        .chain([0])
+        .chain(features.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Splits one kind's samples into (training, held-out): the quarter of them (rounded up)
+/// with the lowest [`configuration_hash`] are held out, at least `min_test` of them and
+/// leaving at least `min_train` (`rows.len() ≥ min_test + min_train`). The hash spreads the
+/// held-out configurations over the whole sweep; it depends on the configuration alone, so
+/// the split depends on which configurations were profiled, never on their order, and a
+/// configuration profiled twice stays on one side.
+fn split_held_out<'a>(
+    rows: &[&'a Sample],
+    min_train: usize,
+    min_test: usize,
+) -> (Vec<&'a Sample>, Vec<&'a Sample>) {
+    let mut ranked: Vec<(u64, &'a Sample)> =
+        rows.iter().map(|s| (configuration_hash(s), *s)).collect();
+    // The same configuration twice is ordered by its times, not by row order.
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.ms.total_cmp(&b.1.ms)));
+    let most = rows.len().saturating_sub(min_train);
+    let mut held = rows.len().div_ceil(4).max(min_test).min(most);
+    while held > 0 && held < most && ranked[held].0 == ranked[held - 1].0 {
+        held += 1;
+    }
+    let (test, train) = ranked.split_at(held);
+    let samples = |part: &[(u64, &'a Sample)]| part.iter().map(|(_, s)| *s).collect();
+    (samples(train), samples(test))
+}
+
+/// Fits every (role, kind) present in `samples`. A quarter of each kind's samples, picked
+/// by a hash of their configuration ([`configuration_hash`]), are held out: the R² and error
+/// on them are the models' figures and choose between the Table I and the rich model. A
+/// kind needs four times as many samples as its larger model has coefficients.
 pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
     if samples.is_empty() {
         return Err(FitError::Empty);
@@ -473,8 +540,9 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
         for kind in names {
             let table1 = feature_names(kind).ok_or_else(|| FitError::UnknownKind(kind.into()))?;
             let rows: Vec<&Sample> = of_role.iter().copied().filter(|s| s.kind == kind).collect();
-            let needed =
-                4 * (table1.len() + 1).max(rich_feature_names(kind).map_or(0, |r| r.len() + 1));
+            let coefficients =
+                (table1.len() + 1).max(rich_feature_names(kind).map_or(0, |r| r.len() + 1));
+            let needed = 4 * coefficients;
             if rows.len() < needed {
                 return Err(FitError::TooFew {
                     role: role.name(),
@@ -483,13 +551,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
                     needed,
                 });
             }
-            let test: Vec<&Sample> = rows.iter().copied().skip(3).step_by(4).collect();
-            let train: Vec<&Sample> = rows
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % 4 != 3)
-                .map(|(_, s)| *s)
-                .collect();
+            let (train, test) = split_held_out(&rows, 3 * coefficients, coefficients);
             let table1 = fit_one(kind, table1, &train, &test)?;
             let rich = rich_feature_names(kind)
                 .map(|names| fit_one(kind, names, &train, &test))
@@ -509,14 +571,17 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
         }
         let first = of_role[0];
         if let Some(odd) = of_role.iter().find(|s| {
-            (&s.backend, s.slowdown, s.threads) != (&first.backend, first.slowdown, first.threads)
+            (&s.engine, &s.backend, s.slowdown, s.threads)
+                != (&first.engine, &first.backend, first.slowdown, first.threads)
         }) {
             return Err(FitError::Mixed(format!(
-                "{} samples were taken on {} with slowdown {} on {} and on {} with slowdown {} on {}: profile each setting into its own file",
+                "{} samples were taken on {} ({}) with slowdown {} on {} and on {} ({}) with slowdown {} on {}: profile each setting into its own file",
                 role.name(),
+                first.engine,
                 first.backend,
                 first.slowdown,
                 threads_in_words(first.threads),
+                odd.engine,
                 odd.backend,
                 odd.slowdown,
                 threads_in_words(odd.threads)
@@ -528,6 +593,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
                 source: first.backend.clone(),
                 slowdown: first.slowdown,
                 threads: first.threads,
+                engine: first.engine.clone(),
                 kinds,
                 calibration: None,
             },
@@ -619,6 +685,7 @@ impl LatencyModels {
             source: "paper".into(),
             slowdown: 1.0,
             threads: 0,
+            engine: "paper".into(),
             kinds: rows
                 .into_iter()
                 .map(|(kind, c, b)| (kind.to_string(), model(feature_names(kind).unwrap(), c, b)))
@@ -653,6 +720,8 @@ impl LatencyModels {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn chain_point(layers: usize, by_kind: &[(&str, f64)], measured_ms: f64) -> ChainPoint {
@@ -721,6 +790,7 @@ mod tests {
             im2col_bytes: f.im2col_bytes,
             positions: f.positions,
             unfold_runs: f.unfold_runs,
+            engine: "generated".into(),
             backend: "flex".into(),
             slowdown: 1.0,
             threads: 1,
@@ -796,6 +866,89 @@ mod tests {
         approx::assert_relative_eq!(relu.coefficients[0], 2e-6, max_relative = 0.05);
     }
 
+    /// The sweep of `kind` as samples named like the profiler names them.
+    fn sweep_samples(kind: LayerKind) -> Vec<Sample> {
+        crate::profile::sweep(kind)
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut s = sample(Role::Device, kind.name(), Features::of(layer), 1.0 + i as f64);
+                s.config = crate::profile::describe(layer);
+                s
+            })
+            .collect()
+    }
+
+    /// The configurations [`split_held_out`] holds out of `samples`, checking that it keeps
+    /// every sample on exactly one side.
+    fn held_out(samples: &[Sample], coefficients: usize) -> BTreeSet<String> {
+        let rows: Vec<&Sample> = samples.iter().collect();
+        let (train, test) = split_held_out(&rows, 3 * coefficients, coefficients);
+        assert_eq!(train.len() + test.len(), rows.len());
+        let test: BTreeSet<String> = test.iter().map(|s| s.config.clone()).collect();
+        assert!(train.iter().all(|s| !test.contains(&s.config)));
+        test
+    }
+
+    #[test]
+    fn the_held_out_samples_spread_over_the_sweep_whatever_the_order() {
+        // conv: 192 configurations, the rich model has 8 coefficients.
+        let conv = sweep_samples(LayerKind::Conv);
+        let test = held_out(&conv, 8);
+        println!("conv: {} of {} held out: {test:?}", test.len(), conv.len());
+        assert_eq!(test.len(), 48);
+        let part = |config: &str, i: usize| config.split('-').nth(i).unwrap().to_string();
+        let kernels: BTreeSet<String> = test.iter().map(|c| part(c, 1)).collect();
+        assert_eq!(kernels, BTreeSet::from(["k3".into(), "k5".into()]));
+        let sides: BTreeSet<String> = test
+            .iter()
+            .map(|c| part(c, 0).split('x').nth(1).unwrap().to_string())
+            .collect();
+        assert!(sides.len() >= 3, "{sides:?}");
+        let filters: BTreeSet<String> = test.iter().map(|c| part(c, 2)).collect();
+        assert!(filters.len() >= 3, "{filters:?}");
+
+        // relu: the held-out part is not (only) the 32×32 maps.
+        let relu = sweep_samples(LayerKind::Relu);
+        let test = held_out(&relu, 2);
+        println!("relu: {} of {} held out: {test:?}", test.len(), relu.len());
+        let maps32: BTreeSet<String> = relu
+            .iter()
+            .map(|s| s.config.clone())
+            .filter(|c| c.ends_with("x32x32"))
+            .collect();
+        assert_ne!(test, maps32);
+        assert!(test.iter().any(|c| !c.ends_with("x32x32")), "{test:?}");
+        assert!(maps32.iter().any(|c| !test.contains(c)), "{test:?}");
+        // A configuration profiled twice stays on one side (`held_out` checks it).
+        assert_eq!(held_out(&[relu.clone(), relu.clone()].concat(), 2), test);
+
+        // The same split for any row order.
+        for samples in [conv, relu] {
+            let coefficients = if samples[0].kind == "conv" { 8 } else { 2 };
+            let mut shuffled = samples.clone();
+            shuffled.reverse();
+            shuffled.rotate_left(7);
+            assert_eq!(
+                held_out(&shuffled, coefficients),
+                held_out(&samples, coefficients)
+            );
+        }
+
+        // A kind with just enough samples still holds out a quarter of them.
+        let few: Vec<Sample> = (1..=8)
+            .map(|i| {
+                let f = Features {
+                    input_bytes: 1000.0 * f64::from(i),
+                    ..Features::default()
+                };
+                sample(Role::Edge, "relu", f, 1e-4 * f.input_bytes + 0.01)
+            })
+            .collect();
+        let relu = &fit(&few).unwrap().roles[&Role::Edge].kinds["relu"].table1;
+        assert_eq!((relu.train_samples, relu.test_samples), (6, 2));
+    }
+
     #[test]
     fn too_few_samples_and_unknown_kinds_are_errors() {
         let few: Vec<Sample> = (0..3)
@@ -834,7 +987,7 @@ mod tests {
         mixed[5].threads = 0;
         let err = fit(&mixed).unwrap_err().to_string();
         assert!(
-            err.contains("on 1 thread and on flex with slowdown 1 on every core"),
+            err.contains("on generated (flex) with slowdown 1 on 1 thread and on generated (flex) with slowdown 1 on every core"),
             "{err}"
         );
     }

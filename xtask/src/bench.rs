@@ -1,21 +1,37 @@
-//! `cargo xtask bench`: forward latency at batch 1 for each exit, every CPU backend, printed
-//! as milliseconds and as a ratio to the default backend measured in the same run.
+//! `cargo xtask bench`: forward latency at batch 1 of every exit of the committed model, on
+//! the generated engine (the kernels compiled from the plan), the same kernels interpreted
+//! from the layer table, and burn-flex — and, with `--onnxruntime`, onnxruntime on the same
+//! weights as the outside anchor — measured in one run, with their ratios.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
-use burn::prelude::*;
+use anyhow::{Context, bail, ensure};
 use clap::Args;
-use runtime::{Backend, BranchyAlexNetConfig, NUM_EXITS};
+use runtime::{Activation, Backend, BurnEngine, Engine, Isa, NUM_EXITS, PackedNetwork};
+use serde_json::json;
 
 /// Flags of `cargo xtask bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Timed repetitions per exit and backend (the median is reported).
+    /// Timed repetitions per exit and engine (the median is reported).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     repeats: u32,
-    /// Input channels (1: Fashion-MNIST, 3: CIFAR-10).
-    #[arg(long, default_value_t = 1)]
-    channels: usize,
+    /// CPU threads for burn-flex and onnxruntime; the generated engine runs on the calling
+    /// thread.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    /// Instruction set of the generated kernels (default: the best this CPU has).
+    #[arg(long)]
+    isa: Option<Isa>,
+    /// Also time onnxruntime on the same weights (a Python venv made by
+    /// `scripts/onnxruntime/setup.sh`; its logits are checked against the project's first).
+    #[arg(long)]
+    onnxruntime: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Median milliseconds of `repeats` runs of `f`, after a warm-up.
@@ -34,40 +50,218 @@ pub fn median_ms(repeats: u32, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let config = BranchyAlexNetConfig::new().with_channels(args.channels);
-    let mut table = [[0.0f64; 2]; NUM_EXITS];
-    for (b, backend) in Backend::ALL.into_iter().enumerate() {
-        let device = backend.device();
-        device.seed(0);
-        let model = config.init(&device).valid();
-        let input = Tensor::<4>::random(
-            [1, args.channels, 32, 32],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        for exit in 1..=NUM_EXITS {
-            table[exit - 1][b] = median_ms(args.repeats, || {
-                let logits = model.forward_exit(exit, input.clone()).expect("valid exit");
-                // Read the result back so that lazy backends finish the work.
-                let _ = logits.into_data();
-            });
-        }
+/// The committed model's weights and the input every engine is timed on.
+struct Workload {
+    weights_file: PathBuf,
+    weights: runtime::WeightMap,
+    table: runtime::LayerTable,
+    input: Activation,
+}
+
+impl Workload {
+    fn load() -> anyhow::Result<Self> {
+        let root = crate::project_root();
+        let plan: codegen::plan::Plan = serde_json::from_str(
+            &std::fs::read_to_string(root.join("generated/plan.json"))
+                .context("cannot read generated/plan.json")?,
+        )
+        .context("generated/plan.json is not a plan: run `cargo xtask generate`")?;
+        let weights_file = root.join("generated").join(&plan.weights_file);
+        let weights = runtime::WeightMap::load(&weights_file)?;
+        let table = runtime::BranchyAlexNetConfig::new()
+            .with_channels(plan.input[0])
+            .with_classes(plan.classes)
+            .layer_table();
+        // A deterministic image-like input: values of a normalised image's range.
+        let len: usize = table.input.iter().product();
+        let values = (0..len)
+            .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+            .collect();
+        let mut dims = vec![1];
+        dims.extend(&table.input);
+        let input = Activation::from_values(values, &dims)?;
+        Ok(Self {
+            weights_file,
+            weights,
+            table,
+            input,
+        })
     }
-    let [base, other] = Backend::ALL;
-    println!(
-        "forward latency, batch 1, median of {} runs (ms)",
-        args.repeats
+
+    /// Median ms of every exit's whole chain on `engine`.
+    fn time(&self, engine: &dyn Engine, repeats: u32) -> Vec<f64> {
+        (1..=NUM_EXITS)
+            .map(|exit| {
+                let n = engine.exit_len(exit).expect("the table's exits");
+                median_ms(repeats, || {
+                    let _ = std::hint::black_box(engine.forward_slice(exit, 0..n, &self.input));
+                })
+            })
+            .collect()
+    }
+}
+
+/// onnxruntime's medians per exit, from `scripts/onnxruntime/bench.py` run on the same
+/// weights; the script checks its logits against `reference` (the generated engine's).
+fn onnxruntime(
+    workload: &Workload,
+    reference: &[Vec<f32>],
+    threads: u16,
+    repeats: u32,
+) -> anyhow::Result<(Vec<f64>, String)> {
+    let root = crate::project_root();
+    let setup = Command::new("bash")
+        .arg(root.join("scripts/onnxruntime/setup.sh"))
+        .output()
+        .context("cannot run scripts/onnxruntime/setup.sh")?;
+    ensure!(
+        setup.status.success(),
+        "scripts/onnxruntime/setup.sh failed:\n{}",
+        String::from_utf8_lossy(&setup.stderr)
     );
+    let stdout = String::from_utf8_lossy(&setup.stdout);
+    let python = stdout
+        .lines()
+        .last()
+        .context("setup.sh printed no python")?;
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let reference_file = dir.join("onnxruntime-reference.json");
+    let file = json!({
+        "channels": workload.table.input[0],
+        "input": workload.input.values(),
+        "logits": reference,
+    });
+    std::fs::write(&reference_file, serde_json::to_vec(&file)?)?;
+    let out = Command::new(python)
+        .arg(root.join("scripts/onnxruntime/bench.py"))
+        .args(["--weights".as_ref(), workload.weights_file.as_os_str()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--repeats",
+            &repeats.to_string(),
+        ])
+        .args(["--reference".as_ref(), reference_file.as_os_str()])
+        .output()
+        .context("cannot run scripts/onnxruntime/bench.py")?;
+    if !out.status.success() {
+        bail!(
+            "onnxruntime's bench failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().context("bench.py printed nothing")?;
+    let result: serde_json::Value = serde_json::from_str(last).context("bench.py's JSON")?;
+    let ms = result["ms"]
+        .as_array()
+        .context("bench.py's JSON has no ms")?
+        .iter()
+        .map(|v| v.as_f64().context("a time is not a number"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let version = result["onnxruntime"].as_str().unwrap_or("?").to_string();
+    Ok((ms, version))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let workload = Workload::load()?;
+    let isa = match args.isa {
+        Some(isa) if !isa.supported() => bail!("this CPU cannot run {isa} kernels"),
+        Some(isa) => isa,
+        None => Isa::detect().map_err(anyhow::Error::msg)?,
+    };
+    let pool = runtime::model::backend::thread_pool(usize::from(args.threads))
+        .map_err(anyhow::Error::msg)?;
+    // The committed plan's engine: the kernels called through the layer function that
+    // `edgent_plan!` emitted, on the weights embedded beside the plan.
+    let generated = generated::generated_engine(isa)?;
+    let interpreted = PackedNetwork::new(&workload.table, &workload.weights, isa)?;
+    let device = Backend::Flex.device();
+    let model = runtime::BranchyAlexNetConfig::new()
+        .with_channels(workload.table.input[0])
+        .with_classes(workload.table.classes)
+        .init(&device)
+        .load_weights(&workload.weights, &device)?;
+    let flex = BurnEngine::new(model, device);
+    let mut columns: Vec<(&str, Vec<f64>)> = vec![
+        ("generated", workload.time(&generated, args.repeats)),
+        ("interpreted", workload.time(&interpreted, args.repeats)),
+        ("flex", pool.install(|| workload.time(&flex, args.repeats))),
+    ];
+    let mut ort_version = None;
+    if args.onnxruntime {
+        let reference = (1..=NUM_EXITS)
+            .map(|exit| {
+                let n = generated.exit_len(exit)?;
+                Ok(generated
+                    .forward_slice(exit, 0..n, &workload.input)?
+                    .into_values())
+            })
+            .collect::<Result<Vec<_>, runtime::ModelError>>()?;
+        let (ms, version) = onnxruntime(&workload, &reference, args.threads, args.repeats)?;
+        columns.push(("onnxruntime", ms));
+        ort_version = Some(version);
+    }
+    let ratio =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
+    let generated_ms = columns[0].1.clone();
+    let mut ratios = vec![("flex/generated", ratio(&columns[2].1, &generated_ms))];
+    if let Some((_, ort)) = columns.get(3) {
+        ratios.push(("generated/onnxruntime", ratio(&generated_ms, ort)));
+    }
+    if args.json {
+        let ms: serde_json::Map<String, serde_json::Value> = columns
+            .iter()
+            .map(|(name, v)| (name.to_string(), json!(v)))
+            .collect();
+        let r: serde_json::Map<String, serde_json::Value> = ratios
+            .iter()
+            .map(|(name, v)| (name.to_string(), json!(v)))
+            .collect();
+        let out = json!({
+            "threads": args.threads,
+            "isa": isa.name(),
+            "repeats": args.repeats,
+            "onnxruntime_version": ort_version,
+            "ms": ms,
+            "ratios": r,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!(
-        "{:<6} {:>10} {:>10} {:>16}",
-        "exit",
-        base.name(),
-        other.name(),
-        format!("{}/{}", other.name(), base.name())
+        "forward latency, batch 1, median of {} runs (ms); generated and interpreted kernels: {isa}, the calling thread; flex{}: {} thread(s)",
+        args.repeats,
+        if args.onnxruntime {
+            " and onnxruntime"
+        } else {
+            ""
+        },
+        args.threads,
     );
-    for (i, [a, b]) in table.iter().enumerate() {
-        println!("{:<6} {:>10.3} {:>10.3} {:>15.2}x", i + 1, a, b, b / a);
+    print!("{:<5}", "exit");
+    for (name, _) in &columns {
+        print!(" {name:>12}");
+    }
+    for (name, _) in &ratios {
+        print!(" {name:>22}");
+    }
+    println!();
+    for exit in 0..NUM_EXITS {
+        print!("{:<5}", exit + 1);
+        for (_, v) in &columns {
+            print!(" {:>12.3}", v[exit]);
+        }
+        for (_, v) in &ratios {
+            print!(" {:>21.2}×", v[exit]);
+        }
+        println!();
+    }
+    if let Some(version) = ort_version {
+        println!(
+            "onnxruntime {version}; its logits matched the generated engine's (≤ 1e-4 relative)"
+        );
     }
     Ok(())
 }

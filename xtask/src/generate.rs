@@ -78,6 +78,8 @@ pub fn build_plan(
                     kind: l.kind.name().into(),
                     input: l.input.clone(),
                     output: l.output.clone(),
+                    // The same JSON on both sides: runtime's table, the plan's schema.
+                    params: serde_json::from_value(serde_json::to_value(&l.params)?)?,
                     device_ms: models
                         .layer_ms(Role::Device, l)
                         .map_err(anyhow::Error::msg)?,
@@ -109,6 +111,11 @@ pub fn build_plan(
     };
     let device_slowdown = models.roles.get(&Role::Device).map_or(1.0, |r| r.slowdown);
     let threads = |role| models.roles.get(&role).map_or(0, |r| r.threads);
+    // Paper models describe no engine here: the binaries run the generated one.
+    let engine = |role| match models.roles.get(&role).map(|r| r.engine.as_str()) {
+        Some("burn") => "burn".to_string(),
+        _ => "generated".to_string(),
+    };
     let plan = Plan {
         version: PLAN_VERSION,
         digest: String::new(),
@@ -123,6 +130,8 @@ pub fn build_plan(
         device_slowdown,
         device_threads: threads(Role::Device),
         edge_threads: threads(Role::Edge),
+        device_engine: engine(Role::Device),
+        edge_engine: engine(Role::Edge),
         exits,
     }
     .seal();

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::Backend;
 use runtime::model::backend::threads_in_words;
 use runtime::slowdown::{Repeats, Slowdown, median};
+use runtime::{Backend, EngineKind};
 use toolchain::latency::{Calibration, LatencyModels, fit};
 use toolchain::profile::{self, ProfileSettings, Role, SliceCheck};
 
@@ -23,7 +23,10 @@ pub struct ProfileArgs {
     /// device runs.
     #[arg(long, default_value = "1")]
     pub(crate) slowdown: Slowdown,
-    /// Burn backend: flex or ndarray.
+    /// Engine to profile: generated (the kernels the binaries run by default) or burn.
+    #[arg(long, default_value = "generated")]
+    pub(crate) engine: EngineKind,
+    /// Burn backend with `--engine burn`: flex or ndarray.
     #[arg(long, default_value = "flex")]
     pub(crate) backend: Backend,
     /// CPU threads the layers run on (0: one per core); the binaries run with the count the
@@ -73,6 +76,7 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
 pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
     let settings = ProfileSettings {
         role: args.role,
+        engine: args.engine,
         backend: args.backend,
         slowdown: args.slowdown,
         repeats: Repeats::default(),
@@ -97,10 +101,11 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
     profile::write_csv(&samples, file)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "{} samples for the {} role ({}, slowdown {}, {}) in {:.0} s → {}",
+        "{} samples for the {} role ({} engine on {}, slowdown {}, {}) in {:.0} s → {}",
         samples.len(),
         args.role.name(),
-        args.backend,
+        args.engine,
+        settings.backend_name(),
         args.slowdown.factor(),
         threads_in_words(args.threads),
         started.elapsed().as_secs_f64(),
@@ -193,23 +198,27 @@ fn print_models(models: &LatencyModels) {
 }
 
 /// Measures every exit-chain slice of each role present and prints the errors of the
-/// per-layer models; then fits each role's [`Calibration`] to the measured chains (checked
-/// on held-out exits first) and stores it in `models`. Returns whether it calibrated.
+/// per-layer models; then fits each role's [`Calibration`] to the measured chains (first on
+/// the distinct slices of exits 1, 3 and 5, judged on the slices of exits 2 and 4 that
+/// contain a branch layer, which it has not seen) and stores it in `models`. Returns whether
+/// it calibrated.
 fn check(models: &mut LatencyModels, channels: usize, quick: bool) -> anyhow::Result<bool> {
     let mut calibrated = false;
     let roles: Vec<(Role, toolchain::latency::RoleModels)> =
         models.roles.iter().map(|(r, m)| (*r, m.clone())).collect();
     for (role, role_models) in roles {
-        let backend: Backend = match role_models.source.parse() {
-            Ok(b) => b,
-            Err(_) => {
-                println!(
-                    "{}: models from `{}` describe another machine; nothing to measure here",
-                    role.name(),
-                    role_models.source
-                );
-                continue;
-            }
+        let engine: Option<EngineKind> = role_models.engine.parse().ok();
+        let backend: Option<Backend> = match engine {
+            Some(EngineKind::Generated) => Some(Backend::default()),
+            _ => role_models.source.parse().ok(),
+        };
+        let (Some(engine), Some(backend)) = (engine, backend) else {
+            println!(
+                "{}: models from `{}` describe another machine; nothing to measure here",
+                role.name(),
+                role_models.source
+            );
+            continue;
         };
         let (rounds, repeats) = if quick {
             let few = Repeats {
@@ -224,6 +233,7 @@ fn check(models: &mut LatencyModels, channels: usize, quick: bool) -> anyhow::Re
         };
         let settings = ProfileSettings {
             role,
+            engine,
             backend,
             slowdown: Slowdown::new(role_models.slowdown).map_err(anyhow::Error::msg)?,
             repeats,
@@ -256,20 +266,46 @@ fn check(models: &mut LatencyModels, channels: usize, quick: bool) -> anyhow::Re
             predicted_ms: cal.apply_chain(&c.chain_point()),
             ..c.clone()
         };
-        // Honest first: fit on exits 1, 3, 5 and judge on the exits it has not seen.
-        let (train, held): (Vec<&SliceCheck>, Vec<&SliceCheck>) =
-            checks.iter().partition(|c| c.exit % 2 == 1);
+        // Honest first: fit on exits 1, 3, 5 and judge on slices it has not seen. A slice
+        // is its layers' names (trunk layers are named alike in every exit): the device's
+        // trunk prefixes of exits 2 and 4 are the same slices as exits 3 and 5's.
+        let names = |c: &SliceCheck| -> Vec<String> {
+            table.exit(c.exit).expect("exit from the table").layers[c.start..c.end]
+                .iter()
+                .map(|l| l.name.clone())
+                .collect()
+        };
+        let has_branch = |c: &SliceCheck| {
+            c.end > table.exit(c.exit).expect("exit from the table").trunk_layers
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let train: Vec<&SliceCheck> = checks
+            .iter()
+            .filter(|c| c.exit % 2 == 1 && seen.insert(names(c)))
+            .collect();
+        let held: Vec<SliceCheck> = checks
+            .iter()
+            .filter(|c| c.exit % 2 == 0 && has_branch(c) && seen.insert(names(c)))
+            .cloned()
+            .collect();
         let points: Vec<_> = train.iter().map(|c| point(c)).collect();
         if let Some(cal) = Calibration::fit(&points) {
-            let mut apes: Vec<f64> = held.iter().map(|c| corrected(c, &cal).ape()).collect();
+            let held: Vec<SliceCheck> = held.iter().map(|c| corrected(c, &cal)).collect();
+            let mut apes: Vec<f64> = held.iter().map(SliceCheck::ape).collect();
             let worst = apes.iter().copied().fold(0.0, f64::max);
             println!(
-                "\n{} role, calibrated on exits 1, 3, 5 ({}), held-out exits 2 and 4: median APE {:.1} %, worst {:.1} %",
+                "\n{} role, calibrated on the {} distinct slices of exits 1, 3, 5 ({})",
                 role.name(),
-                describe(&cal),
+                train.len(),
+                describe(&cal)
+            );
+            println!(
+                "held out: {} slices of exits 2 and 4 that contain a branch layer: median APE {:.1} %, worst {:.1} %",
+                held.len(),
                 median(&mut apes),
                 worst
             );
+            print_verdict(&held);
         }
         let points: Vec<_> = checks.iter().map(point).collect();
         if let Some(cal) = Calibration::fit(&points) {
@@ -321,12 +357,18 @@ fn print_checks(role: Role, checks: &[SliceCheck]) {
     };
     println!("{} role: every {what} of every exit chain", role.name());
     println!(
-        "{:<5} {:>9} {:>13} {:>12} {:>7}",
+        "{:<5} {:>9} {:>13} {:>12} {:>7}  bound",
         "exit", "slice", "predicted ms", "measured ms", "APE %"
     );
     for c in checks {
+        let verdict = if c.within_bound() { "ok" } else { "MISS" };
+        let bound = if c.judged_ape() < c.ape() {
+            format!("{verdict}, |error| {:.1} µs", 1e3 * c.error_ms())
+        } else {
+            verdict.to_string()
+        };
         println!(
-            "{:<5} {:>9} {:>13.3} {:>12.3} {:>7.1}",
+            "{:<5} {:>9} {:>13.3} {:>12.3} {:>7.1}  {bound}",
             c.exit,
             format!("[{},{})", c.start, c.end),
             c.predicted_ms,
@@ -343,4 +385,38 @@ fn print_checks(role: Role, checks: &[SliceCheck]) {
         median(&mut apes),
         worst
     );
+    print_verdict(checks);
+}
+
+/// The accuracy bound's verdict on `checks` ([`SliceCheck::judge`]), in words.
+fn print_verdict(checks: &[SliceCheck]) {
+    let v = SliceCheck::judge(checks);
+    println!(
+        "bound: median ≤ {} %, every slice ≤ {} % APE; slices under {} ms are judged by |error| ≤ {} µs where that is kinder ({} of them; their judged error is min(APE, |error| × {} %/µs))",
+        SliceCheck::MEDIAN_APE,
+        SliceCheck::WORST_APE,
+        SliceCheck::SMALL_MS,
+        1e3 * SliceCheck::SMALL_ERROR_MS,
+        v.small,
+        SliceCheck::WORST_APE / (1e3 * SliceCheck::SMALL_ERROR_MS),
+    );
+    println!(
+        "verdict: {}; judged error median {:.1} %, worst {:.1} %; {} of {} slices miss their bound",
+        if v.met() { "met" } else { "NOT MET" },
+        v.median,
+        v.worst,
+        v.misses.len(),
+        checks.len()
+    );
+    if !v.misses.is_empty() {
+        let misses: Vec<String> = v
+            .misses
+            .iter()
+            .map(|&i| {
+                let c = &checks[i];
+                format!("exit {} [{},{}) {:.1} %", c.exit, c.start, c.end, c.ape())
+            })
+            .collect();
+        println!("missed by: {}", misses.join(", "));
+    }
 }

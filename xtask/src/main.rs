@@ -28,7 +28,8 @@ enum Command {
     Pipeline(pipeline::PipelineArgs),
     /// Train the five-exit B-AlexNet and write weights and per-exit metrics.
     Train(train::TrainArgs),
-    /// Measure forward latency at batch 1 for each exit on every CPU backend.
+    /// Forward latency at batch 1 of each exit: the generated engine against burn-flex (and
+    /// onnxruntime with --onnxruntime), with their ratios.
     Bench(bench::BenchArgs),
     /// Time every layer kind over a sweep of configurations on one role (device or edge).
     Profile(latency::ProfileArgs),
@@ -40,6 +41,13 @@ enum Command {
     OneBuild(one_build::OneBuildArgs),
     /// Reproduce the paper's evaluation over tc-shaped links (needs root); writes report.md.
     Experiments(experiments::ExperimentsArgs),
+}
+
+/// The repository's root (where the workspace's Cargo.toml is).
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
 }
 
 fn main() -> anyhow::Result<()> {

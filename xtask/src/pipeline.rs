@@ -17,6 +17,7 @@ use anyhow::{Context, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::Backend;
+use runtime::EngineKind;
 use runtime::plan::Policy;
 use runtime::slowdown::Slowdown;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,9 @@ pub struct PipelineArgs {
     /// CPU threads per role (0: one per core), as `cargo xtask profile --threads`.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The engine both roles are profiled on and the binaries run: generated or burn.
+    #[arg(long, default_value = "generated")]
+    engine: EngineKind,
     /// The demonstration's deadline per image, ms.
     #[arg(long, default_value_t = 200.0, value_parser = positive_ms)]
     deadline_ms: f64,
@@ -361,8 +365,9 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                     Role::Edge => "profile-edge",
                 },
                 settings: format!(
-                    "{} role, slowdown {}, {} thread(s)",
+                    "{} role, {} engine, slowdown {}, {} thread(s)",
                     role.name(),
+                    args.engine,
                     slowdown.factor(),
                     args.threads
                 ),
@@ -373,6 +378,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 latency::run_profile(latency::ProfileArgs {
                     role,
                     slowdown,
+                    engine: args.engine,
                     backend: Backend::Flex,
                     threads: args.threads,
                     out: csv.clone(),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use codegen::plan::{PLAN_VERSION, Plan, PlanExit, PlanLayer, PlanPartition};
+use codegen::plan::{PLAN_VERSION, Plan, PlanExit, PlanLayer, PlanParams, PlanPartition};
 
 /// A valid plan: `[1, 4, 4]` inputs, 3 classes, two exits.
 fn valid() -> Plan {
@@ -14,6 +14,12 @@ fn valid() -> Plan {
         kind: "conv".into(),
         input: vec![input, 4, 4],
         output: vec![2, 4, 4],
+        params: PlanParams::Conv {
+            in_channels: input,
+            out_channels: 2,
+            kernel: 3,
+            padding: 1,
+        },
         device_ms: 1.5,
         edge_ms: 0.25,
     };
@@ -22,6 +28,7 @@ fn valid() -> Plan {
         kind: "relu".into(),
         input: vec![2, 4, 4],
         output: vec![2, 4, 4],
+        params: PlanParams::None,
         device_ms: 0.125,
         edge_ms: 0.0625,
     };
@@ -30,6 +37,10 @@ fn valid() -> Plan {
         kind: "fc".into(),
         input: vec![2, 4, 4],
         output: vec![3],
+        params: PlanParams::Fc {
+            in_features: 32,
+            out_features: 3,
+        },
         device_ms: 0.5,
         edge_ms: 0.125,
     };
@@ -73,6 +84,8 @@ fn valid() -> Plan {
         device_slowdown: 10.0,
         device_threads: 1,
         edge_threads: 1,
+        device_engine: "generated".into(),
+        edge_engine: "generated".into(),
         exits: vec![
             exit(
                 1,
@@ -156,5 +169,8 @@ fn each_failing_fixture_fails_for_its_reason() {
     assert_eq!(problems("inconsistent_shapes.json").len(), 1);
     assert_eq!(problems("several_problems.json").len(), 3);
     assert!(problems("bad_json.json")[0].contains("not valid JSON"));
-    assert!(problems("unknown_version.json")[0].contains("schema version 2 is not 1"));
+    assert!(
+        problems("unknown_version.json")[0]
+            .contains(&format!("schema version 99 is not {PLAN_VERSION}"))
+    );
 }

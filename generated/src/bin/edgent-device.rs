@@ -9,14 +9,14 @@ use clap::{Args, Parser, Subcommand};
 use generated::net::{KeyArgs, KeygenArgs, ThreadArgs};
 use generated::outln;
 use generated::units::{parse_bandwidth, parse_duration_ms};
-use generated::{device_plan, load_model, normalize, plan, read_image};
+use generated::{EngineArgs, device_plan, normalize, plan, read_image};
+use runtime::Activation;
 use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
 use runtime::model::entropy::{argmax, softmax_entropy};
 use runtime::plan::Link;
 use runtime::plan::Policy;
 use runtime::slowdown::Slowdown;
 use runtime::slowdown::{Emulation, LayerClock, run_slice_clocked};
-use runtime::{Activation, Backend};
 
 /// The device side of Edgent: decide (exit, partition) from bandwidth and deadline, and run.
 #[derive(Parser, Debug)]
@@ -54,6 +54,8 @@ enum Command {
         /// Emulate a device this many times slower (as profiled).
         #[arg(long, default_value = "1")]
         slowdown: Slowdown,
+        #[command(flatten)]
+        engine: EngineArgs,
         #[command(flatten)]
         threads: ThreadArgs,
         /// Print JSON.
@@ -125,6 +127,8 @@ struct EdgeArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     server_key: Option<PathBuf>,
     #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
     threads: ThreadArgs,
     /// Emulate a device this many times slower (default: the slowdown the plan was
     /// profiled with).
@@ -180,9 +184,8 @@ impl EdgeArgs {
             bandwidth_bps,
             rtt_ms: self.rtt,
         });
-        let device = Backend::default().device();
-        let model = load_model(&device)?;
-        let mut client = DeviceClient::connect(model, device, device_plan(), config)?;
+        let engine = self.engine.load(plan::DEVICE_ENGINE)?;
+        let mut client = DeviceClient::connect(engine, device_plan(), config)?;
         let timeout = Duration::from_secs_f64(self.connect_timeout / 1e3);
         match client.probe(timeout) {
             Some(link) => eprintln!(
@@ -285,32 +288,26 @@ fn main() -> anyhow::Result<()> {
             input,
             exit,
             slowdown,
+            engine,
             threads,
             json,
         } => {
             threads.apply(plan::DEVICE_THREADS)?;
             let exit = exit.map_or(plan::EXITS, usize::from);
             let pixels = read_image(&input)?;
-            let device = Backend::default().device();
-            let model = load_model(&device)?;
+            let engine = engine.load(plan::DEVICE_ENGINE)?;
             let mut dims = vec![1];
             dims.extend(plan::INPUT);
-            let x = Activation::from_values(normalize(&pixels), &dims, &device)?;
-            let clock = LayerClock::measure(&model, slowdown, &device)?;
+            let x = Activation::from_values(normalize(&pixels), &dims)?;
+            let clock = LayerClock::measure(&*engine, slowdown)?;
             let emulation = Emulation {
                 clock: Some(&clock),
                 cancel: None,
             };
             let started = Instant::now();
-            let (logits, _) = run_slice_clocked(
-                &model,
-                exit,
-                0..plan::CHAIN_LEN[exit - 1],
-                x,
-                emulation,
-                &device,
-            )
-            .context("running the exit failed")?;
+            let (logits, _) =
+                run_slice_clocked(&*engine, exit, 0..plan::CHAIN_LEN[exit - 1], &x, emulation)
+                    .context("running the exit failed")?;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
             let logits = logits.to_values();
             let (probs, entropy) = softmax_entropy(&logits);
@@ -385,9 +382,11 @@ fn main() -> anyhow::Result<()> {
                 plan::CLASSES
             );
             outln!(
-                "latency models {} (device slowdown {}, device {}, edge {})",
+                "latency models {} (device slowdown {}, engines: device {}, edge {}; device {}, edge {})",
                 plan::LATENCY_SOURCE,
                 plan::DEVICE_SLOWDOWN,
+                plan::DEVICE_ENGINE,
+                plan::EDGE_ENGINE,
                 runtime::model::backend::threads_in_words(plan::DEVICE_THREADS),
                 runtime::model::backend::threads_in_words(plan::EDGE_THREADS)
             );

@@ -6,8 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use generated::net::{KeyArgs, KeygenArgs, ThreadArgs, stop_on_signals};
 use generated::outln;
-use generated::{load_model, plan, served_plan};
-use runtime::Backend;
+use generated::{EngineArgs, plan, served_plan};
 use runtime::edge::{EdgeConfig, EdgeStats, Endpoint, broker, serve};
 
 /// The edge side of Edgent: runs the suffix [p, N) of the requested exit for devices.
@@ -37,9 +36,8 @@ enum Command {
         /// Write the counters as JSON to this file every second (and at shutdown).
         #[arg(long)]
         stats: Option<PathBuf>,
-        /// Burn backend: flex or ndarray.
-        #[arg(long, default_value = "flex")]
-        backend: Backend,
+        #[command(flatten)]
+        engine: EngineArgs,
         #[command(flatten)]
         threads: ThreadArgs,
         #[command(flatten)]
@@ -92,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             queue,
             stats,
-            backend,
+            engine,
             threads,
             keys,
             allow,
@@ -106,8 +104,7 @@ fn main() -> anyhow::Result<()> {
                 ),
                 None => (Endpoint::Bind(bind), keys.server(allow.as_deref())?),
             };
-            let device = backend.device();
-            let model = load_model(&device)?;
+            let engine = engine.load(plan::EDGE_ENGINE)?;
             let stop = stop_on_signals()?;
             let config = EdgeConfig {
                 endpoint: endpoint.clone(),
@@ -117,15 +114,15 @@ fn main() -> anyhow::Result<()> {
             };
             let mut stats_error = None;
             let last = serve(
-                &model,
-                &device,
+                &engine,
                 &served_plan(),
                 &config,
                 &stop,
                 || {
                     eprintln!(
-                        "edgent-edge: serving plan {} on {endpoint:?} with {workers} workers",
-                        &plan::DIGEST[..12]
+                        "edgent-edge: serving plan {} on {endpoint:?} with {workers} workers ({})",
+                        &plan::DIGEST[..12],
+                        engine.describe()
                     );
                 },
                 |s| {
@@ -157,11 +154,19 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Keygen(args) => args.run()?,
         Command::Info => {
-            let device = Backend::default().device();
-            load_model(&device)?;
+            let engine = generated::load_engine(
+                generated::planned_engine(plan::EDGE_ENGINE),
+                runtime::Backend::default(),
+            )?;
             outln!("plan digest    {}", plan::DIGEST);
             outln!("weights digest {} (loaded)", plan::WEIGHTS_DIGEST);
             outln!("latency models {}", plan::LATENCY_SOURCE);
+            outln!(
+                "engine         {} (planned: {}; {} threads)",
+                engine.describe(),
+                plan::EDGE_ENGINE,
+                plan::EDGE_THREADS
+            );
             outln!(
                 "CURVE          {}",
                 if runtime::wire::transport::curve_available() {

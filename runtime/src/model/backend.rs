@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(every.install(rayon::current_num_threads), cores);
         // A layer run inside the pool gives the same result as outside it.
         let device = Backend::default().device();
-        let x = crate::Activation::from_values(vec![-1.0, 2.0], &[1, 2], &device).unwrap();
+        let x = crate::Features::from_values(vec![-1.0, 2.0], &[1, 2], &device).unwrap();
         let relu =
             crate::model::layers::spec(String::new(), crate::model::layers::Op::Relu, &[2], 10);
         let layer = crate::Layer::init(&relu, &device);

@@ -20,16 +20,17 @@ use burn::prelude::*;
 
 use crate::model::layers::{LayerParams, LayerSpec, LayerTable, NUM_EXITS, b_alexnet};
 
-/// An intermediate tensor: a batch of feature maps `[N, C, H, W]` or of vectors `[N, F]`.
+/// An intermediate tensor on a burn device: a batch of feature maps `[N, C, H, W]` or of
+/// vectors `[N, F]` (engines exchange [`crate::Activation`]s, on the host).
 #[derive(Debug, Clone)]
-pub enum Activation {
+pub enum Features {
     /// Feature maps.
     Map(Tensor<4>),
     /// Vectors (after the first FC layer), and the logits.
     Flat(Tensor<2>),
 }
 
-impl Activation {
+impl Features {
     /// Shape including the batch dimension.
     pub fn dims(&self) -> Vec<usize> {
         match self {
@@ -200,19 +201,19 @@ impl Layer {
     }
 
     /// Applies the layer; `input_shape` is the layer's per-sample input shape.
-    pub fn forward(&self, x: Activation, input_shape: &[usize]) -> Activation {
+    pub fn forward(&self, x: Features, input_shape: &[usize]) -> Features {
         match self {
-            Self::Conv(conv) => Activation::Map(conv.forward(x.into_map(input_shape))),
-            Self::MaxPool(pool) => Activation::Map(pool.forward(x.into_map(input_shape))),
-            Self::Lrn(lrn) => Activation::Map(lrn.forward(x.into_map(input_shape))),
-            Self::Fc(linear) => Activation::Flat(linear.forward(x.into_flat())),
+            Self::Conv(conv) => Features::Map(conv.forward(x.into_map(input_shape))),
+            Self::MaxPool(pool) => Features::Map(pool.forward(x.into_map(input_shape))),
+            Self::Lrn(lrn) => Features::Map(lrn.forward(x.into_map(input_shape))),
+            Self::Fc(linear) => Features::Flat(linear.forward(x.into_flat())),
             Self::Relu(relu) => match x {
-                Activation::Map(t) => Activation::Map(relu.forward(t)),
-                Activation::Flat(t) => Activation::Flat(relu.forward(t)),
+                Features::Map(t) => Features::Map(relu.forward(t)),
+                Features::Flat(t) => Features::Flat(relu.forward(t)),
             },
             Self::Dropout(drop) => match x {
-                Activation::Map(t) => Activation::Map(drop.forward(t)),
-                Activation::Flat(t) => Activation::Flat(drop.forward(t)),
+                Features::Map(t) => Features::Map(drop.forward(t)),
+                Features::Flat(t) => Features::Flat(drop.forward(t)),
             },
         }
     }
@@ -308,7 +309,7 @@ impl BranchyAlexNet {
         let table = &self.table;
         let trunk_spec = &table.exits[NUM_EXITS - 1];
         let mut logits = vec![None; NUM_EXITS];
-        let mut x = Activation::Map(images);
+        let mut x = Features::Map(images);
         for (i, layer) in self.trunk.iter().enumerate() {
             x = layer.forward(x, &trunk_spec.layers[i].input);
             // Branches whose tap is right after layer `i`.
@@ -333,7 +334,7 @@ impl BranchyAlexNet {
     pub fn forward_exit(&self, exit: usize, images: Tensor<4>) -> Result<Tensor<2>, ModelError> {
         let len = self.exit_len(exit)?;
         Ok(self
-            .forward_slice(exit, 0..len, Activation::Map(images))?
+            .forward_slice(exit, 0..len, Features::Map(images))?
             .into_flat())
     }
 
@@ -351,8 +352,8 @@ impl BranchyAlexNet {
         &self,
         exit: usize,
         range: std::ops::Range<usize>,
-        x: Activation,
-    ) -> Result<Activation, ModelError> {
+        x: Features,
+    ) -> Result<Features, ModelError> {
         let spec = self.table.exit(exit).ok_or(ModelError::UnknownExit(exit))?;
         if range.start > range.end || range.end > spec.len() {
             return Err(ModelError::BadSlice {
@@ -420,11 +421,11 @@ mod tests {
             let whole = whole.into_data().try_into_vec_as::<f32>().unwrap();
             for p in 0..=n {
                 let head = model
-                    .forward_slice(exit, 0..p, Activation::Map(x.clone()))
+                    .forward_slice(exit, 0..p, Features::Map(x.clone()))
                     .unwrap();
                 // Ship the boundary tensor as raw values, as the device would.
                 let shipped =
-                    Activation::from_values(head.to_values(), &head.dims(), &device).unwrap();
+                    Features::from_values(head.to_values(), &head.dims(), &device).unwrap();
                 let tail = model.forward_slice(exit, p..n, shipped).unwrap();
                 let split = tail.to_values();
                 assert_eq!(split, whole, "exit {exit}, partition {p}");
@@ -456,11 +457,11 @@ mod tests {
             Err(ModelError::UnknownExit(6))
         ));
         assert!(matches!(
-            model.forward_slice(1, 3..20, Activation::Map(x.clone())),
+            model.forward_slice(1, 3..20, Features::Map(x.clone())),
             Err(ModelError::BadSlice { .. })
         ));
         let err = model
-            .forward_slice(1, 1..3, Activation::Map(x))
+            .forward_slice(1, 1..3, Features::Map(x))
             .unwrap_err()
             .to_string();
         assert!(err.contains("takes [N, 32, 32, 32]"), "{err}");
@@ -472,7 +473,7 @@ mod tests {
         let spec = &b_alexnet(1, 10).exits[4].layers[3];
         let lrn = Layer::init(spec, &device);
         let values: Vec<f32> = (0..4).map(|c| c as f32 + 1.0).collect();
-        let x = Activation::from_values(values.clone(), &[1, 4, 1, 1], &device).unwrap();
+        let x = Features::from_values(values.clone(), &[1, 4, 1, 1], &device).unwrap();
         let y = lrn.forward(x, &[4, 1, 1]).to_values();
         for c in 0..4usize {
             let lo = c.saturating_sub(1);
