@@ -418,15 +418,15 @@ pub fn conv2d<S: ConvShape>(
     }
 }
 
-/// Runs `$body::<FMA>(args)` compiled for `isa`: the generic body is inlined into a function
-/// with the instruction set's target features, so the compiler vectorises it for them.
+/// Runs kernel `$body` compiled for `isa` (the portable body, compiled once per instruction
+/// set in module `x86`), or the portable one.
 macro_rules! multiversion {
     ($isa:expr, $body:ident($($arg:expr),* $(,)?)) => {
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if Isa::Avx512.supported() => x86::with_avx512(|| portable::$body::<true>($($arg),*)),
+            Isa::Avx512 if Isa::Avx512.supported() => x86::avx512::$body($($arg),*),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 if Isa::Avx2.supported() => x86::with_avx2(|| portable::$body::<true>($($arg),*)),
+            Isa::Avx2 | Isa::Avx512 if Isa::Avx2.supported() => x86::avx2::$body($($arg),*),
             _ => portable::$body::<false>($($arg),*),
         }
     };

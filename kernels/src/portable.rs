@@ -56,47 +56,119 @@ pub fn conv2d<S: ConvShape>(
 /// Max-pooling in ceil mode over a blocked map, all lanes of a block at once.
 #[inline(always)]
 pub fn max_pool<const FMA: bool>(shape: Pool, src: &[f32], out: &mut [f32]) {
-    let b = block_of(shape.c);
+    if block_of(shape.c) == BLOCK {
+        pool_blocks::<BLOCK>(shape, src, out);
+    } else {
+        pool_blocks::<1>(shape, src, out);
+    }
+}
+
+/// [`max_pool`] for a block size known at compile time: each window's maximum is taken over
+/// `B` lanes at once (one vector instruction per input pixel when `B` = 16).
+#[inline(always)]
+fn pool_blocks<const B: usize>(shape: Pool, src: &[f32], out: &mut [f32]) {
     let (oh, ow) = (shape.oh(), shape.ow());
-    for g in 0..shape.c / b {
-        let plane = &src[g * shape.h * shape.w * b..(g + 1) * shape.h * shape.w * b];
-        let oplane = &mut out[g * oh * ow * b..(g + 1) * oh * ow * b];
+    let (h, w) = (shape.h, shape.w);
+    for g in 0..shape.c / B {
+        let plane = &src[g * h * w * B..(g + 1) * h * w * B];
+        let oplane = &mut out[g * oh * ow * B..(g + 1) * oh * ow * B];
         for oy in 0..oh {
-            let (y0, y1) = (
-                oy * shape.stride,
-                (oy * shape.stride + shape.k).min(shape.h),
-            );
+            let (y0, y1) = (oy * shape.stride, (oy * shape.stride + shape.k).min(h));
             for ox in 0..ow {
-                let (x0, x1) = (
-                    ox * shape.stride,
-                    (ox * shape.stride + shape.k).min(shape.w),
-                );
-                let at = (oy * ow + ox) * b;
-                let m = &mut oplane[at..at + b];
-                m.fill(f32::NEG_INFINITY);
+                let (x0, x1) = (ox * shape.stride, (ox * shape.stride + shape.k).min(w));
+                let mut m = [f32::NEG_INFINITY; B];
                 for y in y0..y1 {
                     for x in x0..x1 {
-                        let at = (y * shape.w + x) * b;
-                        for (m, &v) in m.iter_mut().zip(&plane[at..at + b]) {
+                        let at = (y * w + x) * B;
+                        let v: &[f32; B] = plane[at..at + B].try_into().expect("B lanes");
+                        for (m, &v) in m.iter_mut().zip(v) {
                             *m = if v > *m { v } else { *m };
                         }
                     }
                 }
+                let at = (oy * ow + ox) * B;
+                oplane[at..at + B].copy_from_slice(&m);
             }
         }
     }
 }
 
-/// Scratch [`lrn`] needs: one pixel's channels, and their squares with `size / 2` zeros on
-/// each side.
+/// Scratch [`lrn`] needs: one pixel's channels, their squares with `size / 2` zeros on each
+/// side, and their window sums.
 pub const fn lrn_scratch_len(shape: Lrn) -> usize {
-    2 * shape.c + shape.size
+    3 * shape.c + shape.size
 }
 
-/// LRN in place: for every pixel, its channels are gathered into a line (16 at a time from
-/// the blocked layout), normalised with a sliding sum of squares, and scattered back.
+/// LRN in place. Blocked maps (16 channels a block) with a window of 3 or 5 are normalised
+/// 16 channels at a time: the window sums come from the block's squares and its two
+/// neighbours' at the same pixel, shuffled lane by lane (constant patterns, so vector
+/// permutes), square roots and divisions on whole vectors. Other maps go pixel by pixel
+/// through a line of all their channels.
 #[inline(always)]
 pub fn lrn<const FMA: bool>(shape: Lrn, x: &mut [f32], scratch: &mut [f32]) {
+    match (block_of(shape.c) == BLOCK, shape.size) {
+        (true, 3) => lrn_blocks::<FMA, 1>(shape, x),
+        (true, 5) => lrn_blocks::<FMA, 2>(shape, x),
+        _ => lrn_lines::<FMA>(shape, x, scratch),
+    }
+}
+
+/// `v · (k + α·sum)^−0.75`, as `v · r·√r` with `r = (k + α·sum)^−0.5`.
+#[inline(always)]
+fn normalise<const FMA: bool>(v: f32, sum: f32, alpha: f32, k: f32) -> f32 {
+    let r = 1.0 / madd::<FMA>(alpha, sum, k).sqrt();
+    v * (r * r.sqrt())
+}
+
+/// [`lrn`] of a map blocked by 16 channels, window `2·HALF + 1`.
+#[inline(always)]
+fn lrn_blocks<const FMA: bool, const HALF: usize>(shape: Lrn, x: &mut [f32]) {
+    let Lrn {
+        c, hw, alpha, k, ..
+    } = shape;
+    let blocks = c / BLOCK;
+    let squares = |x: &[f32], g: usize, p: usize| -> [f32; BLOCK] {
+        let v: &[f32; BLOCK] = x[(g * hw + p) * BLOCK..][..BLOCK]
+            .try_into()
+            .expect("a block");
+        v.map(|v| v * v)
+    };
+    for p in 0..hw {
+        let mut left = [0.0f32; BLOCK];
+        let mut here = squares(x, 0, p);
+        for g in 0..blocks {
+            let right = if g + 1 < blocks {
+                squares(x, g + 1, p)
+            } else {
+                [0.0; BLOCK]
+            };
+            // Channel l + o − HALF of the three blocks, for each lane l and offset o.
+            let sum: [f32; BLOCK] = std::array::from_fn(|l| {
+                let mut s = 0.0;
+                for o in 0..=2 * HALF {
+                    let j = l + o;
+                    s += if j < HALF {
+                        left[BLOCK + j - HALF]
+                    } else if j < BLOCK + HALF {
+                        here[j - HALF]
+                    } else {
+                        right[j - HALF - BLOCK]
+                    };
+                }
+                s
+            });
+            let at = (g * hw + p) * BLOCK;
+            for (v, &s) in x[at..at + BLOCK].iter_mut().zip(&sum) {
+                *v = normalise::<FMA>(*v, s, alpha, k);
+            }
+            (left, here) = (here, right);
+        }
+    }
+}
+
+/// [`lrn`] pixel by pixel through a line of all channels (maps not blocked by 16).
+#[inline(always)]
+fn lrn_lines<const FMA: bool>(shape: Lrn, x: &mut [f32], scratch: &mut [f32]) {
     let Lrn {
         c,
         hw,
@@ -106,8 +178,9 @@ pub fn lrn<const FMA: bool>(shape: Lrn, x: &mut [f32], scratch: &mut [f32]) {
     } = shape;
     let b = block_of(c);
     let half = size / 2;
-    let (line, squares) = scratch.split_at_mut(c);
-    let squares = &mut squares[..c + 2 * half];
+    let (line, rest) = scratch.split_at_mut(c);
+    let (squares, sums) = rest.split_at_mut(c + 2 * half);
+    let sums = &mut sums[..c];
     squares.fill(0.0);
     for p in 0..hw {
         for g in 0..c / b {
@@ -116,14 +189,14 @@ pub fn lrn<const FMA: bool>(shape: Lrn, x: &mut [f32], scratch: &mut [f32]) {
         for (s, &v) in squares[half..half + c].iter_mut().zip(line.iter()) {
             *s = v * v;
         }
-        for (ch, v) in line.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            for s in &squares[ch..ch + size] {
-                sum += s;
+        sums.fill(0.0);
+        for offset in 0..size {
+            for (sum, &s) in sums.iter_mut().zip(&squares[offset..offset + c]) {
+                *sum += s;
             }
-            // d^−0.75 = r·√r with r = d^−0.5.
-            let r = 1.0 / madd::<FMA>(alpha, sum, k).sqrt();
-            *v *= r * r.sqrt();
+        }
+        for (v, &sum) in line.iter_mut().zip(sums.iter()) {
+            *v = normalise::<FMA>(*v, sum, alpha, k);
         }
         for g in 0..c / b {
             x[(g * hw + p) * b..(g * hw + p + 1) * b].copy_from_slice(&line[g * b..(g + 1) * b]);

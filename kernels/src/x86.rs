@@ -9,35 +9,40 @@ use std::arch::x86_64::*;
 
 use crate::{BLOCK, ConvShape, Isa, block_of};
 
-/// Runs `f` compiled with AVX-512 F (and AVX2, FMA) enabled.
-#[inline]
-pub fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn run<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
-    assert!(
-        Isa::Avx512.supported(),
-        "AVX-512 kernels on a CPU without AVX-512"
-    );
-    // SAFETY: the CPU has AVX-512 F, and every CPU with it has AVX2 and FMA (checked above).
-    unsafe { run(f) }
+/// The portable bodies of the simple kernels compiled for one instruction set: each a
+/// `#[target_feature]` function that calls the `#[inline(always)]` body directly (so the body
+/// is compiled with those features and vectorised for them), behind a safe function that
+/// checks the CPU first.
+macro_rules! compiled_for {
+    ($module:ident, $isa:expr, $features:literal) => {
+        /// The simple kernels compiled for this instruction set.
+        pub mod $module {
+            use super::*;
+            use crate::{Fc, Lrn, Pool, portable};
+
+            compiled_for!(@kernel $isa, $features, max_pool(shape: Pool, src: &[f32], out: &mut [f32]));
+            compiled_for!(@kernel $isa, $features, lrn(shape: Lrn, x: &mut [f32], scratch: &mut [f32]));
+            compiled_for!(@kernel $isa, $features, fc(shape: Fc, relu: bool, weights: &[f32], bias: &[f32], x: &[f32], out: &mut [f32]));
+            compiled_for!(@kernel $isa, $features, relu(x: &mut [f32]));
+        }
+    };
+    (@kernel $isa:expr, $features:literal, $name:ident($($arg:ident: $ty:ty),*)) => {
+        /// The portable kernel of the same name, compiled for this instruction set.
+        pub fn $name($($arg: $ty),*) {
+            #[target_feature(enable = $features)]
+            fn compiled($($arg: $ty),*) {
+                portable::$name::<true>($($arg),*)
+            }
+            assert!($isa.supported(), "{} kernels on a CPU without {}", $isa, $isa);
+            // SAFETY: the CPU has the instruction set's features (checked above); AVX-512 F
+            // implies AVX2 and FMA.
+            unsafe { compiled($($arg),*) }
+        }
+    };
 }
 
-/// Runs `f` compiled with AVX2 and FMA enabled.
-#[inline]
-pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[target_feature(enable = "avx2,fma")]
-    fn run<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
-    assert!(
-        Isa::Avx2.supported(),
-        "AVX2 kernels on a CPU without AVX2 and FMA"
-    );
-    // SAFETY: the CPU has AVX2 and FMA (checked above).
-    unsafe { run(f) }
-}
+compiled_for!(avx512, Isa::Avx512, "avx512f,avx2,fma");
+compiled_for!(avx2, Isa::Avx2, "avx2,fma");
 
 /// Checks what both SIMD convolutions rely on: the shapes tile, the buffers are long enough.
 fn check_conv<S: ConvShape>(shape: S, weights: &[f32], bias: &[f32], padded: &[f32], out: &[f32]) {

@@ -872,7 +872,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, layer)| {
-                let mut s = sample(Role::Device, kind.name(), Features::of(layer), 1.0 + i as f64);
+                let mut s = sample(
+                    Role::Device,
+                    kind.name(),
+                    Features::of(layer),
+                    1.0 + i as f64,
+                );
                 s.config = crate::profile::describe(layer);
                 s
             })

@@ -737,7 +737,10 @@ impl SliceCheck {
     pub fn judge(checks: &[SliceCheck]) -> BoundVerdict {
         let mut judged: Vec<f64> = checks.iter().map(SliceCheck::judged_ape).collect();
         BoundVerdict {
-            small: checks.iter().filter(|c| c.measured_ms < Self::SMALL_MS).count(),
+            small: checks
+                .iter()
+                .filter(|c| c.measured_ms < Self::SMALL_MS)
+                .count(),
             worst: judged.iter().copied().fold(0.0, f64::max),
             median: median(&mut judged),
             misses: (0..checks.len())
