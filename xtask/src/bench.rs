@@ -18,8 +18,8 @@ pub struct BenchArgs {
     /// Timed repetitions per exit and engine (the median is reported).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     repeats: u32,
-    /// CPU threads for burn-flex and onnxruntime; the generated engine runs on the calling
-    /// thread.
+    /// CPU threads every engine runs on (the generated one splits each convolution's
+    /// output channels between them).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
     /// Instruction set of the generated kernels (default: the best this CPU has).
@@ -185,8 +185,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .load_weights(&workload.weights, &device)?;
     let flex = BurnEngine::new(model, device);
     let mut columns: Vec<(&str, Vec<f64>)> = vec![
-        ("generated", workload.time(&generated, args.repeats)),
-        ("interpreted", workload.time(&interpreted, args.repeats)),
+        (
+            "generated",
+            pool.install(|| workload.time(&generated, args.repeats)),
+        ),
+        (
+            "interpreted",
+            pool.install(|| workload.time(&interpreted, args.repeats)),
+        ),
         ("flex", pool.install(|| workload.time(&flex, args.repeats))),
     ];
     let mut ort_version = None;
@@ -231,14 +237,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "forward latency, batch 1, median of {} runs (ms); generated and interpreted kernels: {isa}, the calling thread; flex{}: {} thread(s)",
-        args.repeats,
-        if args.onnxruntime {
-            " and onnxruntime"
-        } else {
-            ""
-        },
-        args.threads,
+        "forward latency, batch 1, median of {} runs (ms), {} thread(s); generated and interpreted kernels: {isa}",
+        args.repeats, args.threads,
     );
     print!("{:<5}", "exit");
     for (name, _) in &columns {

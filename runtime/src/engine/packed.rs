@@ -165,7 +165,10 @@ impl Arena {
         }
     }
 
-    /// Convolution of the current activation (bias, and ReLU when `relu`).
+    /// Convolution of the current activation (bias, and ReLU when `relu`). Inside a rayon
+    /// pool of several threads (the plan's thread count), the output channels are split
+    /// between them in blocks of 16: each block of the blocked output is a contiguous run,
+    /// computed from the whole input by the same kernel.
     pub fn conv<S: ConvShape>(
         &mut self,
         isa: Isa,
@@ -175,15 +178,37 @@ impl Arena {
         bias: &[f32],
     ) {
         kernels::pad(shape, &self.current, &mut self.scratch);
-        kernels::conv2d(
-            isa,
-            shape,
-            relu,
-            weights,
-            bias,
-            &self.scratch,
-            &mut self.next,
-        );
+        let s = shape.get();
+        let blocks = s.oc / kernels::BLOCK;
+        let groups = rayon::current_num_threads().min(blocks);
+        if groups <= 1 || !s.tiles() {
+            kernels::conv2d(
+                isa,
+                shape,
+                relu,
+                weights,
+                bias,
+                &self.scratch,
+                &mut self.next,
+            );
+        } else {
+            let per = blocks.div_ceil(groups) * kernels::BLOCK;
+            let (padded, out) = (&self.scratch, &mut self.next[..s.oc * s.h * s.w]);
+            let kk = s.ic * s.k * s.k;
+            rayon::scope(|scope| {
+                for (i, chunk) in out.chunks_mut(per * s.h * s.w).enumerate() {
+                    let part = Conv {
+                        oc: chunk.len() / (s.h * s.w),
+                        ..s
+                    };
+                    let weights = &weights[i * per * kk..(i * per + part.oc) * kk];
+                    let bias = &bias[i * per..i * per + part.oc];
+                    scope.spawn(move |_| {
+                        kernels::conv2d(isa, part, relu, weights, bias, padded, chunk);
+                    });
+                }
+            });
+        }
         std::mem::swap(&mut self.current, &mut self.next);
     }
 
