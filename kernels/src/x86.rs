@@ -56,7 +56,7 @@ fn check_conv<S: ConvShape>(shape: S, weights: &[f32], bias: &[f32], padded: &[f
 }
 
 /// Convolution with AVX-512: a tile of 32 output channels (two registers) × 8 pixels of a
-/// row, 16 accumulators; per kernel tap two weight loads and eight broadcasts feed 16 FMAs.
+/// row (4 where 8 does not divide the width), 16 accumulators; per kernel tap two weight loads and eight broadcasts feed 16 FMAs.
 pub fn conv2d_avx512<S: ConvShape>(
     shape: S,
     relu: bool,
@@ -70,16 +70,24 @@ pub fn conv2d_avx512<S: ConvShape>(
         Isa::Avx512.supported(),
         "AVX-512 kernel on a CPU without AVX-512"
     );
-    // SAFETY: the CPU has AVX-512 F; the shapes tile and the buffers are as long as they
-    // need (both checked above), which is the kernel's contract.
-    unsafe { conv_avx512(shape, relu, weights, bias, padded, out) }
+    // SAFETY: the CPU has AVX-512 F; the shapes tile (4 divides the width, and 8 does for
+    // the 8-pixel tile) and the buffers are as long as they need (checked above), which is
+    // the kernel's contract.
+    unsafe {
+        if shape.get().w.is_multiple_of(8) {
+            conv_avx512::<S, 8>(shape, relu, weights, bias, padded, out)
+        } else {
+            conv_avx512::<S, 4>(shape, relu, weights, bias, padded, out)
+        }
+    }
 }
 
 /// # Safety
-/// The CPU has AVX-512 F; `shape.get().tiles()`; `weights`, `bias`, `padded`, `out` hold at
-/// least `packed_len`, `oc`, `padded_len` and `oc·h·w` elements.
+/// The CPU has AVX-512 F; `shape.get().tiles()` and `PX` divides the width; `weights`,
+/// `bias`, `padded`, `out` hold at least `packed_len`, `oc`, `padded_len` and `oc·h·w`
+/// elements.
 #[target_feature(enable = "avx512f")]
-unsafe fn conv_avx512<S: ConvShape>(
+unsafe fn conv_avx512<S: ConvShape, const PX: usize>(
     shape: S,
     relu: bool,
     weights: &[f32],
@@ -116,9 +124,9 @@ unsafe fn conv_avx512<S: ConvShape>(
             w0
         };
         for y in 0..s.h {
-            for x0 in (0..s.w).step_by(8) {
-                let mut a0 = [b0; 8];
-                let mut a1 = [b1; 8];
+            for x0 in (0..s.w).step_by(PX) {
+                let mut a0 = [b0; PX];
+                let mut a1 = [b1; PX];
                 for ic in 0..s.ic {
                     let plane = (ic / ib) * hp * wp * ib + ic % ib;
                     for ky in 0..s.k {
@@ -133,9 +141,9 @@ unsafe fn conv_avx512<S: ConvShape>(
                                     _mm512_loadu_ps(ws.add(w1 + tap)),
                                 )
                             };
-                            for c in 0..8 {
+                            for c in 0..PX {
                                 // SAFETY: y + ky ≤ h − 1 + k − 1 = hp − 1 (k = 2·pad + 1) and
-                                // x0 + c + kx ≤ w − 1 + k − 1 = wp − 1 (8 divides w): the
+                                // x0 + c + kx ≤ w − 1 + k − 1 = wp − 1 (PX divides w): the
                                 // element lies inside channel `ic`'s padded plane.
                                 let v = unsafe { _mm512_set1_ps(*xs.add(row + (c + kx) * ib)) };
                                 a0[c] = _mm512_fmadd_ps(v, v0, a0[c]);
@@ -144,7 +152,7 @@ unsafe fn conv_avx512<S: ConvShape>(
                         }
                     }
                 }
-                for c in 0..8 {
+                for c in 0..PX {
                     let at = (y * s.w + x0 + c) * BLOCK;
                     let (r0, r1) = if relu {
                         (_mm512_max_ps(a0[c], zero), _mm512_max_ps(a1[c], zero))

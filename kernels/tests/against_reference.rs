@@ -136,7 +136,7 @@ fn shapes_the_simd_kernels_do_not_tile_fall_back() {
             ic: 16,
             oc: 16,
             h: 4,
-            w: 12,
+            w: 6,
             k: 3,
             pad: 1,
         },
@@ -154,6 +154,31 @@ fn shapes_the_simd_kernels_do_not_tile_fall_back() {
         },
         true,
         9,
+    );
+    // Widths of 4 and 12: the 4-pixel tile.
+    check_conv(
+        Conv {
+            ic: 3,
+            oc: 32,
+            h: 4,
+            w: 4,
+            k: 5,
+            pad: 2,
+        },
+        true,
+        10,
+    );
+    check_conv(
+        Conv {
+            ic: 16,
+            oc: 48,
+            h: 3,
+            w: 12,
+            k: 3,
+            pad: 1,
+        },
+        false,
+        11,
     );
 }
 
@@ -214,7 +239,7 @@ proptest! {
         ic in prop::sample::select(vec![1usize, 2, 3, 16, 32]),
         oc in prop::sample::select(vec![8usize, 16, 32, 48, 64]),
         h in 1usize..11,
-        w in prop::sample::select(vec![3usize, 8, 16, 24]),
+        w in prop::sample::select(vec![3usize, 4, 8, 12, 16, 24]),
         k in prop::sample::select(vec![1usize, 3, 5]),
         relu: bool,
         seed in 0u64..1000,

@@ -321,8 +321,10 @@ fn an_edge_that_never_answers_gets_until_the_deadline_and_costs_no_deadline() {
     };
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
-    let deadline_ms = 300.0;
-    let mut args = flags(&["eval", "--json", "--deadline", "300ms", "--limit", "12"]);
+    // The emulated device (the plan's 1600×) runs exits 1 and 2 in about 150 and 450 ms:
+    // a deadline well clear of every exit's local time.
+    let deadline_ms = 500.0;
+    let mut args = flags(&["eval", "--json", "--deadline", "500ms", "--limit", "12"]);
     args.extend(flags(&["--edge", &endpoint, "--insecure"]));
     // A fast link, so that the plan always offloads when it may.
     args.extend(flags(&["--bandwidth", "10000000", "--rtt", "1"]));
@@ -366,8 +368,10 @@ fn a_killed_edge_costs_no_answer_and_no_deadline() {
     let edge = Server::edge(&keys.server("edge"), &[]);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
-    let images = 150;
-    let mut args = eval_args(&edge.endpoint, &trace, &keys, "400ms");
+    let images = 100;
+    // The emulated device (the plan's 1600×) runs exits 1 and 2 in about 150 and 450 ms:
+    // a deadline well clear of every exit's local time.
+    let mut args = eval_args(&edge.endpoint, &trace, &keys, "500ms");
     args.extend(flags(&["--limit", &images.to_string()]));
     let mut child = spawn_device(&[], &args);
     // Kill the edge once the device is well into the run.

@@ -27,24 +27,16 @@ pub fn exit_costs(
         .iter()
         .zip(accuracies)
         .map(|(spec, &accuracy)| {
-            let device: Vec<f64> = spec
-                .layers
-                .iter()
-                .map(|l| models.layer_ms(Role::Device, l))
-                .collect::<Result<_, _>>()?;
-            let edge: Vec<f64> = spec
-                .layers
-                .iter()
-                .map(|l| models.layer_ms(Role::Edge, l))
-                .collect::<Result<_, _>>()?;
             let pairs = (0..=spec.len())
-                // `+ 0.0` turns the empty sum's -0.0 into 0.0.
-                .map(|p| PairCost {
-                    device_ms: device[..p].iter().sum::<f64>() + 0.0,
-                    edge_ms: edge[p..].iter().sum::<f64>() + 0.0,
-                    bytes: wire_bytes(table, spec.exit, p),
+                .map(|p| {
+                    Ok(PairCost {
+                        // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+                        device_ms: models.chain_ms(Role::Device, &spec.layers[..p])? + 0.0,
+                        edge_ms: models.chain_ms(Role::Edge, &spec.layers[p..])? + 0.0,
+                        bytes: wire_bytes(table, spec.exit, p),
+                    })
                 })
-                .collect();
+                .collect::<Result<_, String>>()?;
             Ok(ExitCosts {
                 exit: spec.exit,
                 accuracy,

@@ -38,17 +38,22 @@ pub fn feature_names(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// Richer features of a kind, where there are any.
-pub fn rich_feature_names(kind: &str) -> Option<&'static [&'static str]> {
-    match kind {
+/// Richer features of a kind on an engine (`generated` or `burn`), where there are any.
+pub fn rich_feature_names(kind: &str, engine: &str) -> Option<&'static [&'static str]> {
+    match (kind, engine) {
+        // The generated engine convolves directly: its time is the multiply-adds (the
+        // kernels run near the FMA bound), the outputs (bias, ReLU, stores; a tile's fixed
+        // cost, which sets the time of a layer with few input channels such as the first),
+        // the input (copied once into the padded buffer) and the weights streamed per tile.
+        ("conv", "generated") => Some(&["macs", "output_bytes", "input_bytes", "model_bytes"]),
         // Parameter bytes let small maps, where streaming the weights dominates, differ from
-        // large ones, where the multiply-adds do. A convolution also unfolds its input
+        // large ones, where the multiply-adds do. burn's convolution also unfolds its input
         // (im2col) for the matrix product, copying a run of input channels per output
         // position and kernel offset: with few input channels (the first layer) the runs
         // and positions, not the multiply-adds, set its time. (burn-flex convolves ≤ 4
         // input and ≤ 16 output channels directly, without unfolding: 16 of the 192
         // configurations of the sweep, none of the model's layers.)
-        "conv" => Some(&[
+        ("conv", _) => Some(&[
             "macs",
             "model_bytes",
             "input_bytes",
@@ -57,7 +62,7 @@ pub fn rich_feature_names(kind: &str) -> Option<&'static [&'static str]> {
             "positions",
             "unfold_runs",
         ]),
-        "fc" => Some(&["macs", "model_bytes", "input_bytes", "output_bytes"]),
+        ("fc", _) => Some(&["macs", "model_bytes", "input_bytes", "output_bytes"]),
         _ => None,
     }
 }
@@ -534,6 +539,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
             continue;
         }
         let mut kinds = BTreeMap::new();
+        let engine = of_role[0].engine.as_str();
         let mut names: Vec<&str> = of_role.iter().map(|s| s.kind.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -541,7 +547,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
             let table1 = feature_names(kind).ok_or_else(|| FitError::UnknownKind(kind.into()))?;
             let rows: Vec<&Sample> = of_role.iter().copied().filter(|s| s.kind == kind).collect();
             let coefficients =
-                (table1.len() + 1).max(rich_feature_names(kind).map_or(0, |r| r.len() + 1));
+                (table1.len() + 1).max(rich_feature_names(kind, engine).map_or(0, |r| r.len() + 1));
             let needed = 4 * coefficients;
             if rows.len() < needed {
                 return Err(FitError::TooFew {
@@ -553,7 +559,7 @@ pub fn fit(samples: &[Sample]) -> Result<LatencyModels, FitError> {
             }
             let (train, test) = split_held_out(&rows, 3 * coefficients, coefficients);
             let table1 = fit_one(kind, table1, &train, &test)?;
-            let rich = rich_feature_names(kind)
+            let rich = rich_feature_names(kind, engine)
                 .map(|names| fit_one(kind, names, &train, &test))
                 .transpose()?;
             let selected = match &rich {
@@ -634,23 +640,42 @@ impl LatencyModels {
         Ok(kind.selected().predict(&Features::of(layer)))
     }
 
-    /// The uncalibrated predictions of a chain of layers on `role`, summed by kind.
+    /// Whether layer `i` of a slice `layers` run on `role` costs nothing of its own: on the
+    /// generated engine, a ReLU right after a convolution or fully connected layer of the
+    /// same slice is fused into it (a ReLU that starts a slice runs alone).
+    fn fused(&self, role: Role, layers: &[LayerSpec], i: usize) -> bool {
+        self.roles
+            .get(&role)
+            .is_some_and(|m| m.engine == "generated")
+            && i > 0
+            && layers[i].kind == LayerKind::Relu
+            && matches!(layers[i - 1].kind, LayerKind::Conv | LayerKind::Fc)
+    }
+
+    /// The uncalibrated predictions of a slice of layers run on `role`, summed by kind.
     pub fn chain_by_kind(
         &self,
         role: Role,
         layers: &[LayerSpec],
     ) -> Result<BTreeMap<String, f64>, String> {
         let mut by_kind = BTreeMap::new();
-        for layer in layers {
-            *by_kind.entry(layer.kind.name().to_string()).or_insert(0.0) +=
-                self.uncalibrated_layer_ms(role, layer)?;
+        for (i, layer) in layers.iter().enumerate() {
+            let ms = if self.fused(role, layers, i) {
+                0.0
+            } else {
+                self.uncalibrated_layer_ms(role, layer)?
+            };
+            *by_kind.entry(layer.kind.name().to_string()).or_insert(0.0) += ms;
         }
         Ok(by_kind)
     }
 
-    /// Predicted milliseconds of a chain of layers on `role`.
+    /// Predicted milliseconds of a slice of layers run on `role` (a fused ReLU is free).
     pub fn chain_ms(&self, role: Role, layers: &[LayerSpec]) -> Result<f64, String> {
-        layers.iter().map(|l| self.layer_ms(role, l)).sum()
+        (0..layers.len())
+            .filter(|&i| !self.fused(role, layers, i))
+            .map(|i| self.layer_ms(role, &layers[i]))
+            .sum()
     }
 
     /// Checks that the file is a latency-model file this build understands.
