@@ -321,10 +321,10 @@ fn an_edge_that_never_answers_gets_until_the_deadline_and_costs_no_deadline() {
     };
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
-    // The emulated device (the plan's 1600×) runs exits 1 and 2 in about 150 and 450 ms:
-    // a deadline well clear of every exit's local time.
-    let deadline_ms = 500.0;
-    let mut args = flags(&["eval", "--json", "--deadline", "500ms", "--limit", "12"]);
+    // The emulated device (the plan's 1600×) runs exits 2 and 3 in about 460 and 575 ms:
+    // a deadline clear of both.
+    let deadline_ms = 550.0;
+    let mut args = flags(&["eval", "--json", "--deadline", "550ms", "--limit", "12"]);
     args.extend(flags(&["--edge", &endpoint, "--insecure"]));
     // A fast link, so that the plan always offloads when it may.
     args.extend(flags(&["--bandwidth", "10000000", "--rtt", "1"]));
@@ -369,9 +369,9 @@ fn a_killed_edge_costs_no_answer_and_no_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
     let images = 100;
-    // The emulated device (the plan's 1600×) runs exits 1 and 2 in about 150 and 450 ms:
-    // a deadline well clear of every exit's local time.
-    let mut args = eval_args(&edge.endpoint, &trace, &keys, "500ms");
+    // The emulated device (the plan's 1600×) runs exits 2 and 3 in about 460 and 575 ms:
+    // a deadline clear of both.
+    let mut args = eval_args(&edge.endpoint, &trace, &keys, "550ms");
     args.extend(flags(&["--limit", &images.to_string()]));
     let mut child = spawn_device(&[], &args);
     // Kill the edge once the device is well into the run.
