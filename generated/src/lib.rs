@@ -54,6 +54,12 @@ pub fn load_model(device: &Device) -> anyhow::Result<BranchyAlexNet> {
 /// Checks first that the network is the one the plan was generated for.
 pub fn generated_engine(isa: Isa) -> anyhow::Result<PackedNetwork> {
     let table = layer_table();
+    ensure!(
+        table.exits.len() == plan::EXITS,
+        "the network has {} exits, the plan {}: run `cargo xtask generate`",
+        table.exits.len(),
+        plan::EXITS
+    );
     for (spec, (names, shapes)) in table
         .exits
         .iter()
@@ -66,7 +72,7 @@ pub fn generated_engine(isa: Isa) -> anyhow::Result<PackedNetwork> {
                 },
             );
         ensure!(
-            same && table.exits.len() == plan::EXITS,
+            same,
             "exit {}'s layers are not the ones the plan was generated for: run `cargo xtask generate`",
             spec.exit
         );

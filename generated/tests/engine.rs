@@ -129,6 +129,35 @@ fn a_batch_runs_sample_by_sample() {
 }
 
 #[test]
+fn convolutions_split_over_threads_give_the_same_logits() {
+    // Two threads split 96 channels 48 + 48 (a pair and a single block each), three split
+    // 32 channels into 16 + 16; every output is still summed in the same order.
+    let engine = generated_engine(Isa::detect().unwrap()).unwrap();
+    let image = image();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            (1..=5)
+                .map(|exit| {
+                    let n = engine.exit_len(exit).unwrap();
+                    engine
+                        .forward_slice(exit, 0..n, &image)
+                        .unwrap()
+                        .into_values()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 4] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
+
+#[test]
 fn bad_slices_and_shapes_are_errors() {
     let engine = generated_engine(Isa::Portable).unwrap();
     let image = image();

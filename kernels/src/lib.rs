@@ -1,7 +1,8 @@
 //! The inference kernels of Edgent's generated engine (DESIGN.md §10): plain Rust, no burn.
 //!
-//! * [`conv2d`]: direct convolution, stride 1, zero padding, bias and ReLU fused; one input
-//!   channel (the first layer) has its own instance.
+//! * [`conv2d`]: direct convolution, stride 1, zero padding, bias and ReLU fused; a map with
+//!   one input channel (the first layer) is read as a plain plane, by its own const-generic
+//!   instance of the same kernel (no 16-channel blocks to broadcast from).
 //! * [`max_pool`]: square window, ceil mode (a window that runs past the edge takes the
 //!   maximum of what it covers).
 //! * [`lrn`]: Chainer's local response normalisation across channels, `(k + α·Σx²)^−β` with
@@ -63,7 +64,13 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            // The kernels also use AVX2 and FMA, which a virtual machine may hide even
+            // where AVX-512 F is shown.
+            Self::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -159,7 +166,23 @@ impl Conv {
 
     /// Whether the size is kept: `k = 2·pad + 1`, the only convolutions these kernels run.
     pub const fn keeps_size(&self) -> bool {
-        2 * self.pad + 1 == self.k
+        self.pad < usize::MAX / 4 && 2 * self.pad + 1 == self.k
+    }
+
+    /// Elements of the packed weights, the padded input and the output, or `None` when a
+    /// product overflows: the kernels check buffers against these before they run.
+    pub fn lens(&self) -> Option<[usize; 3]> {
+        let hp = self.pad.checked_mul(2)?.checked_add(self.h)?;
+        let wp = self.pad.checked_mul(2)?.checked_add(self.w)?;
+        let packed = self
+            .oc
+            .div_ceil(BLOCK)
+            .checked_mul(BLOCK)?
+            .checked_mul(self.ic)?
+            .checked_mul(self.k.checked_mul(self.k)?)?;
+        let padded = self.ic.checked_mul(hp)?.checked_mul(wp)?;
+        let out = self.oc.checked_mul(self.h)?.checked_mul(self.w)?;
+        Some([packed, padded, out])
     }
 
     /// Whether the SIMD versions take this shape: output channels in blocks of 16, columns
@@ -171,9 +194,27 @@ impl Conv {
 
 /// A convolution's shapes, known when the program runs ([`Conv`]) or when it is compiled
 /// ([`ConvConst`]: the generated engine's, which lets the compiler fold every loop bound).
-pub trait ConvShape: Copy + Send + Sync {
+/// Sealed: the SIMD kernels rely on `get` returning the same shapes every time, which both
+/// implementations do.
+pub trait ConvShape: Copy + Send + Sync + sealed::Sealed {
     /// The shapes.
     fn get(self) -> Conv;
+}
+
+mod sealed {
+    /// Only this crate's shapes implement [`super::ConvShape`].
+    pub trait Sealed {}
+    impl Sealed for super::Conv {}
+    impl<
+        const IC: usize,
+        const OC: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const PAD: usize,
+    > Sealed for super::ConvConst<IC, OC, H, W, K, PAD>
+    {
+    }
 }
 
 impl ConvShape for Conv {
@@ -401,10 +442,13 @@ pub fn conv2d<S: ConvShape>(
         s.keeps_size(),
         "conv2d: {s:?} does not keep the size (k = 2·pad + 1)"
     );
-    check_len("conv2d", "weights", weights.len(), s.packed_len());
+    let [packed, padded_len, out_len] = s
+        .lens()
+        .unwrap_or_else(|| panic!("conv2d: the buffers of {s:?} overflow usize"));
+    check_len("conv2d", "weights", weights.len(), packed);
     check_len("conv2d", "bias", bias.len(), s.oc);
-    check_len("conv2d", "input", padded.len(), s.padded_len());
-    check_len("conv2d", "output", out.len(), s.oc * s.h * s.w);
+    check_len("conv2d", "input", padded.len(), padded_len);
+    check_len("conv2d", "output", out.len(), out_len);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if s.tiles() && Isa::Avx512.supported() => {

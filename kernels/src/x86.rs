@@ -51,8 +51,9 @@ fn check_conv<S: ConvShape>(shape: S, weights: &[f32], bias: &[f32], padded: &[f
         s.tiles(),
         "conv2d SIMD kernel on shapes it does not tile: {s:?}"
     );
-    assert!(weights.len() >= s.packed_len() && bias.len() >= s.oc);
-    assert!(padded.len() >= s.padded_len() && out.len() >= s.oc * s.h * s.w);
+    let [packed, padded_len, out_len] = s.lens().expect("conv2d: the buffers overflow usize");
+    assert!(weights.len() >= packed && bias.len() >= s.oc);
+    assert!(padded.len() >= padded_len && out.len() >= out_len);
 }
 
 /// Convolution with AVX-512: a tile of 32 output channels (two registers) × 8 pixels of a

@@ -376,7 +376,11 @@ pub fn describe(layer: &LayerSpec) -> String {
 
 /// Median milliseconds of one layer at batch 1, run back to back (warm), times the
 /// slowdown: the time the emulated device takes for it (see [`LayerClock`]).
-pub fn time_layer(layer: &LayerSpec, settings: &ProfileSettings, device: &Device) -> f64 {
+pub fn time_layer(
+    layer: &LayerSpec,
+    settings: &ProfileSettings,
+    device: &Device,
+) -> Result<f64, String> {
     let input = probe_input(layer);
     let ms = match settings.engine {
         EngineKind::Generated => single_layer(layer)
@@ -384,7 +388,7 @@ pub fn time_layer(layer: &LayerSpec, settings: &ProfileSettings, device: &Device
                 net.time_layer(1, 0, &input, settings.repeats)
                     .map_err(|e| e.to_string())
             })
-            .unwrap_or(f64::NAN),
+            .map_err(|e| format!("timing {}: {e}", describe(layer)))?,
         EngineKind::Burn => {
             let module = Layer::init(layer, device);
             let input = Tensors::from_values(input.to_values(), input.dims(), device)
@@ -398,7 +402,7 @@ pub fn time_layer(layer: &LayerSpec, settings: &ProfileSettings, device: &Device
             })
         }
     };
-    settings.slowdown.factor() * ms
+    Ok(settings.slowdown.factor() * ms)
 }
 
 /// Median milliseconds to load `params` weights from a safetensors file onto the device.
@@ -460,16 +464,19 @@ pub fn profile(
     progress: impl FnMut(&Sample) + Send,
 ) -> Result<Vec<Sample>, String> {
     let pool = runtime::model::backend::thread_pool(settings.threads)?;
-    Ok(pool.install(|| profile_here(settings, progress)))
+    pool.install(|| profile_here(settings, progress))
 }
 
 /// [`profile`] on the calling thread's pool.
-fn profile_here(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) -> Vec<Sample> {
+fn profile_here(
+    settings: &ProfileSettings,
+    mut progress: impl FnMut(&Sample),
+) -> Result<Vec<Sample>, String> {
     let device = settings.backend.device();
     let mut samples = Vec::with_capacity(profile_len());
     for kind in LayerKind::ALL {
         for layer in sweep(kind) {
-            let ms = time_layer(&layer, settings, &device);
+            let ms = time_layer(&layer, settings, &device)?;
             let sample = Sample::new(
                 settings,
                 kind.name(),
@@ -494,7 +501,7 @@ fn profile_here(settings: &ProfileSettings, mut progress: impl FnMut(&Sample)) -
         samples.push(sample);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    samples
+    Ok(samples)
 }
 
 /// Writes samples as CSV (header: the [`Sample`] field names).

@@ -5,10 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
+use runtime::slowdown::Repeats;
 use runtime::{Activation, Backend, BurnEngine, Engine, Isa, NUM_EXITS, PackedNetwork};
 use serde_json::json;
 
@@ -34,23 +35,8 @@ pub struct BenchArgs {
     json: bool,
 }
 
-/// Median milliseconds of `repeats` runs of `f`, after a warm-up.
-pub fn median_ms(repeats: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..repeats.div_ceil(10).max(3) {
-        f();
-    }
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-/// The committed model's weights and the input every engine is timed on.
+/// The committed model's weights, and the input every engine is timed on (the profiler's
+/// probe input of the first layer).
 struct Workload {
     weights_file: PathBuf,
     weights: runtime::WeightMap,
@@ -72,14 +58,7 @@ impl Workload {
             .with_channels(plan.input[0])
             .with_classes(plan.classes)
             .layer_table();
-        // A deterministic image-like input: values of a normalised image's range.
-        let len: usize = table.input.iter().product();
-        let values = (0..len)
-            .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
-            .collect();
-        let mut dims = vec![1];
-        dims.extend(&table.input);
-        let input = Activation::from_values(values, &dims)?;
+        let input = runtime::slowdown::probe_input(&table.exits[0].layers[0]);
         Ok(Self {
             weights_file,
             weights,
@@ -88,24 +67,70 @@ impl Workload {
         })
     }
 
-    /// Median ms of every exit's whole chain on `engine`.
-    fn time(&self, engine: &dyn Engine, repeats: u32) -> Vec<f64> {
+    /// Median ms of every exit's whole chain on `engine` (each checked to run first).
+    fn time(&self, engine: &dyn Engine, repeats: u32) -> anyhow::Result<Vec<f64>> {
+        let repeats = Repeats {
+            warmup: (repeats as usize / 10).max(3),
+            min: repeats as usize,
+            max: repeats as usize,
+            budget: Duration::ZERO,
+        };
         (1..=NUM_EXITS)
             .map(|exit| {
-                let n = engine.exit_len(exit).expect("the table's exits");
-                median_ms(repeats, || {
+                let n = engine.exit_len(exit)?;
+                engine.forward_slice(exit, 0..n, &self.input)?;
+                Ok(repeats.median_ms(|| {
+                    let start = Instant::now();
                     let _ = std::hint::black_box(engine.forward_slice(exit, 0..n, &self.input));
-                })
+                    start.elapsed()
+                }))
             })
             .collect()
     }
+}
+
+/// What `edgent-device bench --json` reports: the generated engine compiled from the
+/// committed plan, run in its own process.
+#[derive(serde::Deserialize)]
+struct DeviceBench {
+    engine: String,
+    ms: Vec<f64>,
+    input: Vec<f32>,
+    logits: Vec<Vec<f32>>,
+}
+
+/// Builds the binaries of the committed plan and times the generated engine with
+/// `edgent-device bench` (xtask does not link the generated crate: a stale plan must not
+/// stop `cargo xtask generate` from building).
+fn generated(args: &BenchArgs, isa: Isa) -> anyhow::Result<DeviceBench> {
+    let bins = crate::lab::Binaries::build(None)?;
+    let out = Command::new(&bins.device)
+        .args(["bench", "--json", "--engine", "generated"])
+        .args(["--repeats", &args.repeats.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .env("EDGENT_ISA", isa.name())
+        .output()
+        .context("cannot run edgent-device bench")?;
+    ensure!(
+        out.status.success(),
+        "edgent-device bench failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bench: DeviceBench = serde_json::from_slice(&out.stdout)
+        .context("edgent-device bench printed no JSON report")?;
+    ensure!(
+        bench.ms.len() == NUM_EXITS && bench.logits.len() == NUM_EXITS,
+        "edgent-device bench reported {} exits, expected {NUM_EXITS}",
+        bench.ms.len()
+    );
+    Ok(bench)
 }
 
 /// onnxruntime's medians per exit, from `scripts/onnxruntime/bench.py` run on the same
 /// weights; the script checks its logits against `reference` (the generated engine's).
 fn onnxruntime(
     workload: &Workload,
-    reference: &[Vec<f32>],
+    reference: &DeviceBench,
     threads: u16,
     repeats: u32,
 ) -> anyhow::Result<(Vec<f64>, String)> {
@@ -129,8 +154,8 @@ fn onnxruntime(
     let reference_file = dir.join("onnxruntime-reference.json");
     let file = json!({
         "channels": workload.table.input[0],
-        "input": workload.input.values(),
-        "logits": reference,
+        "input": reference.input,
+        "logits": reference.logits,
     });
     std::fs::write(&reference_file, serde_json::to_vec(&file)?)?;
     let out = Command::new(python)
@@ -160,6 +185,11 @@ fn onnxruntime(
         .iter()
         .map(|v| v.as_f64().context("a time is not a number"))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(
+        ms.len() == NUM_EXITS,
+        "bench.py timed {} exits, expected {NUM_EXITS}",
+        ms.len()
+    );
     let version = result["onnxruntime"].as_str().unwrap_or("?").to_string();
     Ok((ms, version))
 }
@@ -173,9 +203,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let pool = runtime::model::backend::thread_pool(usize::from(args.threads))
         .map_err(anyhow::Error::msg)?;
-    // The committed plan's engine: the kernels called through the layer function that
-    // `edgent_plan!` emitted, on the weights embedded beside the plan.
-    let generated = generated::generated_engine(isa)?;
+    let generated = generated(&args, isa)?;
     let interpreted = PackedNetwork::new(&workload.table, &workload.weights, isa)?;
     let device = Backend::Flex.device();
     let model = runtime::BranchyAlexNetConfig::new()
@@ -185,36 +213,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .load_weights(&workload.weights, &device)?;
     let flex = BurnEngine::new(model, device);
     let mut columns: Vec<(&str, Vec<f64>)> = vec![
-        (
-            "generated",
-            pool.install(|| workload.time(&generated, args.repeats)),
-        ),
+        ("generated", generated.ms.clone()),
         (
             "interpreted",
-            pool.install(|| workload.time(&interpreted, args.repeats)),
+            pool.install(|| workload.time(&interpreted, args.repeats))?,
         ),
-        ("flex", pool.install(|| workload.time(&flex, args.repeats))),
+        ("flex", pool.install(|| workload.time(&flex, args.repeats))?),
     ];
     let mut ort_version = None;
     if args.onnxruntime {
-        let reference = (1..=NUM_EXITS)
-            .map(|exit| {
-                let n = generated.exit_len(exit)?;
-                Ok(generated
-                    .forward_slice(exit, 0..n, &workload.input)?
-                    .into_values())
-            })
-            .collect::<Result<Vec<_>, runtime::ModelError>>()?;
-        let (ms, version) = onnxruntime(&workload, &reference, args.threads, args.repeats)?;
+        let (ms, version) = onnxruntime(&workload, &generated, args.threads, args.repeats)?;
         columns.push(("onnxruntime", ms));
         ort_version = Some(version);
     }
     let ratio =
         |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
-    let generated_ms = columns[0].1.clone();
-    let mut ratios = vec![("flex/generated", ratio(&columns[2].1, &generated_ms))];
-    if let Some((_, ort)) = columns.get(3) {
-        ratios.push(("generated/onnxruntime", ratio(&generated_ms, ort)));
+    let column = |name: &str| columns.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+    let flex_ms = column("flex").context("flex was timed")?;
+    let mut ratios = vec![("flex/generated", ratio(flex_ms, &generated.ms))];
+    if let Some(ort) = column("onnxruntime") {
+        ratios.push(("generated/onnxruntime", ratio(&generated.ms, ort)));
     }
     if args.json {
         let ms: serde_json::Map<String, serde_json::Value> = columns
@@ -228,6 +246,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let out = json!({
             "threads": args.threads,
             "isa": isa.name(),
+            "generated": generated.engine,
             "repeats": args.repeats,
             "onnxruntime_version": ort_version,
             "ms": ms,

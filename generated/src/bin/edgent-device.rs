@@ -113,6 +113,20 @@ enum Command {
     Keygen(KeygenArgs),
     /// Print what was compiled in: plan digest, weights, latency source, exits.
     Info,
+    /// Time every exit whole on this machine at batch 1 (no slowdown): the median of
+    /// `--repeats` runs on a fixed input, and its logits (`cargo xtask bench` reads the JSON).
+    Bench {
+        /// Timed runs per exit.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+        repeats: u32,
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        threads: ThreadArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How to reach the edge and how to plan.
@@ -372,6 +386,58 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Keygen(args) => args.run()?,
+        Command::Bench {
+            repeats,
+            engine,
+            threads,
+            json,
+        } => {
+            threads.apply(plan::DEVICE_THREADS)?;
+            let engine = engine.load(plan::DEVICE_ENGINE)?;
+            let table = engine.table().clone();
+            let input = runtime::slowdown::probe_input(&table.exits[0].layers[0]);
+            let repeats = runtime::slowdown::Repeats {
+                warmup: (repeats as usize / 10).max(3),
+                min: repeats as usize,
+                max: repeats as usize,
+                budget: Duration::ZERO,
+            };
+            let mut ms = Vec::new();
+            let mut logits = Vec::new();
+            for spec in &table.exits {
+                let range = 0..spec.len();
+                logits.push(
+                    engine
+                        .forward_slice(spec.exit, range.clone(), &input)?
+                        .into_values(),
+                );
+                ms.push(repeats.median_ms(|| {
+                    let start = Instant::now();
+                    let _ = std::hint::black_box(engine.forward_slice(
+                        spec.exit,
+                        range.clone(),
+                        &input,
+                    ));
+                    start.elapsed()
+                }));
+            }
+            if json {
+                let value = serde_json::json!({
+                    "engine": engine.describe(), "threads": runtime::model::backend::current_threads(),
+                    "ms": ms, "input": input.values(), "logits": logits,
+                });
+                outln!("{value}");
+            } else {
+                outln!(
+                    "{} — median of {} runs at batch 1 (ms):",
+                    engine.describe(),
+                    repeats.min
+                );
+                for (spec, ms) in table.exits.iter().zip(&ms) {
+                    outln!("exit {}: {ms:.3}", spec.exit);
+                }
+            }
+        }
         Command::Info => {
             outln!("plan digest    {}", plan::DIGEST);
             outln!("weights digest {}", plan::WEIGHTS_DIGEST);

@@ -111,7 +111,10 @@ impl std::fmt::Display for EngineKind {
 
 /// Called after each layer of a run with the layer's index (a fused convolution and ReLU
 /// report both, the ReLU's at no cost); an error stops the run (a cancelled run returns
-/// [`ModelError::Cancelled`] this way). Timing per layer and cancellation rest on it.
+/// [`ModelError::Cancelled`] this way). Timing per layer and cancellation rest on it. With a
+/// batch of several samples the generated engine runs them one after the other and calls
+/// it after each layer of each sample, burn after each layer of the whole batch: time
+/// layers on batches of one.
 pub type AfterLayer<'a> = &'a mut dyn FnMut(usize) -> Result<(), ModelError>;
 
 /// Runs slices `[a, b)` of the exit chains of B-AlexNet.

@@ -63,14 +63,27 @@ impl Packed {
             }
             Ok(&t.values)
         };
-        let map = |shape: &[usize]| -> [usize; 3] {
-            match *shape {
-                [c, h, w] => [c, h, w],
-                [f] => [f, 1, 1],
-                _ => [shape.iter().product(), 1, 1],
+        let bad = |why: String| WeightsError::Mismatch(format!("layer {}: {why}", spec.name));
+        // Convolution, pooling and LRN take a feature map [C, H, W].
+        let map = || -> Result<[usize; 3], WeightsError> {
+            match *spec.input {
+                [c, h, w] => Ok([c, h, w]),
+                _ => Err(bad(format!(
+                    "takes {:?}, not a feature map [C, H, W]",
+                    spec.input
+                ))),
             }
         };
-        let [c, h, w] = map(&spec.input);
+        let same_output = |out: &[usize]| -> Result<(), WeightsError> {
+            if out == spec.output.as_slice() {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "the kernel outputs {out:?}, the table says {:?}",
+                    spec.output
+                )))
+            }
+        };
         Ok(match spec.params {
             LayerParams::Conv {
                 in_channels,
@@ -78,6 +91,7 @@ impl Packed {
                 kernel,
                 padding,
             } => {
+                let [c, h, w] = map()?;
                 let shape = Conv {
                     ic: in_channels,
                     oc: out_channels,
@@ -86,12 +100,13 @@ impl Packed {
                     k: kernel,
                     pad: padding,
                 };
-                if !shape.keeps_size() {
-                    return Err(WeightsError::Mismatch(format!(
-                        "layer {}: the kernels run only size-keeping convolutions (kernel 2·padding + 1), not kernel {kernel} padding {padding}",
-                        spec.name
+                if c != in_channels || !shape.keeps_size() || shape.lens().is_none() {
+                    return Err(bad(format!(
+                        "the kernels run size-keeping convolutions (kernel 2·padding + 1) of the input's channels, not {in_channels} channels, kernel {kernel}, padding {padding} on {:?}",
+                        spec.input
                     )));
                 }
+                same_output(&[out_channels, h, w])?;
                 let weights = tensor("weight", out_channels * in_channels * kernel * kernel)?;
                 Self::Conv {
                     weights: kernels::pack_conv(shape, weights),
@@ -103,11 +118,19 @@ impl Packed {
                 in_features,
                 out_features,
             } => {
+                if spec.input_len() != in_features {
+                    return Err(bad(format!(
+                        "{in_features} input features, but its input {:?} has {}",
+                        spec.input,
+                        spec.input_len()
+                    )));
+                }
+                same_output(&[out_features])?;
                 let shape = Fc {
                     inputs: in_features,
                     outputs: out_features,
                 };
-                let map = (spec.input.len() == 3).then_some([c, h, w]);
+                let map = map().ok();
                 let weights = tensor("weight", in_features * out_features)?;
                 Self::Fc {
                     weights: kernels::pack_fc(shape, map, weights),
@@ -115,28 +138,55 @@ impl Packed {
                     shape,
                 }
             }
-            LayerParams::MaxPool { kernel, stride } => Self::Pool(Pool {
-                c,
-                h,
-                w,
-                k: kernel,
-                stride,
-            }),
-            LayerParams::Lrn { beta, .. } if beta != 0.75 => {
-                return Err(WeightsError::Mismatch(format!(
-                    "layer {}: the LRN kernel computes β = 0.75 only, not {beta}",
-                    spec.name
+            LayerParams::MaxPool { kernel, stride } => {
+                let [c, h, w] = map()?;
+                if kernel == 0 || stride == 0 || kernel > h || kernel > w {
+                    return Err(bad(format!(
+                        "a {kernel}×{kernel} window with stride {stride} does not fit {h}×{w}"
+                    )));
+                }
+                let shape = Pool {
+                    c,
+                    h,
+                    w,
+                    k: kernel,
+                    stride,
+                };
+                same_output(&[c, shape.oh(), shape.ow()])?;
+                Self::Pool(shape)
+            }
+            LayerParams::Lrn {
+                size,
+                alpha,
+                beta,
+                k,
+            } => {
+                let [c, h, w] = map()?;
+                if beta != 0.75 || size % 2 == 0 {
+                    return Err(bad(format!(
+                        "the LRN kernel computes β = 0.75 over an odd window, not β = {beta} over {size} channels"
+                    )));
+                }
+                same_output(&spec.input)?;
+                Self::Lrn(Lrn {
+                    c,
+                    hw: h * w,
+                    size,
+                    alpha: alpha as f32,
+                    k: k as f32,
+                })
+            }
+            LayerParams::Dropout { .. } => Self::Dropout,
+            LayerParams::None if spec.kind == LayerKind::Relu => {
+                same_output(&spec.input)?;
+                Self::Relu(spec.input_len())
+            }
+            LayerParams::None => {
+                return Err(bad(format!(
+                    "a {} layer needs parameters",
+                    spec.kind.name()
                 )));
             }
-            LayerParams::Lrn { size, alpha, k, .. } => Self::Lrn(Lrn {
-                c,
-                hw: h * w,
-                size,
-                alpha: alpha as f32,
-                k: k as f32,
-            }),
-            LayerParams::Dropout { .. } => Self::Dropout,
-            LayerParams::None => Self::Relu(spec.input_len()),
         })
     }
 }
@@ -181,7 +231,8 @@ impl Arena {
         let s = shape.get();
         let blocks = s.oc / kernels::BLOCK;
         let groups = rayon::current_num_threads().min(blocks);
-        if groups <= 1 || !s.tiles() {
+        // Split, the parts' shapes are known only at run time (a part's output channels).
+        if groups <= 1 || !s.tiles() || s.h * s.w == 0 {
             kernels::conv2d(
                 isa,
                 shape,
@@ -244,8 +295,21 @@ impl Arena {
 }
 
 thread_local! {
-    /// Each thread's arena (the device's main and speculation threads, the edge's workers).
+    /// Each thread's arena (the device's main and speculation threads, the edge's workers),
+    /// allocated by its first run and reused by the next ones.
     static ARENA: RefCell<Arena> = RefCell::new(Arena::default());
+}
+
+/// Runs `work` in this thread's arena, grown to `activation` and `scratch` elements. The
+/// arena is taken out for the run and put back after, so a run nested in another on the
+/// same thread (a callback that runs the engine, a rayon worker that picks up a second
+/// run while waiting) gets an arena of its own instead of a borrow error.
+fn in_arena<T>(activation: usize, scratch: usize, work: impl FnOnce(&mut Arena) -> T) -> T {
+    let mut arena = ARENA.take();
+    arena.reserve(activation, scratch);
+    let out = work(&mut arena);
+    ARENA.set(arena);
+    out
 }
 
 /// Runs layer `index` of exit `exit` in the arena; `relu` asks it to apply the following
@@ -417,8 +481,7 @@ impl PackedNetwork {
         let (in_len, out_len): (usize, usize) =
             (entry.iter().product(), exit_shape.iter().product());
         let mut out = vec![0.0; batch * out_len];
-        ARENA.with_borrow_mut(|arena| -> Result<(), ModelError> {
-            arena.reserve(self.activation_len, self.scratch_len);
+        in_arena(self.activation_len, self.scratch_len, |arena| {
             for (sample, y) in x
                 .values()
                 .chunks_exact(in_len)
@@ -444,7 +507,7 @@ impl PackedNetwork {
                     _ => y.copy_from_slice(&arena.current[..out_len]),
                 }
             }
-            Ok(())
+            Ok::<(), ModelError>(())
         })?;
         let mut dims = vec![batch];
         dims.extend(exit_shape);
@@ -473,8 +536,7 @@ impl PackedNetwork {
             [c, h, w] => kernels::to_blocked(c, h * w, &x.values()[..len], &mut input),
             _ => input.copy_from_slice(&x.values()[..len]),
         }
-        Ok(ARENA.with_borrow_mut(|arena| {
-            arena.reserve(self.activation_len, self.scratch_len);
+        Ok(in_arena(self.activation_len, self.scratch_len, |arena| {
             repeats.median_ms(|| {
                 arena.current[..len].copy_from_slice(&input);
                 let start = std::time::Instant::now();

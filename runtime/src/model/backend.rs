@@ -69,6 +69,12 @@ fn pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
         .thread_name(|i| format!("layers-{i}"))
 }
 
+/// Threads of the pool the calling thread's layers run on (the process's, or the one it
+/// was installed in).
+pub fn current_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// "1 thread", "4 threads", or "every core" (0).
 pub fn threads_in_words(threads: usize) -> String {
     match threads {
