@@ -354,28 +354,7 @@ impl BranchyAlexNet {
         range: std::ops::Range<usize>,
         x: Features,
     ) -> Result<Features, ModelError> {
-        let spec = self.table.exit(exit).ok_or(ModelError::UnknownExit(exit))?;
-        if range.start > range.end || range.end > spec.len() {
-            return Err(ModelError::BadSlice {
-                exit,
-                start: range.start,
-                end: range.end,
-                len: spec.len(),
-            });
-        }
-        let dims = x.dims();
-        let expected = spec.boundary_shape(range.start);
-        if dims.len() < 2 || dims[1..] != *expected {
-            return Err(ModelError::Shape(format!(
-                "exit {exit} layer {} takes [N, {}], got {dims:?}",
-                range.start,
-                expected
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let spec = crate::engine::check_slice(&self.table, exit, &range, &x.dims())?;
         let mut x = x;
         for index in range {
             x = self
