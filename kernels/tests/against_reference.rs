@@ -367,8 +367,8 @@ fn relu_clamps_at_zero_everywhere() {
 }
 
 #[test]
-fn the_environment_caps_the_instruction_set() {
-    // Parsing only: setting the variable here would race the other tests.
+fn instruction_sets_parse_by_name() {
+    // The names `EDGENT_ISA` takes (setting the variable here would race the other tests).
     assert_eq!("AVX2".parse::<Isa>(), Ok(Isa::Avx2));
     assert!(
         "sse9"

@@ -123,6 +123,17 @@ impl Default for Repeats {
 }
 
 impl Repeats {
+    /// Exactly `runs` timed runs after a tenth as many (at least 3) untimed ones: a
+    /// benchmark's fixed count, whatever the time it takes.
+    pub fn exactly(runs: usize) -> Self {
+        Self {
+            warmup: (runs / 10).max(3),
+            min: runs,
+            max: runs,
+            budget: Duration::ZERO,
+        }
+    }
+
     /// One of `rounds` rounds' share of these repeats (a measurement spread over rounds).
     pub fn share(&self, rounds: usize) -> Self {
         let rounds = rounds.max(1);

@@ -16,6 +16,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{Features, MODEL_LOAD, Role, Sample};
+use runtime::EngineKind;
 use runtime::model::backend::threads_in_words;
 use runtime::model::layers::{LayerKind, LayerSpec};
 
@@ -646,10 +647,8 @@ impl LatencyModels {
     fn fused(&self, role: Role, layers: &[LayerSpec], i: usize) -> bool {
         self.roles
             .get(&role)
-            .is_some_and(|m| m.engine == "generated")
-            && i > 0
-            && layers[i].kind == LayerKind::Relu
-            && matches!(layers[i - 1].kind, LayerKind::Conv | LayerKind::Fc)
+            .is_some_and(|m| m.engine == EngineKind::Generated.name())
+            && runtime::engine::fused_relu(layers, i)
     }
 
     /// The uncalibrated predictions of a slice of layers run on `role`, summed by kind.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
@@ -69,12 +69,7 @@ impl Workload {
 
     /// Median ms of every exit's whole chain on `engine` (each checked to run first).
     fn time(&self, engine: &dyn Engine, repeats: u32) -> anyhow::Result<Vec<f64>> {
-        let repeats = Repeats {
-            warmup: (repeats as usize / 10).max(3),
-            min: repeats as usize,
-            max: repeats as usize,
-            budget: Duration::ZERO,
-        };
+        let repeats = Repeats::exactly(repeats as usize);
         (1..=NUM_EXITS)
             .map(|exit| {
                 let n = engine.exit_len(exit)?;

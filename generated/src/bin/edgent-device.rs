@@ -396,12 +396,7 @@ fn main() -> anyhow::Result<()> {
             let engine = engine.load(plan::DEVICE_ENGINE)?;
             let table = engine.table().clone();
             let input = runtime::slowdown::probe_input(&table.exits[0].layers[0]);
-            let repeats = runtime::slowdown::Repeats {
-                warmup: (repeats as usize / 10).max(3),
-                min: repeats as usize,
-                max: repeats as usize,
-                budget: Duration::ZERO,
-            };
+            let repeats = runtime::slowdown::Repeats::exactly(repeats as usize);
             let mut ms = Vec::new();
             let mut logits = Vec::new();
             for spec in &table.exits {

@@ -12,7 +12,7 @@ pub mod packed;
 use std::ops::Range;
 
 use crate::model::ModelError;
-use crate::model::layers::{ExitSpec, LayerTable};
+use crate::model::layers::{ExitSpec, LayerKind, LayerSpec, LayerTable};
 
 pub use self::burn::BurnEngine;
 pub use self::packed::{Arena, Packed, PackedNetwork};
@@ -171,6 +171,16 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
             }
         }
     }
+}
+
+/// Whether layer `i` of a slice `layers` is a ReLU the generated engine fuses into the layer
+/// before it (a convolution or fully connected layer of the same slice), so that it costs
+/// nothing of its own; a ReLU that starts a slice runs alone. The engine and the latency
+/// models both follow this rule.
+pub fn fused_relu(layers: &[LayerSpec], i: usize) -> bool {
+    i > 0
+        && layers[i].kind == LayerKind::Relu
+        && matches!(layers[i - 1].kind, LayerKind::Conv | LayerKind::Fc)
 }
 
 /// Checks a slice request against the table: the exit exists, `range` lies in its chain,

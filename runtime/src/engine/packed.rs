@@ -379,12 +379,6 @@ impl PackedNetwork {
         self
     }
 
-    /// The same network with another instruction set (tests force the lower ones).
-    pub fn with_isa(mut self, isa: Isa) -> Self {
-        self.isa = isa;
-        self
-    }
-
     /// The instruction set the kernels run with.
     pub fn isa(&self) -> Isa {
         self.isa
@@ -455,14 +449,6 @@ impl PackedNetwork {
         }
     }
 
-    /// Whether the engine runs layer `index` together with the next one: a convolution or
-    /// fully connected layer followed by a ReLU inside the slice.
-    fn fuses(spec: &[LayerSpec], index: usize, end: usize) -> bool {
-        matches!(spec[index].kind, LayerKind::Conv | LayerKind::Fc)
-            && index + 1 < end
-            && spec[index + 1].kind == LayerKind::Relu
-    }
-
     /// Runs `range` of `exit` on every sample of `x` in this thread's arena, through the
     /// network's layer function.
     pub fn run_with(
@@ -493,7 +479,7 @@ impl PackedNetwork {
                 }
                 let mut index = range.start;
                 while index < range.end {
-                    let fused = Self::fuses(&spec.layers, index, range.end);
+                    let fused = index + 1 < range.end && super::fused_relu(&spec.layers, index + 1);
                     (self.layer_fn)(self, arena, exit, index, fused);
                     after_layer(index)?;
                     if fused {
