@@ -219,6 +219,7 @@ pub fn served_plan() -> runtime::edge::ServedPlan {
         digest: plan_digest(),
         mean: plan::NORMALIZATION_MEAN.to_vec(),
         std: plan::NORMALIZATION_STD.to_vec(),
+        max_payload: runtime::edge::largest_tensor_bytes(&layer_table()),
     }
 }
 

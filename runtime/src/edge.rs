@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::LayerTable;
 use crate::engine::{Activation, Engine};
 use crate::model::normalize;
 use crate::slowdown::run_slice;
-use crate::wire::protocol::{Dtype, ErrorCode, Header, Message, MessageType, Payload};
+use crate::wire::protocol::{Accept, Dtype, ErrorCode, Header, Message, MessageType, Payload};
 use crate::wire::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
 
 /// What the edge serves: the plan digest devices must present, and the input normalisation.
@@ -26,6 +27,32 @@ pub struct ServedPlan {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation of the input normalisation.
     pub std: Vec<f32>,
+    /// Largest payload a request may carry, bytes: the plan's largest tensor
+    /// ([`largest_tensor_bytes`]). Also the size libzmq drops frames above.
+    pub max_payload: usize,
+}
+
+/// Bytes of the largest tensor a device may send for `table`: the raw `u8` image, or
+/// the largest `f32` activation entering any layer of any exit.
+pub fn largest_tensor_bytes(table: &LayerTable) -> usize {
+    let image: usize = table.input.iter().product();
+    table
+        .exits
+        .iter()
+        .flat_map(|e| e.layers.iter())
+        .map(|l| l.input.iter().product::<usize>() * Dtype::F32.size())
+        .fold(image, usize::max)
+}
+
+/// Framing overhead allowed above the payload limit in `ZMQ_MAXMSGSIZE` (a CURVE
+/// `MESSAGE` command adds 33 bytes to each frame; routing ids and the 80-byte header
+/// are far below this).
+const FRAME_SLACK: usize = 1024;
+
+/// The `ZMQ_MAXMSGSIZE` for sockets that face devices: libzmq drops a larger frame (and
+/// the connection that sent it) before allocating it.
+pub fn max_frame_bytes(max_payload: usize) -> i64 {
+    i64::try_from(max_payload.saturating_add(FRAME_SLACK)).unwrap_or(i64::MAX)
 }
 
 /// Where the edge listens.
@@ -103,7 +130,13 @@ pub struct EdgeStats {
 
 impl EdgeCounters {
     fn error(&self, code: ErrorCode) {
-        self.errors[code as usize].fetch_add(1, Ordering::Relaxed);
+        self.error_code(code as u16);
+    }
+
+    fn error_code(&self, code: u16) {
+        if let Some(n) = self.errors.get(usize::from(code)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The current values.
@@ -174,7 +207,7 @@ pub fn serve(
     results
         .bind(RESULTS)
         .map_err(zmq_err("binding the results socket"))?;
-    let front = open_front(&context, config)?;
+    let front = open_front(&context, config, plan)?;
 
     let counters = Arc::new(EdgeCounters::default());
     let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
@@ -226,7 +259,7 @@ pub fn serve(
                 let Ok(frames) = front.recv_multipart(zmq::DONTWAIT) else {
                     break;
                 };
-                if let Some(out) = admit(frames, &**engine, plan, &counters, &jobs) {
+                if let Some(out) = admit(frames, engine.table(), plan, &counters, &jobs) {
                     reply(out);
                 }
             }
@@ -249,7 +282,11 @@ pub fn serve(
     Ok(snapshot)
 }
 
-fn open_front(context: &zmq::Context, config: &EdgeConfig) -> Result<zmq::Socket, TransportError> {
+fn open_front(
+    context: &zmq::Context,
+    config: &EdgeConfig,
+    plan: &ServedPlan,
+) -> Result<zmq::Socket, TransportError> {
     let (kind, address) = match &config.endpoint {
         Endpoint::Bind(a) => (zmq::ROUTER, a),
         Endpoint::Broker(a) => (zmq::DEALER, a),
@@ -260,6 +297,9 @@ fn open_front(context: &zmq::Context, config: &EdgeConfig) -> Result<zmq::Socket
     socket.set_linger(1000).map_err(zmq_err("setting linger"))?;
     match &config.endpoint {
         Endpoint::Bind(_) => {
+            socket
+                .set_maxmsgsize(max_frame_bytes(plan.max_payload))
+                .map_err(zmq_err("setting ZMQ_MAXMSGSIZE"))?;
             config.security.apply_server(&socket)?;
             socket
                 .bind(address)
@@ -280,11 +320,84 @@ fn open_front(context: &zmq::Context, config: &EdgeConfig) -> Result<zmq::Socket
     Ok(socket)
 }
 
-/// Validates one incoming message. Returns the frames to send back now (errors, pongs),
-/// or `None` when the request went to the workers.
+/// What the edge's socket thread makes of one message from a device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Send this back now: a pong, or an error saying what was wrong.
+    Answer(Message),
+    /// A valid request for the served plan: a worker runs layers `[p, N)` on `input`
+    /// (normalised if it was the raw image).
+    Run {
+        /// The request's header.
+        header: Header,
+        /// The activation entering layer `p`, per sample.
+        input: Vec<f32>,
+    },
+}
+
+/// Decodes and checks one message (its routing envelope removed) against the served
+/// plan, in PROTOCOL.md's order: frames, header, payload (codes 1–9), then `unknown_plan`,
+/// `bad_field`, `bad_exit`, `bad_partition`, `bad_dtype`, `wrong_shape`. Never panics,
+/// never allocates more than the frames plus one tensor of at most `plan.max_payload`.
+pub fn admission<F: AsRef<[u8]>>(body: &[F], table: &LayerTable, plan: &ServedPlan) -> Admission {
+    let refuse = |request_id: u64, code: ErrorCode, text: &str| {
+        Admission::Answer(Message::error(plan.digest, request_id, code, text))
+    };
+    let msg = match Message::decode_with(body, &Accept::requests(plan.max_payload)) {
+        Ok(msg) => msg,
+        Err(e) => return refuse(e.request_id, e.code, &e.text),
+    };
+    let h = msg.header;
+    if h.kind == MessageType::Ping {
+        if let Err((code, text)) = check_fields(&h) {
+            return refuse(h.request_id, code, &text);
+        }
+        return Admission::Answer(Message {
+            header: Header::new(MessageType::Pong, plan.digest, h.request_id),
+            payload: Payload::Text(String::new()),
+        });
+    }
+    if let Err((code, text)) = check_request(&h, table, plan) {
+        return refuse(h.request_id, code, &text);
+    }
+    let input = match msg.payload {
+        Payload::U8(pixels) => normalize(&pixels, &plan.mean, &plan.std),
+        Payload::F32(values) => values,
+        Payload::Text(_) => unreachable!("check_request demands a tensor"),
+    };
+    Admission::Run { header: h, input }
+}
+
+/// Fields a device must leave 0 (`bad_field`): `code`, `edge_us`, `queue_us` in every
+/// request; a Ping also `exit`, `partition` and `deadline_us`. (Checked after the plan
+/// digest for an Infer; a Ping is not checked against the plan.)
+fn check_fields(h: &Header) -> Result<(), (ErrorCode, String)> {
+    let mut fields = vec![
+        ("code", u64::from(h.code)),
+        ("edge_us", u64::from(h.edge_us)),
+        ("queue_us", u64::from(h.queue_us)),
+    ];
+    if h.kind == MessageType::Ping {
+        fields.extend([
+            ("exit", u64::from(h.exit)),
+            ("partition", u64::from(h.partition)),
+            ("deadline_us", u64::from(h.deadline_us)),
+        ]);
+    }
+    match fields.iter().find(|(_, v)| *v != 0) {
+        Some((name, v)) => Err((
+            ErrorCode::BadField,
+            format!("a {:?}'s {name} field must be 0, got {v}", h.kind),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Admits one incoming message: counts it, queues a valid request for the workers.
+/// Returns the frames to send back now (errors, pongs), or `None` when a worker has it.
 fn admit(
     frames: Vec<Vec<u8>>,
-    engine: &dyn Engine,
+    table: &LayerTable,
     plan: &ServedPlan,
     counters: &EdgeCounters,
     jobs: &SyncSender<Job>,
@@ -302,61 +415,38 @@ fn admit(
         out.extend(msg.encode());
         Some(out)
     };
-    let refuse = |request_id: u64, code: ErrorCode, text: &str| {
+    let (header, input) = match admission(&body, table, plan) {
+        Admission::Answer(reply) => {
+            if reply.header.kind == MessageType::Pong {
+                counters.pings.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                counters.error_code(reply.header.code);
+            }
+            return with_envelope(reply);
+        }
+        Admission::Run { header, input } => (header, input),
+    };
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = header.request_id;
+    let refuse = |code: ErrorCode, text: &str| {
         counters.error(code);
         with_envelope(Message::error(plan.digest, request_id, code, text))
     };
-    let msg = match Message::decode(&body) {
-        Ok(msg) => msg,
-        Err(e) => {
-            counters.requests.fetch_add(1, Ordering::Relaxed);
-            return refuse(e.request_id, e.code, &e.text);
-        }
-    };
-    let h = msg.header;
-    match h.kind {
-        MessageType::Ping => {
-            counters.pings.fetch_add(1, Ordering::Relaxed);
-            return with_envelope(Message {
-                header: Header::new(MessageType::Pong, plan.digest, h.request_id),
-                payload: Payload::Text(String::new()),
-            });
-        }
-        MessageType::Infer => {}
-        other => {
-            counters.requests.fetch_add(1, Ordering::Relaxed);
-            return refuse(
-                h.request_id,
-                ErrorCode::BadType,
-                &format!("{other:?} is not a request an edge serves (send Infer or Ping)"),
-            );
-        }
-    }
-    counters.requests.fetch_add(1, Ordering::Relaxed);
-    if let Err((code, text)) = check_request(&h, engine, plan) {
-        return refuse(h.request_id, code, &text);
-    }
-    let input = match msg.payload {
-        Payload::U8(pixels) => normalize(&pixels, &plan.mean, &plan.std),
-        Payload::F32(values) => values,
-        Payload::Text(_) => unreachable!("check_request demands a tensor"),
-    };
-    let request_id = h.request_id;
     let job = Job {
         envelope: envelope.clone(),
-        header: h,
+        header,
         input,
         received,
     };
     match jobs.try_send(job) {
         Ok(()) => None,
         Err(TrySendError::Full(_)) => refuse(
-            request_id,
             ErrorCode::Busy,
             "the edge's queue is full; run locally or retry",
         ),
         Err(TrySendError::Disconnected(_)) => {
-            refuse(request_id, ErrorCode::Internal, "the edge is shutting down")
+            refuse(ErrorCode::Internal, "the edge is shutting down")
         }
     }
 }
@@ -364,7 +454,7 @@ fn admit(
 /// Checks a decoded request against the served plan and the layer table.
 fn check_request(
     h: &Header,
-    engine: &dyn Engine,
+    table: &LayerTable,
     plan: &ServedPlan,
 ) -> Result<(), (ErrorCode, String)> {
     if h.plan_digest != plan.digest {
@@ -377,14 +467,9 @@ fn check_request(
             ),
         ));
     }
-    if h.code != 0 {
-        return Err((
-            ErrorCode::BadField,
-            format!("a request's code field must be 0, got {}", h.code),
-        ));
-    }
+    check_fields(h)?;
     let exit = usize::from(h.exit);
-    let spec = engine.table().exit(exit).ok_or_else(|| {
+    let spec = table.exit(exit).ok_or_else(|| {
         (
             ErrorCode::BadExit,
             format!("exit {exit} does not exist (1 to {})", crate::NUM_EXITS),

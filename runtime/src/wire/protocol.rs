@@ -14,8 +14,41 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 80;
 /// Most dimensions a tensor may have.
 pub const MAX_DIMS: usize = 4;
-/// Largest payload accepted, bytes (far above any B-AlexNet activation: 128 KiB).
+/// Largest payload any decoder accepts, bytes. Servers use a tighter [`Accept`]: the
+/// plan's largest tensor (128 KiB for B-AlexNet).
 pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// What a decoder takes: which message types, and how large a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accept {
+    /// Types accepted; any other is `bad_type`, checked right after the type byte.
+    pub kinds: &'static [MessageType],
+    /// Largest payload, bytes; a larger one (or a shape that needs more) is `bad_length`.
+    pub max_payload: usize,
+}
+
+impl Accept {
+    /// Every type, up to [`MAX_PAYLOAD`] (clients reading replies, tools).
+    pub const ANY: Accept = Accept {
+        kinds: &[
+            MessageType::Infer,
+            MessageType::Result,
+            MessageType::Error,
+            MessageType::Ping,
+            MessageType::Pong,
+        ],
+        max_payload: MAX_PAYLOAD,
+    };
+
+    /// What an edge (or a broker's front end) takes from devices: Infer and Ping, with
+    /// payloads up to `max_payload` bytes.
+    pub fn requests(max_payload: usize) -> Accept {
+        Accept {
+            kinds: &[MessageType::Infer, MessageType::Ping],
+            max_payload: max_payload.min(MAX_PAYLOAD),
+        }
+    }
+}
 
 /// What a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,13 +277,14 @@ impl Header {
         }
     }
 
-    /// Elements the shape holds (0 when there is no tensor: `ndim` 0).
-    pub fn elements(&self) -> usize {
-        if self.shape.is_empty() {
-            0
-        } else {
-            self.shape.iter().map(|&d| d as usize).product()
-        }
+    /// Elements the shape holds (0 when there is no tensor: `ndim` 0); `None` when the
+    /// product overflows `usize` (a hostile header: `[65536; 4]` is 2^64).
+    pub fn elements(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(usize::from(!self.shape.is_empty()), |n, &d| {
+                n.checked_mul(d as usize)
+            })
     }
 
     /// The 80 header bytes.
@@ -281,6 +315,12 @@ impl Header {
 
     /// Parses and checks a header frame (magic, version, type, dtype, shape).
     pub fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
+        Self::decode_with(b, &Accept::ANY)
+    }
+
+    /// [`Header::decode`], refusing types `accept` does not list as `bad_type` (before the
+    /// dtype and shape checks, in the order of PROTOCOL.md's codes).
+    pub fn decode_with(b: &[u8], accept: &Accept) -> Result<Self, ProtocolError> {
         if b.len() != HEADER_LEN {
             return Err(ProtocolError::new(
                 ErrorCode::BadHeaderLength,
@@ -310,6 +350,15 @@ impl Header {
         }
         let kind = MessageType::from_u8(b[5])
             .ok_or_else(|| fail(ErrorCode::BadType, format!("unknown message type {}", b[5])))?;
+        if !accept.kinds.contains(&kind) {
+            return Err(fail(
+                ErrorCode::BadType,
+                format!(
+                    "{kind:?} is not accepted here (send one of {:?})",
+                    accept.kinds
+                ),
+            ));
+        }
         let dtype = Dtype::from_u8(b[6])
             .ok_or_else(|| fail(ErrorCode::BadDtype, format!("unknown dtype {}", b[6])))?;
         let ndim = b[7] as usize;
@@ -333,6 +382,22 @@ impl Header {
                 format!(
                     "dtype {dtype:?} with {ndim} dimensions: a tensor needs a dtype and dimensions, text neither"
                 ),
+            ));
+        }
+        match (kind, dtype) {
+            (MessageType::Ping, Dtype::None | Dtype::U8) | (MessageType::Pong, Dtype::None) => {}
+            (MessageType::Ping | MessageType::Pong, _) => {
+                return Err(fail(
+                    ErrorCode::BadDtype,
+                    format!("a {kind:?} carries no tensor or (Ping) u8 padding, not {dtype:?}"),
+                ));
+            }
+            _ => {}
+        }
+        if kind == MessageType::Ping && ndim > 1 {
+            return Err(fail(
+                ErrorCode::BadShape,
+                format!("a Ping's padding has shape [n], got {ndim} dimensions"),
             ));
         }
         Ok(Self {
@@ -384,6 +449,16 @@ impl Message {
 
     /// Decodes and validates the frames of one message (without any routing envelope).
     pub fn decode<F: AsRef<[u8]>>(frames: &[F]) -> Result<Self, ProtocolError> {
+        Self::decode_with(frames, &Accept::ANY)
+    }
+
+    /// [`Message::decode`] taking only what `accept` allows. Checks run in the order of
+    /// the error codes (PROTOCOL.md): frames, header length, magic, version, type, dtype,
+    /// shape, length, finiteness; the first failure is reported.
+    pub fn decode_with<F: AsRef<[u8]>>(
+        frames: &[F],
+        accept: &Accept,
+    ) -> Result<Self, ProtocolError> {
         if frames.len() != 2 {
             let mut err = ProtocolError::new(
                 ErrorCode::BadFrames,
@@ -397,23 +472,34 @@ impl Message {
             }
             return Err(err);
         }
-        let header = Header::decode(frames[0].as_ref())?;
+        let header = Header::decode_with(frames[0].as_ref(), accept)?;
         let bytes = frames[1].as_ref();
         let fail = |code, text: String| ProtocolError {
             code,
             text,
             request_id: header.request_id,
         };
-        if bytes.len() > MAX_PAYLOAD {
+        let limit = accept.max_payload;
+        if bytes.len() > limit {
             return Err(fail(
                 ErrorCode::BadLength,
                 format!(
-                    "payload of {} bytes is over the {MAX_PAYLOAD}-byte limit",
+                    "payload of {} bytes is over the {limit}-byte limit",
                     bytes.len()
                 ),
             ));
         }
         let payload = match header.dtype {
+            Dtype::None if header.kind != MessageType::Error && !bytes.is_empty() => {
+                return Err(fail(
+                    ErrorCode::BadLength,
+                    format!(
+                        "a {:?} without a tensor has an empty payload, got {} bytes",
+                        header.kind,
+                        bytes.len()
+                    ),
+                ));
+            }
             Dtype::None => Payload::Text(
                 String::from_utf8(bytes.to_vec())
                     .map_err(|_| fail(ErrorCode::BadLength, "text payload is not UTF-8".into()))?,
@@ -421,12 +507,15 @@ impl Message {
             dtype => {
                 let expected = header
                     .elements()
-                    .checked_mul(dtype.size())
-                    .filter(|&n| n <= MAX_PAYLOAD)
+                    .and_then(|n| n.checked_mul(dtype.size()))
+                    .filter(|&n| n <= limit)
                     .ok_or_else(|| {
                         fail(
-                            ErrorCode::BadShape,
-                            format!("shape {:?} is too large", header.shape),
+                            ErrorCode::BadLength,
+                            format!(
+                                "shape {:?} of {dtype:?} needs more than the {limit}-byte limit",
+                                header.shape
+                            ),
                         )
                     })?;
                 if bytes.len() != expected {
@@ -563,6 +652,87 @@ mod tests {
         assert_eq!(code(&[h.clone(), nan]), ErrorCode::NonFinite);
         let err = Message::decode(&[h, p[..4].to_vec()]).unwrap_err();
         assert_eq!(err.request_id, 42, "errors carry the request id when known");
+    }
+
+    #[test]
+    fn a_shape_whose_product_overflows_is_refused_not_wrapped() {
+        // [65536; 4] is 2^64 elements: wrapping made it 0, so an empty payload "fit".
+        let mut h = Header::new(MessageType::Infer, [0; 32], 5);
+        h.dtype = Dtype::U8;
+        h.shape = vec![65536; 4];
+        assert_eq!(h.elements(), None);
+        let err = Message::decode(&[h.encode().to_vec(), Vec::new()]).unwrap_err();
+        assert_eq!((err.code, err.request_id), (ErrorCode::BadLength, 5));
+        h.shape = vec![2, 3];
+        assert_eq!(h.elements(), Some(6));
+        h.shape.clear();
+        assert_eq!(h.elements(), Some(0));
+    }
+
+    #[test]
+    fn a_shape_over_the_limit_is_bad_length_as_the_spec_says() {
+        let mut h = Header::new(MessageType::Infer, [0; 32], 1);
+        h.dtype = Dtype::F32;
+        h.shape = vec![1024, 1024, 1024];
+        let err = Message::decode(&[h.encode().to_vec(), Vec::new()]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadLength);
+        // A server's tighter limit: the plan's largest tensor.
+        h.shape = vec![300];
+        let frames = [h.encode().to_vec(), vec![0; 1200]];
+        assert!(Message::decode(&frames).is_ok());
+        let err = Message::decode_with(&frames, &Accept::requests(1024)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadLength);
+    }
+
+    #[test]
+    fn a_type_the_server_does_not_take_is_bad_type_before_any_payload_check() {
+        // A Result with a payload of the wrong length: bad_type (5) comes before bad_length (8).
+        let mut h = Header::new(MessageType::Result, [0; 32], 3);
+        h.dtype = Dtype::F32;
+        h.shape = vec![10];
+        let frames = [h.encode().to_vec(), vec![0; 7]];
+        assert_eq!(
+            Message::decode(&frames).unwrap_err().code,
+            ErrorCode::BadLength
+        );
+        let accept = Accept::requests(MAX_PAYLOAD);
+        assert_eq!(
+            Message::decode_with(&frames, &accept).unwrap_err().code,
+            ErrorCode::BadType
+        );
+        // ... and before a bad dtype.
+        let mut b = h.encode();
+        b[6] = 9;
+        assert_eq!(
+            Message::decode_with(&[b.to_vec(), Vec::new()], &accept)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadType
+        );
+    }
+
+    #[test]
+    fn a_ping_carries_nothing_or_u8_padding() {
+        let ping = |dtype: Dtype, shape: Vec<u32>, payload: Vec<u8>| {
+            let mut h = Header::new(MessageType::Ping, [0; 32], 8);
+            h.dtype = dtype;
+            h.shape = shape;
+            Message::decode(&[h.encode().to_vec(), payload]).map_err(|e| e.code)
+        };
+        assert!(ping(Dtype::None, vec![], vec![]).is_ok());
+        assert!(ping(Dtype::U8, vec![3], vec![1, 2, 3]).is_ok());
+        assert_eq!(
+            ping(Dtype::F32, vec![1], vec![0; 4]),
+            Err(ErrorCode::BadDtype)
+        );
+        assert_eq!(
+            ping(Dtype::U8, vec![2, 2], vec![0; 4]),
+            Err(ErrorCode::BadShape)
+        );
+        assert_eq!(
+            ping(Dtype::None, vec![], b"hi".to_vec()),
+            Err(ErrorCode::BadLength)
+        );
     }
 
     #[test]
