@@ -15,7 +15,7 @@ use std::time::Instant;
 use generated::{load_engine, plan, plan_digest, served_plan};
 use runtime::edge::{EdgeConfig, Endpoint, serve};
 use runtime::wire::protocol::{Header, Message, MessageType, Payload};
-use runtime::wire::transport::{KeyPair, Security, start_zap};
+use runtime::wire::transport::{AllowList, KeyPair, Security, ZAP_DOMAIN, start_zap};
 use runtime::{Backend, EngineKind};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -60,25 +60,29 @@ fn zmq_round_trip(bytes: usize, repeats: usize, curve: bool) -> f64 {
         public: k.public_key,
         secret: k.secret_key,
     };
+    // Held for the whole bench: dropping it stops the handler.
+    let _zap = curve.then(|| {
+        let allow = AllowList::new([client_keys.public_key]);
+        start_zap(&context, &[(ZAP_DOMAIN, &allow)], None).unwrap()
+    });
     let (server_security, client_security) = if curve {
-        start_zap(&context, &[client_keys.public_key]).unwrap();
         (
             Security::Curve {
                 own: pair(&server_keys),
                 server: None,
-                allow: vec![],
+                allow: AllowList::default(),
             },
             Security::Curve {
                 own: pair(&client_keys),
                 server: Some(server_keys.public_key),
-                allow: vec![],
+                allow: AllowList::default(),
             },
         )
     } else {
         (Security::Null, Security::Null)
     };
     let router = context.socket(zmq::ROUTER).unwrap();
-    server_security.apply_server(&router).unwrap();
+    server_security.apply_server(&router, ZAP_DOMAIN).unwrap();
     router.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = router.get_last_endpoint().unwrap().unwrap();
     let server = std::thread::spawn(move || {
@@ -146,6 +150,8 @@ fn throughput(engine: EngineKind, devices: usize, seconds: f64) -> f64 {
                 workers: 2,
                 queue: 1024,
                 security: Security::Null,
+                reload: None,
+                heartbeat: Default::default(),
             };
             serve(
                 &engine,

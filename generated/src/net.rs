@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use runtime::wire::transport::{Security, load_keypair, load_public_keys};
+use runtime::wire::transport::{AllowList, Security, load_keypair, load_public_keys};
 
 /// This side's CurveZMQ key, or no security at all. CURVE is on by default; `--insecure`
 /// selects the NULL mechanism.
@@ -31,13 +31,14 @@ fn need<'a>(path: Option<&'a Path>, flag: &str, role: &str) -> anyhow::Result<&'
 }
 
 impl KeyArgs {
-    /// Security of a server (edge, broker): this key and the public keys in `allow`.
-    pub fn server(&self, allow: Option<&Path>) -> anyhow::Result<Security> {
+    /// Security of a server (edge, broker): this key and the public keys in `allow` (the
+    /// file named by `flag`), reloaded while it runs when the file changes or on SIGHUP.
+    pub fn server(&self, allow: Option<&Path>, flag: &str) -> anyhow::Result<Security> {
         if self.insecure {
             return Ok(Security::Null);
         }
         let own = load_keypair(need(self.key.as_deref(), "--key", "a server")?)?;
-        let allow = load_public_keys(need(allow, "--allow", "a server")?)?;
+        let allow = AllowList::load(need(allow, flag, "a server")?)?;
         let security = Security::Curve {
             own,
             server: None,
@@ -61,7 +62,7 @@ impl KeyArgs {
         let security = Security::Curve {
             own,
             server: Some(server),
-            allow: Vec::new(),
+            allow: AllowList::default(),
         };
         security.check()?;
         Ok(security)
@@ -106,12 +107,45 @@ impl KeygenArgs {
     }
 }
 
-/// A flag set by SIGINT or SIGTERM.
+/// A flag set by SIGINT or SIGTERM, for a clean shutdown. A second SIGINT or SIGTERM
+/// while shutting down exits at once (status 130).
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Checked before the flag is set: exits only if it was already set.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .context("installing the signal handler")?;
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handler")?;
     }
     Ok(stop)
+}
+
+/// A flag set by SIGHUP: reload the allow-lists now.
+pub fn reload_on_sighup() -> anyhow::Result<Arc<AtomicBool>> {
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing the SIGHUP handler")?;
+    Ok(reload)
+}
+
+/// Heartbeats between broker and edges.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct HeartbeatArgs {
+    /// Milliseconds between heartbeats (broker ↔ edge).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub heartbeat_ms: u64,
+    /// Heartbeats missed before the peer counts as dead (so 3 × 1000 ms = 3 s).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub liveness: u32,
+}
+
+impl HeartbeatArgs {
+    /// As the runtime takes it.
+    pub fn heartbeat(self) -> runtime::edge::Heartbeat {
+        runtime::edge::Heartbeat {
+            interval: std::time::Duration::from_millis(self.heartbeat_ms),
+            liveness: self.liveness,
+        }
+    }
 }

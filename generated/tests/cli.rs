@@ -51,7 +51,13 @@ fn each_subcommand_lists_the_flags_it_uses() {
         (
             EDGE,
             "broker",
-            &["--key", "--allow", "--insecure"],
+            &[
+                "--key",
+                "--allow",
+                "--allow-edges",
+                "--heartbeat-ms",
+                "--insecure",
+            ],
             &["--threads", "--server-key"],
         ),
     ] {

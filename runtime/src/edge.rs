@@ -3,7 +3,6 @@
 //! exit. The socket thread validates every message and answers bad ones itself; workers
 //! only ever see well-formed requests for the served plan.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,9 @@ use crate::engine::{Activation, Engine};
 use crate::model::normalize;
 use crate::slowdown::run_slice;
 use crate::wire::protocol::{Accept, Dtype, ErrorCode, Header, Message, MessageType, Payload};
-use crate::wire::transport::{Security, TransportError, ZapCounters, start_zap, zmq_err};
+use crate::wire::transport::{
+    Security, TransportError, ZAP_DOMAIN, Zap, recv_authenticated, start_zap, zmq_err,
+};
 
 /// What the edge serves: the plan digest devices must present, and the input normalisation.
 #[derive(Debug, Clone)]
@@ -75,10 +76,40 @@ pub struct EdgeConfig {
     pub queue: usize,
     /// CURVE with an allow-list, or NULL.
     pub security: Security,
+    /// Set (by SIGHUP) to reload the allow-list now; it is also reloaded when its file
+    /// changes.
+    pub reload: Option<Arc<AtomicBool>>,
+    /// Heartbeats with the broker ([`Endpoint::Broker`] only).
+    pub heartbeat: Heartbeat,
 }
 
-/// The broker's control message an edge sends once per worker when it connects.
-pub const READY: &[u8] = b"READY";
+/// Heartbeats between a broker and its edges, both ways (the zguide's "Paranoid
+/// Pirate"): each side sends one every `interval`, and takes the other for dead after
+/// `liveness` intervals without hearing from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Time between heartbeats.
+    pub interval: Duration,
+    /// Intervals of silence after which the peer is dead.
+    pub liveness: u32,
+}
+
+impl Default for Heartbeat {
+    /// One per second; dead after 3 s of silence.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            liveness: 3,
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Silence after which the peer is dead.
+    pub fn timeout(&self) -> Duration {
+        self.interval * self.liveness.max(1)
+    }
+}
 
 /// Counters the operator can read (`--stats FILE`, and on shutdown).
 #[derive(Debug, Default)]
@@ -88,7 +119,7 @@ pub struct EdgeCounters {
     /// Results sent.
     pub results: AtomicU64,
     /// Error replies sent, by code (index = code).
-    pub errors: [AtomicU64; 17],
+    pub errors: [AtomicU64; 19],
     /// Pings answered.
     pub pings: AtomicU64,
     /// Total queue time of served requests, µs.
@@ -97,6 +128,8 @@ pub struct EdgeCounters {
     pub queue_us_max: AtomicU64,
     /// Total compute time of served requests, µs.
     pub compute_us: AtomicU64,
+    /// Times the edge reconnected to a silent broker.
+    pub reconnects: AtomicU64,
 }
 
 /// A snapshot of [`EdgeCounters`] for humans and JSON.
@@ -126,6 +159,14 @@ pub struct EdgeStats {
     pub zap_allowed: u64,
     /// CURVE handshakes refused (key not on the allow-list).
     pub zap_denied: u64,
+    /// Messages dropped because their key was removed from the allow-list.
+    pub zap_revoked: u64,
+    /// Allow-list reloads.
+    pub allow_reloads: u64,
+    /// Keys on the allow-list now.
+    pub allow_keys: u64,
+    /// Times the edge reconnected to a silent broker.
+    pub reconnects: u64,
 }
 
 impl EdgeCounters {
@@ -140,7 +181,7 @@ impl EdgeCounters {
     }
 
     /// The current values.
-    pub fn snapshot(&self, started: Instant, zap: Option<&ZapCounters>) -> EdgeStats {
+    pub fn snapshot(&self, started: Instant, zap: Option<&Zap>) -> EdgeStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let results = load(&self.results);
         let errors_by_code: std::collections::BTreeMap<String, u64> = ErrorCode::ALL
@@ -167,8 +208,12 @@ impl EdgeCounters {
             queue_ms_max: load(&self.queue_us_max) as f64 / 1e3,
             compute_ms_mean: per(load(&self.compute_us)),
             results_per_s: results as f64 / uptime_s.max(1e-9),
-            zap_allowed: zap.map_or(0, |z| z.allowed.load(Ordering::Relaxed)),
-            zap_denied: zap.map_or(0, |z| z.denied.load(Ordering::Relaxed)),
+            zap_allowed: zap.map_or(0, |z| load(&z.counters.allowed)),
+            zap_denied: zap.map_or(0, |z| load(&z.counters.denied)),
+            zap_revoked: zap.map_or(0, |z| load(&z.counters.revoked)),
+            allow_reloads: zap.map_or(0, |z| load(&z.counters.reloads)),
+            allow_keys: zap.map_or(0, |z| z.keys() as u64),
+            reconnects: load(&self.reconnects),
         }
     }
 }
@@ -185,6 +230,10 @@ const RESULTS: &str = "inproc://edgent-edge-results";
 
 /// Runs the edge until `stop` is set (e.g. by SIGINT/SIGTERM). `ready` is called once the
 /// socket listens. `stats` is called about once a second with the counters.
+///
+/// On shutdown the edge takes no new work, keeps sending the replies of the requests its
+/// workers still hold until they are done, then closes its sockets and ends the ZeroMQ
+/// context, which flushes the last replies (for up to a second).
 pub fn serve(
     engine: &Arc<dyn Engine>,
     plan: &ServedPlan,
@@ -197,9 +246,13 @@ pub fn serve(
     engine.warm_up();
     let started = Instant::now();
     let context = zmq::Context::new();
-    let zap = match &config.security {
-        Security::Curve { allow, .. } => Some(start_zap(&context, allow)?),
-        Security::Null => None,
+    let zap = match (&config.endpoint, config.security.allow_list()) {
+        (Endpoint::Bind(_), Some(allow)) => Some(start_zap(
+            &context,
+            &[(ZAP_DOMAIN, allow)],
+            config.reload.clone(),
+        )?),
+        _ => None,
     };
     let results = context
         .socket(zmq::PULL)
@@ -207,7 +260,7 @@ pub fn serve(
     results
         .bind(RESULTS)
         .map_err(zmq_err("binding the results socket"))?;
-    let front = open_front(&context, config, plan)?;
+    let mut front = Front::open(&context, config, plan)?;
 
     let counters = Arc::new(EdgeCounters::default());
     let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
@@ -233,16 +286,13 @@ pub fn serve(
     ready();
 
     let mut last_stats = Instant::now();
-    let reply = |frames: Vec<Vec<u8>>| {
-        // A device that went away cannot be answered; that must not stop the others.
-        let _ = front.send_multipart(frames, zmq::DONTWAIT);
-    };
+    let snapshot = |counters: &EdgeCounters| counters.snapshot(started, zap.as_ref());
     while !stop.load(Ordering::Relaxed) {
         let mut items = [
-            front.as_poll_item(zmq::POLLIN),
+            front.socket.as_poll_item(zmq::POLLIN),
             results.as_poll_item(zmq::POLLIN),
         ];
-        match zmq::poll(&mut items, 100) {
+        match zmq::poll(&mut items, POLL_MS) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => continue,
             Err(e) => return Err(zmq_err("polling")(e)),
@@ -250,74 +300,204 @@ pub fn serve(
         let (front_ready, results_ready) = (items[0].is_readable(), items[1].is_readable());
         if results_ready {
             while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
-                reply(frames);
+                front.send(frames);
             }
         }
         if front_ready {
             // Bounded: at most a burst of messages before the results get their turn.
             for _ in 0..256 {
-                let Ok(frames) = front.recv_multipart(zmq::DONTWAIT) else {
+                let Ok((frames, user)) = recv_authenticated(&front.socket, zmq::DONTWAIT) else {
                     break;
                 };
+                front.heard();
+                if let Some(zap) = &zap
+                    && !zap.still_allowed(ZAP_DOMAIN, user.as_ref())
+                {
+                    continue;
+                }
+                if front.is_control(&frames) {
+                    continue;
+                }
                 if let Some(out) = admit(frames, engine.table(), plan, &counters, &jobs) {
-                    reply(out);
+                    front.send(out);
                 }
             }
         }
+        if front.keep_alive(&context, config, plan)? {
+            counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         if last_stats.elapsed() >= Duration::from_secs(1) {
-            stats(&counters.snapshot(started, zap.as_deref()));
+            stats(&snapshot(&counters));
             last_stats = Instant::now();
         }
     }
-    // Shut down: no new work; workers finish what they hold; their replies go out.
+    // Shut down: no new work; workers finish what they hold while their replies go out
+    // (a worker blocked on a full results queue must not hang the join).
     drop(jobs);
+    while workers.iter().any(|w| !w.is_finished()) {
+        if results.poll(zmq::POLLIN, POLL_MS).unwrap_or(0) > 0 {
+            while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
+                front.send(frames);
+            }
+        }
+    }
     for handle in workers {
         let _ = handle.join();
     }
     while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
-        reply(frames);
+        front.send(frames);
     }
-    let snapshot = counters.snapshot(started, zap.as_deref());
-    stats(&snapshot);
-    Ok(snapshot)
+    front.leave();
+    let last = snapshot(&counters);
+    stats(&last);
+    // Close every socket and stop the ZAP thread, so that dropping the context ends it:
+    // zmq_ctx_term then flushes what the front socket still holds (its linger).
+    drop((front, results, zap));
+    drop(context);
+    Ok(last)
 }
 
-fn open_front(
-    context: &zmq::Context,
-    config: &EdgeConfig,
-    plan: &ServedPlan,
-) -> Result<zmq::Socket, TransportError> {
-    let (kind, address) = match &config.endpoint {
-        Endpoint::Bind(a) => (zmq::ROUTER, a),
-        Endpoint::Broker(a) => (zmq::DEALER, a),
-    };
-    let socket = context
-        .socket(kind)
-        .map_err(zmq_err("creating the edge socket"))?;
-    socket.set_linger(1000).map_err(zmq_err("setting linger"))?;
-    match &config.endpoint {
-        Endpoint::Bind(_) => {
-            socket
-                .set_maxmsgsize(max_frame_bytes(plan.max_payload))
-                .map_err(zmq_err("setting ZMQ_MAXMSGSIZE"))?;
-            config.security.apply_server(&socket)?;
-            socket
-                .bind(address)
-                .map_err(zmq_err(format!("binding {address}")))?;
+/// Poll period of the socket loops, ms: how soon `stop` is noticed.
+const POLL_MS: i64 = 100;
+
+/// Control messages between a broker and its edges: single frames, never a protocol
+/// message (those have two frames after the routing id).
+pub mod control {
+    /// Edge → broker: "I am here with this many workers", as `READY <workers>` (a
+    /// bare `READY` is one worker). Sent on connecting and when asked.
+    pub const READY: &[u8] = b"READY";
+    /// Both ways, every heartbeat interval.
+    pub const HEARTBEAT: &[u8] = b"HEARTBEAT";
+    /// Broker → an edge it does not know (e.g. after the broker restarted): send READY.
+    pub const ANNOUNCE: &[u8] = b"ANNOUNCE";
+    /// Edge → broker on a clean shutdown, after its last reply: forget me now.
+    pub const BYE: &[u8] = b"BYE";
+
+    /// The READY message announcing `workers`.
+    pub fn ready(workers: usize) -> Vec<u8> {
+        format!("READY {workers}").into_bytes()
+    }
+
+    /// The worker count of a READY message (`None` if it is not one).
+    pub fn parse_ready(frame: &[u8]) -> Option<usize> {
+        let text = std::str::from_utf8(frame).ok()?;
+        match text.strip_prefix("READY")? {
+            "" => Some(1),
+            n => n.strip_prefix(' ')?.parse().ok(),
         }
-        Endpoint::Broker(_) => {
+    }
+}
+
+/// The edge's socket towards devices: a bound ROUTER, or a DEALER connected to a broker
+/// that it keeps alive with heartbeats and replaces when the broker falls silent.
+struct Front {
+    socket: zmq::Socket,
+    broker: bool,
+    workers: usize,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+impl Front {
+    fn open(
+        context: &zmq::Context,
+        config: &EdgeConfig,
+        plan: &ServedPlan,
+    ) -> Result<Self, TransportError> {
+        let (kind, address) = match &config.endpoint {
+            Endpoint::Bind(a) => (zmq::ROUTER, a),
+            Endpoint::Broker(a) => (zmq::DEALER, a),
+        };
+        let socket = context
+            .socket(kind)
+            .map_err(zmq_err("creating the edge socket"))?;
+        socket.set_linger(1000).map_err(zmq_err("setting linger"))?;
+        socket
+            .set_maxmsgsize(max_frame_bytes(plan.max_payload))
+            .map_err(zmq_err("setting ZMQ_MAXMSGSIZE"))?;
+        let broker = matches!(config.endpoint, Endpoint::Broker(_));
+        if broker {
             config.security.apply_client(&socket)?;
             socket
                 .connect(address)
                 .map_err(zmq_err(format!("connecting to the broker at {address}")))?;
-            for _ in 0..config.workers.max(1) {
-                socket
-                    .send(READY, 0)
-                    .map_err(zmq_err("announcing workers to the broker"))?;
-            }
+            socket
+                .send(control::ready(config.workers.max(1)), 0)
+                .map_err(zmq_err("announcing workers to the broker"))?;
+        } else {
+            config.security.apply_server(&socket, ZAP_DOMAIN)?;
+            socket
+                .bind(address)
+                .map_err(zmq_err(format!("binding {address}")))?;
+        }
+        let now = Instant::now();
+        Ok(Self {
+            socket,
+            broker,
+            workers: config.workers.max(1),
+            last_heard: now,
+            last_sent: now,
+        })
+    }
+
+    /// Sends without blocking: a device that went away cannot be answered, and that must
+    /// not stop the others.
+    fn send(&mut self, frames: Vec<Vec<u8>>) {
+        if self.socket.send_multipart(frames, zmq::DONTWAIT).is_ok() {
+            self.last_sent = Instant::now();
         }
     }
-    Ok(socket)
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    /// Handles a broker's control message (heartbeat, announce request); `true` when
+    /// `frames` was one.
+    fn is_control(&mut self, frames: &[Vec<u8>]) -> bool {
+        if !self.broker || frames.len() != 1 {
+            return false;
+        }
+        if frames[0] == control::ANNOUNCE {
+            // The broker does not know us (it restarted): announce the workers again.
+            self.send(vec![control::ready(self.workers)]);
+        }
+        true
+    }
+
+    /// Sends a heartbeat when one is due, and replaces the socket when the broker has
+    /// been silent too long. Returns whether it reconnected.
+    fn keep_alive(
+        &mut self,
+        context: &zmq::Context,
+        config: &EdgeConfig,
+        plan: &ServedPlan,
+    ) -> Result<bool, TransportError> {
+        if !self.broker {
+            return Ok(false);
+        }
+        if self.last_heard.elapsed() >= config.heartbeat.timeout() {
+            // A new socket (a new identity): the broker, old or restarted, takes it as a
+            // new edge; replies still held by workers go out on it and the broker drops
+            // them (it answered those requests when it gave up on us).
+            let _ = self.socket.set_linger(0);
+            *self = Self::open(context, config, plan)?;
+            return Ok(true);
+        }
+        if self.last_sent.elapsed() >= config.heartbeat.interval
+            && self.socket.send(control::HEARTBEAT, zmq::DONTWAIT).is_ok()
+        {
+            self.last_sent = Instant::now();
+        }
+        Ok(false)
+    }
+
+    /// Tells the broker this edge is gone (clean shutdown).
+    fn leave(&self) {
+        if self.broker {
+            let _ = self.socket.send(control::BYE, zmq::DONTWAIT);
+        }
+    }
 }
 
 /// What the edge's socket thread makes of one message from a device.
@@ -371,7 +551,7 @@ pub fn admission<F: AsRef<[u8]>>(body: &[F], table: &LayerTable, plan: &ServedPl
 /// Fields a device must leave 0 (`bad_field`): `code`, `edge_us`, `queue_us` in every
 /// request; a Ping also `exit`, `partition` and `deadline_us`. (Checked after the plan
 /// digest for an Infer; a Ping is not checked against the plan.)
-fn check_fields(h: &Header) -> Result<(), (ErrorCode, String)> {
+pub(crate) fn check_fields(h: &Header) -> Result<(), (ErrorCode, String)> {
     let mut fields = vec![
         ("code", u64::from(h.code)),
         ("edge_us", u64::from(h.edge_us)),
@@ -526,7 +706,36 @@ fn worker(
         };
         let Ok(job) = job else { return };
         let queued = job.received.elapsed();
-        let reply = run_job(engine, plan, &job, queued, counters);
+        let h = &job.header;
+        let deadline = Duration::from_micros(u64::from(h.deadline_us));
+        let reply = if h.deadline_us > 0 && queued >= deadline {
+            // The device has given up on it already: running it would only delay others.
+            counters.error(ErrorCode::Expired);
+            Message::error(
+                plan.digest,
+                h.request_id,
+                ErrorCode::Expired,
+                &format!(
+                    "waited {} µs for a worker, past its deadline of {} µs; not run",
+                    queued.as_micros(),
+                    h.deadline_us
+                ),
+            )
+        } else {
+            // A panic in the layers must still answer (and return the broker's credit).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_job(engine, plan, &job, queued, counters)
+            }))
+            .unwrap_or_else(|_| {
+                counters.error(ErrorCode::Internal);
+                Message::error(
+                    plan.digest,
+                    h.request_id,
+                    ErrorCode::Internal,
+                    "the edge failed running the layers (a panic; see its log)",
+                )
+            })
+        };
         let mut frames = job.envelope;
         frames.extend(reply.encode());
         if push.send_multipart(frames, 0).is_err() {
@@ -585,107 +794,4 @@ fn run_job(
             )
         }
     }
-}
-
-/// Counters of the [`broker`].
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct BrokerStats {
-    /// Requests forwarded to an edge.
-    pub forwarded: u64,
-    /// Replies returned to devices.
-    pub replies: u64,
-    /// Edge credits dropped because the edge had gone.
-    pub dropped_credits: u64,
-    /// CURVE handshakes refused.
-    pub zap_denied: u64,
-}
-
-/// A load-balancing broker (the zguide's ROUTER–ROUTER pattern): devices connect to
-/// `front` exactly as to an edge; edges started with [`Endpoint::Broker`] connect to
-/// `back` and announce one [`READY`] credit per worker. Each request goes to the edge
-/// that has been free longest; each reply returns the credit. Runs until `stop` is set.
-pub fn broker(
-    front: &str,
-    back: &str,
-    security: &Security,
-    stop: &AtomicBool,
-    ready: impl FnOnce(),
-) -> Result<BrokerStats, TransportError> {
-    security.check()?;
-    let context = zmq::Context::new();
-    let zap = match security {
-        Security::Curve { allow, .. } => Some(start_zap(&context, allow)?),
-        Security::Null => None,
-    };
-    let open = |address: &str, side: &str| -> Result<zmq::Socket, TransportError> {
-        let socket = context
-            .socket(zmq::ROUTER)
-            .map_err(zmq_err(format!("creating the {side} socket")))?;
-        socket.set_linger(0).map_err(zmq_err("setting linger"))?;
-        socket
-            .set_router_mandatory(true)
-            .map_err(zmq_err("setting ROUTER_MANDATORY"))?;
-        security.apply_server(&socket)?;
-        socket
-            .bind(address)
-            .map_err(zmq_err(format!("binding the {side} at {address}")))?;
-        Ok(socket)
-    };
-    let (front, back) = (open(front, "front end")?, open(back, "back end")?);
-    ready();
-    let mut credits: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut stats = BrokerStats::default();
-    while !stop.load(Ordering::Relaxed) {
-        // Only take requests while some edge has a free worker.
-        let mut items = [
-            back.as_poll_item(zmq::POLLIN),
-            front.as_poll_item(if credits.is_empty() {
-                zmq::PollEvents::empty()
-            } else {
-                zmq::POLLIN
-            }),
-        ];
-        match zmq::poll(&mut items, 100) {
-            Ok(_) => {}
-            Err(zmq::Error::EINTR) => continue,
-            Err(e) => return Err(zmq_err("polling")(e)),
-        }
-        if items[0].is_readable() {
-            while let Ok(mut frames) = back.recv_multipart(zmq::DONTWAIT) {
-                if frames.len() < 2 {
-                    continue;
-                }
-                let reply = frames.split_off(1);
-                credits.push_back(frames.pop().expect("edge identity"));
-                if reply != [READY] && front.send_multipart(reply, zmq::DONTWAIT).is_ok() {
-                    stats.replies += 1;
-                }
-            }
-        }
-        if items[1].is_readable() {
-            while !credits.is_empty() {
-                let Ok(frames) = front.recv_multipart(zmq::DONTWAIT) else {
-                    break;
-                };
-                // Find a live edge; an edge that went away loses its credits.
-                while let Some(edge) = credits.pop_front() {
-                    let mut out = vec![edge.clone()];
-                    out.extend(frames.iter().cloned());
-                    match back.send_multipart(out, zmq::DONTWAIT) {
-                        Ok(()) => {
-                            stats.forwarded += 1;
-                            break;
-                        }
-                        Err(_) => {
-                            let before = credits.len();
-                            credits.retain(|c| *c != edge);
-                            stats.dropped_credits += 1 + (before - credits.len()) as u64;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    stats.zap_denied = zap.map_or(0, |z| z.denied.load(Ordering::Relaxed));
-    Ok(stats)
 }

@@ -12,6 +12,7 @@
 //! Training lives in `trainer`, profiling and latency fitting in `toolchain`; neither is a
 //! dependency of this crate.
 
+pub mod broker;
 pub mod device;
 pub mod edge;
 pub mod engine;

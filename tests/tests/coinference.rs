@@ -485,7 +485,7 @@ fn a_broker_spreads_devices_over_two_edges() {
     let (front, back) = (free_port(), free_port());
     let mut args = flags(&["broker", "--front", &format!("tcp://127.0.0.1:{front}")]);
     args.extend(flags(&["--back", &format!("tcp://127.0.0.1:{back}")]));
-    args.extend(keys.server("edge"));
+    args.extend(keys.broker("edge"));
     let broker = Server::start(&[], &args, "edgent-edge broker");
     let edges: Vec<Server> = ["edge", "edge2"]
         .iter()
@@ -525,11 +525,128 @@ fn a_broker_spreads_devices_over_two_edges() {
         served.iter().all(|&n| n > 20),
         "both edges work: {served:?}"
     );
+    // Pings are answered by the broker, never forwarded.
     let handled: u64 = edge_stats
         .iter()
-        .map(|s| s["results"].as_u64().unwrap() + s["pings"].as_u64().unwrap())
+        .map(|s| s["results"].as_u64().unwrap())
         .sum();
+    assert!(edge_stats.iter().all(|s| s["pings"] == 0), "{edge_stats:?}");
     let stats = broker.stop();
     assert_eq!(stats["forwarded"].as_u64().unwrap(), handled, "{stats}");
     assert_eq!(stats["replies"].as_u64().unwrap(), handled, "{stats}");
+    assert!(stats["pongs"].as_u64().unwrap() >= 4, "{stats}");
+}
+
+/// Sends `signal` (e.g. `-STOP`) to a server process.
+fn signal(server: &Server, signal: &str) {
+    let pid = server.child.as_ref().unwrap().id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Sends a valid exit-1 edge-only request and waits up to `timeout` for its reply.
+fn ask(client: &RawClient, id: u64, timeout: Duration) -> Option<Message> {
+    let request = Message::infer(
+        plan_digest(),
+        id,
+        1,
+        0,
+        0,
+        &[1, 32, 32],
+        Payload::U8(vec![90; 1024]),
+    );
+    client.send(&request.encode());
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now()).as_millis() as i64;
+        if client.socket.poll(zmq::POLLIN, left.max(1)).unwrap() > 0 {
+            let reply = Message::decode(&client.socket.recv_multipart(0).unwrap()).unwrap();
+            if reply.header.request_id == id {
+                return Some(reply);
+            }
+        }
+    }
+    None
+}
+
+/// Asks until an edge answers with a result (bounded); returns how long it took.
+fn until_served(client: &RawClient, first_id: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut id = first_id;
+    while started.elapsed() < within {
+        if let Some(reply) = ask(client, id, Duration::from_secs(2))
+            && reply.header.kind == MessageType::Result
+        {
+            return started.elapsed();
+        }
+        id += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no edge served within {within:?}");
+}
+
+/// The broker's heartbeats: a frozen edge is dropped within 3 s and the request it holds
+/// is answered at once; a restarted edge rejoins; after a broker restart the edge
+/// reconnects by itself; devices never restart.
+#[test]
+fn a_frozen_edge_is_dropped_in_3_s_and_edges_rejoin_after_restarts() {
+    let _serial = serial();
+    let (front, back) = (free_port(), free_port());
+    let broker_args = flags(&[
+        "broker",
+        "--insecure",
+        "--front",
+        &format!("tcp://127.0.0.1:{front}"),
+        "--back",
+        &format!("tcp://127.0.0.1:{back}"),
+    ]);
+    let edge_args = flags(&[
+        "serve",
+        "--insecure",
+        "--workers",
+        "1",
+        "--broker",
+        &format!("tcp://127.0.0.1:{back}"),
+    ]);
+    let broker = Server::start(&[], &broker_args, "edgent-edge broker");
+    let edge = Server::start(&[], &edge_args, "serving plan");
+    let client = RawClient::new(&format!("tcp://127.0.0.1:{front}"));
+    until_served(&client, 1, Duration::from_secs(10));
+
+    // Freeze the edge: the request it takes is answered `unavailable` within 3 s.
+    signal(&edge, "-STOP");
+    let frozen = Instant::now();
+    let reply = ask(&client, 100, Duration::from_secs(10)).expect("an answer, not silence");
+    let took = frozen.elapsed();
+    assert_eq!(reply.header.kind, MessageType::Error, "{reply:?}");
+    assert_eq!(
+        ErrorCode::from_u16(reply.header.code),
+        Some(ErrorCode::Unavailable)
+    );
+    assert!(
+        took <= Duration::from_millis(3300),
+        "dead edge detected after {took:?}"
+    );
+    eprintln!("frozen edge detected, its request answered, after {took:?}");
+    edge.kill();
+
+    // A new edge joins the running broker.
+    let edge = Server::start(&[], &edge_args, "serving plan");
+    let rejoined = until_served(&client, 200, Duration::from_secs(10));
+    eprintln!("restarted edge serving after {rejoined:?}");
+
+    // The broker restarts: the edge finds it again, the device's socket reconnects.
+    broker.kill();
+    let broker = Server::start(&[], &broker_args, "edgent-edge broker");
+    let back_in = until_served(&client, 300, Duration::from_secs(15));
+    eprintln!("edge back behind the restarted broker after {back_in:?}");
+    let stats = edge.stop();
+    assert!(stats["results"].as_u64().unwrap() >= 2, "{stats}");
+    let stats = broker.stop();
+    assert_eq!(stats["edges_left"], 1, "the edge said goodbye: {stats}");
 }

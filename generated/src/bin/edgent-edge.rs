@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use generated::net::{KeyArgs, KeygenArgs, ThreadArgs, stop_on_signals};
+use generated::net::{
+    HeartbeatArgs, KeyArgs, KeygenArgs, ThreadArgs, reload_on_sighup, stop_on_signals,
+};
 use generated::outln;
 use generated::{EngineArgs, plan, served_plan};
-use runtime::edge::{EdgeConfig, EdgeStats, Endpoint, broker, serve};
+use runtime::broker::{BrokerConfig, broker};
+use runtime::edge::{EdgeConfig, Endpoint, serve};
 
 /// The edge side of Edgent: runs the suffix [p, N) of the requested exit for devices.
 #[derive(Parser, Debug)]
@@ -42,8 +45,10 @@ enum Command {
         threads: ThreadArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        heartbeat: HeartbeatArgs,
         /// Public keys of the devices admitted, one per line (e.g. concatenated `.pub`
-        /// files), when binding.
+        /// files), when binding. Reloaded when the file changes or on SIGHUP.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["insecure", "broker"])]
         allow: Option<PathBuf>,
         /// The broker's public key (`NAME.pub`), with --broker.
@@ -63,11 +68,24 @@ enum Command {
         /// Edges (`serve --broker`) connect here.
         #[arg(long, default_value = "tcp://*:5556")]
         back: String,
+        /// Requests that may wait at the broker for a free edge worker; more get `busy`.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        queue: u32,
+        /// Write the counters as JSON to this file every second (and at shutdown).
+        #[arg(long)]
+        stats: Option<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
-        /// Public keys admitted (devices and edges), one per line.
+        #[command(flatten)]
+        heartbeat: HeartbeatArgs,
+        /// Public keys of the devices admitted at the front, one per line. Reloaded when
+        /// the file changes or on SIGHUP.
         #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
         allow: Option<PathBuf>,
+        /// Public keys of the edges admitted at the back (a separate list: a device key
+        /// cannot register as an edge). Reloaded like --allow.
+        #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+        allow_edges: Option<PathBuf>,
     },
     /// Create a CurveZMQ key pair.
     Keygen(KeygenArgs),
@@ -75,7 +93,7 @@ enum Command {
     Info,
 }
 
-fn write_stats(path: &std::path::Path, stats: &EdgeStats) -> anyhow::Result<()> {
+fn write_stats(path: &std::path::Path, stats: &impl serde::Serialize) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(stats)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -93,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             engine,
             threads,
             keys,
+            heartbeat,
             allow,
             server_key,
         } => {
@@ -102,7 +121,10 @@ fn main() -> anyhow::Result<()> {
                     Endpoint::Broker(address),
                     keys.client(server_key.as_deref())?,
                 ),
-                None => (Endpoint::Bind(bind), keys.server(allow.as_deref())?),
+                None => (
+                    Endpoint::Bind(bind),
+                    keys.server(allow.as_deref(), "--allow")?,
+                ),
             };
             let engine = engine.load(plan::EDGE_ENGINE)?;
             let stop = stop_on_signals()?;
@@ -111,6 +133,8 @@ fn main() -> anyhow::Result<()> {
                 workers: usize::from(workers),
                 queue: queue as usize,
                 security,
+                reload: Some(reload_on_sighup()?),
+                heartbeat: heartbeat.heartbeat(),
             };
             let mut stats_error = None;
             let last = serve(
@@ -142,15 +166,46 @@ fn main() -> anyhow::Result<()> {
         Command::Broker {
             front,
             back,
+            queue,
+            stats,
             keys,
+            heartbeat,
             allow,
+            allow_edges,
         } => {
-            let security = keys.server(allow.as_deref())?;
+            let config = BrokerConfig {
+                front_security: keys.server(allow.as_deref(), "--allow")?,
+                back_security: keys.server(allow_edges.as_deref(), "--allow-edges")?,
+                front,
+                back,
+                max_payload: served_plan().max_payload,
+                queue: queue as usize,
+                heartbeat: heartbeat.heartbeat(),
+                reload: Some(reload_on_sighup()?),
+            };
             let stop = stop_on_signals()?;
-            let stats = broker(&front, &back, &security, &stop, || {
-                eprintln!("edgent-edge broker: devices on {front}, edges on {back}");
-            })?;
-            outln!("{}", serde_json::to_string(&stats)?);
+            let mut stats_error = None;
+            let last = broker(
+                &config,
+                &stop,
+                || {
+                    eprintln!(
+                        "edgent-edge broker: devices on {}, edges on {}",
+                        config.front, config.back
+                    );
+                },
+                |s| {
+                    if let Some(path) = &stats
+                        && let Err(e) = write_stats(path, s)
+                    {
+                        stats_error.get_or_insert(e);
+                    }
+                },
+            )?;
+            if let Some(e) = stats_error {
+                eprintln!("edgent-edge broker: warning: {e:#}");
+            }
+            outln!("{}", serde_json::to_string(&last)?);
         }
         Command::Keygen(args) => args.run()?,
         Command::Info => {

@@ -146,11 +146,16 @@ pub enum ErrorCode {
     Internal = 15,
     /// Non-zero reserved bytes or fields a request must leave zero.
     BadField = 16,
+    /// No edge can take the request: the edge holding it stopped answering (a broker
+    /// noticed by heartbeats), or none is connected. Run locally; retrying later may work.
+    Unavailable = 17,
+    /// The request waited past its `deadline_us` before a worker took it, so it was not run.
+    Expired = 18,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::BadFrames,
         Self::BadHeaderLength,
         Self::BadMagic,
@@ -167,6 +172,8 @@ impl ErrorCode {
         Self::Busy,
         Self::Internal,
         Self::BadField,
+        Self::Unavailable,
+        Self::Expired,
     ];
 
     /// The code for a number, if it is one.
@@ -193,6 +200,8 @@ impl ErrorCode {
             Self::Busy => "busy",
             Self::Internal => "internal",
             Self::BadField => "bad_field",
+            Self::Unavailable => "unavailable",
+            Self::Expired => "expired",
         }
     }
 }

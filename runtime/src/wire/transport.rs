@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
@@ -195,6 +197,89 @@ pub fn load_public_keys(path: &Path) -> Result<Vec<[u8; 32]>, TransportError> {
     Ok(keys)
 }
 
+/// The public keys a CURVE server admits. Shared by the server and its ZAP handler, and
+/// reloaded from its file while the server runs: on request (SIGHUP) or when the file's
+/// modification time changes. A failed reload keeps the keys in force.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    keys: Arc<RwLock<HashSet<[u8; 32]>>>,
+    path: Option<PathBuf>,
+    stamp: Arc<Mutex<Option<SystemTime>>>,
+}
+
+impl AllowList {
+    /// A fixed list (not backed by a file).
+    pub fn new(keys: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        Self {
+            keys: Arc::new(RwLock::new(keys.into_iter().collect())),
+            ..Self::default()
+        }
+    }
+
+    /// The keys in `path` ([`load_public_keys`]); [`AllowList::reload`] reads it again.
+    pub fn load(path: &Path) -> Result<Self, TransportError> {
+        let list = Self {
+            path: Some(path.to_path_buf()),
+            ..Self::default()
+        };
+        list.reload()?;
+        Ok(list)
+    }
+
+    /// Whether `key` is admitted now.
+    pub fn contains(&self, key: &[u8; 32]) -> bool {
+        self.keys.read().is_ok_and(|k| k.contains(key))
+    }
+
+    /// Keys admitted now.
+    pub fn len(&self) -> usize {
+        self.keys.read().map_or(0, |k| k.len())
+    }
+
+    /// Whether no key is admitted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The file the list is read from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Reads the file again and puts its keys in force; `Ok(false)` for a fixed list.
+    /// On an error the keys in force stay.
+    pub fn reload(&self) -> Result<bool, TransportError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        // Noted before reading, so a broken file is reported once per change.
+        if let Ok(mut s) = self.stamp.lock() {
+            *s = modified(path);
+        }
+        let keys: HashSet<[u8; 32]> = load_public_keys(path)?.into_iter().collect();
+        if let Ok(mut k) = self.keys.write() {
+            *k = keys;
+        }
+        Ok(true)
+    }
+
+    /// Reloads when the file's modification time differs from the last load.
+    pub fn reload_if_changed(&self) -> Result<bool, TransportError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let last = self.stamp.lock().ok().and_then(|s| *s);
+        if modified(path) == last {
+            return Ok(false);
+        }
+        self.reload()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// How a socket authenticates.
 #[derive(Debug, Clone)]
 pub enum Security {
@@ -206,7 +291,7 @@ pub enum Security {
         /// The server's public key (clients only).
         server: Option<[u8; 32]>,
         /// Public keys admitted (servers only).
-        allow: Vec<[u8; 32]>,
+        allow: AllowList,
     },
     /// No encryption, no authentication: only when asked for (`--insecure`).
     Null,
@@ -221,11 +306,20 @@ impl Security {
         }
     }
 
-    /// Makes `socket` a CURVE server admitting the allow-list (via the ZAP handler).
-    pub fn apply_server(&self, socket: &zmq::Socket) -> Result<(), TransportError> {
+    /// The allow-list of a CURVE server.
+    pub fn allow_list(&self) -> Option<&AllowList> {
+        match self {
+            Security::Curve { allow, .. } => Some(allow),
+            Security::Null => None,
+        }
+    }
+
+    /// Makes `socket` a CURVE server whose clients the ZAP handler checks against the
+    /// allow-list of `domain` (see [`start_zap`]).
+    pub fn apply_server(&self, socket: &zmq::Socket, domain: &str) -> Result<(), TransportError> {
         if let Security::Curve { own, .. } = self {
             socket
-                .set_zap_domain(ZAP_DOMAIN)
+                .set_zap_domain(domain)
                 .map_err(zmq_err("setting the ZAP domain"))?;
             socket
                 .set_curve_server(true)
@@ -258,25 +352,86 @@ impl Security {
     }
 }
 
-/// The ZAP domain Edgent servers use.
+/// The ZAP domain of the sockets devices connect to (an edge, a broker's front end).
 pub const ZAP_DOMAIN: &str = "edgent";
+/// The ZAP domain of a broker's back end, where edges connect: a separate allow-list, so
+/// a device key cannot register as an edge.
+pub const ZAP_DOMAIN_EDGES: &str = "edgent-edges";
 
-/// Counts of ZAP decisions.
+/// Counts of ZAP decisions and allow-list changes.
 #[derive(Debug, Default)]
 pub struct ZapCounters {
     /// Handshakes admitted.
     pub allowed: AtomicU64,
     /// Handshakes refused (key not on the allow-list, or an unexpected mechanism).
     pub denied: AtomicU64,
+    /// Messages dropped because their sender's key was removed after its handshake.
+    pub revoked: AtomicU64,
+    /// Allow-list reloads that put a file's keys in force.
+    pub reloads: AtomicU64,
+    /// Reloads that failed (the keys in force stayed).
+    pub reload_errors: AtomicU64,
 }
 
-/// Starts the ZAP handler for `context` (RFC 27): CURVE clients whose public key is in
-/// `allow` are admitted, everything else is refused. Must run before a server socket of
-/// the context accepts connections. The thread ends when the context is terminated.
+/// The running ZAP handler: stops and joins its thread when dropped, so that the
+/// context can terminate (and flush its sockets' last messages).
+#[derive(Debug)]
+pub struct Zap {
+    /// What it decided.
+    pub counters: Arc<ZapCounters>,
+    domains: Vec<(String, AllowList)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Zap {
+    /// Keys on its allow-lists now.
+    pub fn keys(&self) -> usize {
+        self.domains.iter().map(|(_, l)| l.len()).sum()
+    }
+
+    /// Whether a message from a sender that authenticated with `user` (the ZAP user id,
+    /// see [`recv_authenticated`]) may be served now on `domain`: its key is still listed.
+    /// Counts a refusal as revoked.
+    pub fn still_allowed(&self, domain: &str, user: Option<&[u8; 32]>) -> bool {
+        let listed = self
+            .domains
+            .iter()
+            .find(|(d, _)| d == domain)
+            .zip(user)
+            .is_some_and(|((_, list), key)| list.contains(key));
+        if !listed {
+            self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+        }
+        listed
+    }
+}
+
+impl Drop for Zap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How often the ZAP thread looks at the stop flag, the reload flag and the allow-lists'
+/// files: a changed file is in force within this (well under the one second promised).
+const ZAP_TICK: Duration = Duration::from_millis(100);
+
+/// Starts the ZAP handler for `context` (RFC 27): a CURVE client is admitted when its
+/// public key is on the allow-list of the domain its server socket names (see
+/// [`Security::apply_server`]); everything else is refused. Must run before a server
+/// socket of the context accepts connections. The handler answers with the client's key
+/// as ZAP user id, so the server can re-check each message ([`Zap::still_allowed`]).
+/// The allow-lists are reloaded when `reload` is set (SIGHUP), and whenever their
+/// files change.
 pub fn start_zap(
     context: &zmq::Context,
-    allow: &[[u8; 32]],
-) -> Result<Arc<ZapCounters>, TransportError> {
+    domains: &[(&str, &AllowList)],
+    reload: Option<Arc<AtomicBool>>,
+) -> Result<Zap, TransportError> {
     let socket = context
         .socket(zmq::REP)
         .map_err(zmq_err("creating the ZAP socket"))?;
@@ -286,29 +441,34 @@ pub fn start_zap(
     socket
         .bind("inproc://zeromq.zap.01")
         .map_err(zmq_err("binding the ZAP handler"))?;
-    let allow: HashSet<[u8; 32]> = allow.iter().copied().collect();
+    let domains: Vec<(String, AllowList)> = domains
+        .iter()
+        .map(|(d, l)| (d.to_string(), (*l).clone()))
+        .collect();
     let counters = Arc::new(ZapCounters::default());
-    let seen = Arc::clone(&counters);
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, lists, stopping) = (Arc::clone(&counters), domains.clone(), Arc::clone(&stop));
+    let thread = std::thread::Builder::new()
         .name("edgent-zap".into())
         .spawn(move || {
-            // recv fails with ETERM when the context ends: then the handler stops.
-            while let Ok(frames) = socket.recv_multipart(0) {
-                // version, request id, domain, address, identity, mechanism, credentials…
-                let admitted = frames.len() >= 7
-                    && frames[0] == b"1.0"
-                    && frames[5] == b"CURVE"
-                    && <[u8; 32]>::try_from(frames[6].as_slice())
-                        .is_ok_and(|key| allow.contains(&key));
-                let (status, text): (&[u8], &[u8]) = if admitted {
-                    seen.allowed.fetch_add(1, Ordering::Relaxed);
-                    (b"200", b"OK")
-                } else {
-                    seen.denied.fetch_add(1, Ordering::Relaxed);
-                    (b"400", b"public key not on the allow-list")
+            let mut last_check = Instant::now();
+            while !stopping.load(Ordering::Relaxed) {
+                let forced = reload
+                    .as_ref()
+                    .is_some_and(|r| r.swap(false, Ordering::Relaxed));
+                if forced || last_check.elapsed() >= ZAP_TICK {
+                    refresh(&lists, forced, &seen);
+                    last_check = Instant::now();
+                }
+                match socket.poll(zmq::POLLIN, ZAP_TICK.as_millis() as i64) {
+                    Ok(0) | Err(zmq::Error::EINTR) => continue,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                let Ok(frames) = socket.recv_multipart(0) else {
+                    break;
                 };
-                let request_id = frames.get(1).cloned().unwrap_or_default();
-                let reply: [&[u8]; 6] = [b"1.0", &request_id, status, text, b"", b""];
+                let reply = zap_reply(&frames, &lists, &seen);
                 if socket.send_multipart(reply, 0).is_err() {
                     break;
                 }
@@ -318,7 +478,100 @@ pub fn start_zap(
             path: PathBuf::from("<zap thread>"),
             source,
         })?;
-    Ok(counters)
+    Ok(Zap {
+        counters,
+        domains,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Reloads every file-backed list that changed (or all, when `forced`).
+fn refresh(lists: &[(String, AllowList)], forced: bool, counters: &ZapCounters) {
+    for (_, list) in lists {
+        let outcome = if forced {
+            list.reload()
+        } else {
+            list.reload_if_changed()
+        };
+        match outcome {
+            Ok(true) => {
+                counters.reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                counters.reload_errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "edgent: allow-list not reloaded, {} keys stay in force: {e}",
+                    list.len()
+                );
+            }
+        }
+    }
+}
+
+/// The ZAP reply to one request (version, request id, domain, address, identity,
+/// mechanism, credentials…).
+fn zap_reply(
+    frames: &[Vec<u8>],
+    lists: &[(String, AllowList)],
+    counters: &ZapCounters,
+) -> Vec<Vec<u8>> {
+    let key = (frames.len() >= 7 && frames[0] == b"1.0" && frames[5] == b"CURVE")
+        .then(|| <[u8; 32]>::try_from(frames[6].as_slice()).ok())
+        .flatten();
+    let list = frames.get(2).and_then(|domain| {
+        lists
+            .iter()
+            .find(|(d, _)| d.as_bytes() == domain.as_slice())
+    });
+    let admitted = key.zip(list).filter(|(k, (_, l))| l.contains(k));
+    let request_id = frames.get(1).cloned().unwrap_or_default();
+    // The user id is the key in hex: libzmq hands it to the server as a C string.
+    let (status, text, user): (&[u8], &[u8], Vec<u8>) = match admitted {
+        Some((k, _)) => {
+            counters.allowed.fetch_add(1, Ordering::Relaxed);
+            (b"200", b"OK", hex::encode(k).into_bytes())
+        }
+        None => {
+            counters.denied.fetch_add(1, Ordering::Relaxed);
+            (b"400", b"public key not on the allow-list", Vec::new())
+        }
+    };
+    vec![
+        b"1.0".to_vec(),
+        request_id,
+        status.to_vec(),
+        text.to_vec(),
+        user,
+        Vec::new(),
+    ]
+}
+
+/// A multipart message and the CURVE key its sender authenticated with, if any.
+pub type Authenticated = (Vec<Vec<u8>>, Option<[u8; 32]>);
+
+/// Receives one multipart message, with the CURVE key its sender authenticated with (the
+/// ZAP user id of [`start_zap`]; `None` under NULL).
+pub fn recv_authenticated(socket: &zmq::Socket, flags: i32) -> Result<Authenticated, zmq::Error> {
+    let mut frames = Vec::new();
+    let mut user = None;
+    loop {
+        let mut msg = socket.recv_msg(flags)?;
+        let more = msg.get_more();
+        // The last frame came from the peer (a ROUTER makes the first, the routing id,
+        // itself, without the connection's metadata). The user id is the key in hex.
+        if !more {
+            user = msg
+                .gets("User-Id")
+                .and_then(|u| hex::decode(u).ok())
+                .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok());
+        }
+        frames.push(msg.to_vec());
+        if !more {
+            return Ok((frames, user));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +619,114 @@ mod tests {
     }
 
     #[test]
+    fn allow_list_changes_take_effect_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allow.pub");
+        let ctx = zmq::Context::new();
+        let keys: Vec<zmq::CurveKeyPair> =
+            (0..3).map(|_| zmq::CurveKeyPair::new().unwrap()).collect();
+        let (server_keys, a, b) = (&keys[0], &keys[1], &keys[2]);
+        std::fs::write(&file, z85(&a.public_key) + "\n").unwrap();
+        let allow = AllowList::load(&file).unwrap();
+        let reload = Arc::new(AtomicBool::new(false));
+        let zap = start_zap(&ctx, &[(ZAP_DOMAIN, &allow)], Some(Arc::clone(&reload))).unwrap();
+        let server = ctx.socket(zmq::ROUTER).unwrap();
+        server.set_linger(0).unwrap();
+        let own = |k: &zmq::CurveKeyPair| KeyPair {
+            public: k.public_key,
+            secret: k.secret_key,
+        };
+        Security::Curve {
+            own: own(server_keys),
+            server: None,
+            allow: allow.clone(),
+        }
+        .apply_server(&server, ZAP_DOMAIN)
+        .unwrap();
+        server.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = server.get_last_endpoint().unwrap().unwrap();
+        let client = |k: &zmq::CurveKeyPair| {
+            let s = ctx.socket(zmq::DEALER).unwrap();
+            s.set_linger(0).unwrap();
+            s.set_reconnect_ivl(50).unwrap();
+            Security::Curve {
+                own: own(k),
+                server: Some(server_keys.public_key),
+                allow: AllowList::default(),
+            }
+            .apply_client(&s)
+            .unwrap();
+            s.connect(&endpoint).unwrap();
+            s
+        };
+        // Whose message the server gets within `ms`, if any.
+        let served = |ms: i64| {
+            (server.poll(zmq::POLLIN, ms).unwrap() > 0)
+                .then(|| recv_authenticated(&server, 0).unwrap())
+                .map(|(frames, user)| (frames.len(), user))
+        };
+        let (ca, cb) = (client(a), client(b));
+        // DONTWAIT: a DEALER whose handshake was refused has no peer to queue for.
+        let send = |s: &zmq::Socket, text: &str| {
+            let _ = s.send(text, zmq::DONTWAIT);
+        };
+        ca.send("a", 0).unwrap();
+        send(&cb, "b");
+        assert_eq!(served(3000), Some((2, Some(a.public_key))));
+        assert_eq!(served(300), None, "b is not listed");
+        assert!(zap.still_allowed(ZAP_DOMAIN, Some(&a.public_key)));
+
+        // Swap a for b in the file: in force within a second, without a restart. (A
+        // client refused at its handshake does not retry, libzmq 4.3: b connects anew
+        // each try, as a device that reconnects would.)
+        std::fs::write(&file, z85(&b.public_key) + "\n").unwrap();
+        let changed = Instant::now();
+
+        let mut b_served = None;
+        while changed.elapsed() < Duration::from_secs(3) && b_served.is_none() {
+            let cb = client(b);
+            send(&cb, "b");
+            if let Some((_, Some(user))) = served(200)
+                && user == b.public_key
+            {
+                b_served = Some(changed.elapsed());
+            }
+        }
+        let took = b_served.expect("an added key starts working");
+        assert!(
+            took < Duration::from_secs(1),
+            "added key working after {took:?}"
+        );
+        assert!(
+            !zap.still_allowed(ZAP_DOMAIN, Some(&a.public_key)),
+            "a removed key stops working on its open connection"
+        );
+        assert!(zap.counters.revoked.load(Ordering::Relaxed) >= 1);
+        assert!(zap.counters.reloads.load(Ordering::Relaxed) >= 1);
+
+        // SIGHUP's flag reloads even when the modification time did not change.
+        let stamp = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, z85(&a.public_key) + "\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(stamp)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!allow.contains(&a.public_key), "same mtime: not noticed");
+        reload.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(allow.contains(&a.public_key) && !allow.contains(&b.public_key));
+        // A broken file keeps the keys in force.
+        std::fs::write(&file, "not a key\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(allow.contains(&a.public_key));
+        assert!(zap.counters.reload_errors.load(Ordering::Relaxed) >= 1);
+        drop(zap);
+    }
+
+    #[test]
     fn curve_pair_talks_and_unlisted_key_gets_nothing() {
         assert!(zmq::has("curve").unwrap(), "Debian's libzmq has CURVE");
         let ctx = zmq::Context::new();
@@ -376,14 +737,16 @@ mod tests {
             public: k.public_key,
             secret: k.secret_key,
         };
-        let counters = start_zap(&ctx, &[good.public_key]).unwrap();
+        let allow = AllowList::new([good.public_key]);
+        let zap = start_zap(&ctx, &[(ZAP_DOMAIN, &allow)], None).unwrap();
+        let counters = &zap.counters;
         let server = ctx.socket(zmq::ROUTER).unwrap();
         Security::Curve {
             own: pair(&server_keys),
             server: None,
-            allow: vec![],
+            allow: AllowList::default(),
         }
-        .apply_server(&server)
+        .apply_server(&server, ZAP_DOMAIN)
         .unwrap();
         // CURVE and ZAP apply to tcp and ipc; inproc has no security handshake.
         server.bind("tcp://127.0.0.1:*").unwrap();
@@ -394,7 +757,7 @@ mod tests {
             Security::Curve {
                 own: pair(k),
                 server: Some(server_keys.public_key),
-                allow: vec![],
+                allow: AllowList::default(),
             }
             .apply_client(&s)
             .unwrap();

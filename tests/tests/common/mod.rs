@@ -101,6 +101,9 @@ impl Keys {
             .map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.pub"))).unwrap())
             .collect();
         std::fs::write(dir.path().join("allow.pub"), allow).unwrap();
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(format!("{n}.pub"))).unwrap();
+        std::fs::write(dir.path().join("devices.pub"), read("device")).unwrap();
+        std::fs::write(dir.path().join("edges.pub"), read("edge") + &read("edge2")).unwrap();
         Self { dir }
     }
 
@@ -115,6 +118,18 @@ impl Keys {
             self.path(&format!("{name}.key")),
             "--allow".into(),
             self.path("allow.pub"),
+        ]
+    }
+
+    /// Broker flags: own key, the devices' allow-list (front), the edges' (back).
+    pub fn broker(&self, name: &str) -> Vec<String> {
+        vec![
+            "--key".into(),
+            self.path(&format!("{name}.key")),
+            "--allow".into(),
+            self.path("devices.pub"),
+            "--allow-edges".into(),
+            self.path("edges.pub"),
         ]
     }
 

@@ -1,0 +1,835 @@
+//! A load-balancing broker between devices and edges (the zguide's ROUTER–ROUTER pattern
+//! with "Paranoid Pirate" heartbeats). Devices connect to the front exactly as to an edge;
+//! edges started with [`Endpoint::Broker`](crate::edge::Endpoint) connect to the back,
+//! announce their workers (`READY n`), and exchange heartbeats with the broker.
+//!
+//! * Each request goes to the edge with a free worker that has waited longest; an edge
+//!   never holds more requests than the workers it announced (repeated READYs do not add
+//!   credits).
+//! * An edge silent for [`Heartbeat::timeout`] (or that leaves, or whose key is removed)
+//!   is dropped, and every request it held is answered at once with `unavailable`, so its
+//!   devices fall back without waiting for their deadlines. A restarted edge rejoins by
+//!   connecting again; the broker asks an unknown edge that sends heartbeats to announce
+//!   itself (after a broker restart).
+//! * Pings are answered by the broker itself and never queued; requests wait for an edge
+//!   in a bounded queue (`busy` beyond it; `unavailable` at once when no edge is
+//!   connected; `expired` once their `deadline_us` has passed).
+//! * Front and back end have separate allow-lists (ZAP domains), so a device key cannot
+//!   register as an edge; a key removed from a list stops working within a second.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::edge::{Heartbeat, check_fields, control, max_frame_bytes};
+use crate::wire::protocol::{Accept, ErrorCode, Header, Message, MessageType, Payload};
+use crate::wire::transport::{
+    Security, TransportError, ZAP_DOMAIN, ZAP_DOMAIN_EDGES, recv_authenticated, start_zap, zmq_err,
+};
+
+/// Most workers one edge may announce.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Settings of [`broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Devices connect here, e.g. `tcp://*:5555`.
+    pub front: String,
+    /// Edges connect here, e.g. `tcp://*:5556`.
+    pub back: String,
+    /// CURVE server security of the front end: its allow-list holds the devices' keys.
+    pub front_security: Security,
+    /// CURVE server security of the back end: its allow-list holds the edges' keys.
+    pub back_security: Security,
+    /// Largest payload a device may send (the plan's largest tensor); libzmq drops
+    /// larger frames.
+    pub max_payload: usize,
+    /// Requests that may wait for a free edge worker; more get `busy`.
+    pub queue: usize,
+    /// Heartbeats with the edges.
+    pub heartbeat: Heartbeat,
+    /// Set (by SIGHUP) to reload both allow-lists now; they also reload when their files
+    /// change.
+    pub reload: Option<Arc<AtomicBool>>,
+}
+
+/// Counters of the [`broker`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BrokerStats {
+    /// Seconds since the broker started.
+    pub uptime_s: f64,
+    /// Requests forwarded to an edge.
+    pub forwarded: u64,
+    /// Replies returned to devices.
+    pub replies: u64,
+    /// Pings answered.
+    pub pongs: u64,
+    /// Messages refused (malformed, not a request) with an error reply.
+    pub refused: u64,
+    /// Requests refused with `busy` (the broker's queue was full).
+    pub busy: u64,
+    /// Requests answered with `unavailable` (no edge, or their edge was lost).
+    pub unavailable: u64,
+    /// Requests answered with `expired` (waited at the broker past their deadline).
+    pub expired: u64,
+    /// Edges that registered (including re-registrations after a reconnect).
+    pub edges_joined: u64,
+    /// Edges dropped: silent past the heartbeat timeout, unreachable, or revoked.
+    pub edges_lost: u64,
+    /// Edges that left cleanly.
+    pub edges_left: u64,
+    /// Replies from edges that matched no outstanding request (late, after their edge
+    /// was given up), dropped.
+    pub stray_replies: u64,
+    /// Edges connected now.
+    pub edges: u64,
+    /// Their workers now.
+    pub workers: u64,
+    /// Requests waiting for an edge now.
+    pub queued: u64,
+    /// Requests held by edges now.
+    pub outstanding: u64,
+    /// CURVE handshakes refused.
+    pub zap_denied: u64,
+    /// Messages dropped because their key was removed from an allow-list.
+    pub zap_revoked: u64,
+    /// Allow-list reloads.
+    pub allow_reloads: u64,
+}
+
+/// A request the broker holds: the device's routing id, the request's id and frames.
+struct Request {
+    device: Vec<u8>,
+    request_id: u64,
+    digest: [u8; 32],
+    body: Vec<Vec<u8>>,
+    expires: Option<Instant>,
+}
+
+/// An edge the broker knows.
+struct Edge {
+    workers: usize,
+    /// Requests it holds, by (device routing id, request id), with their plan digest.
+    outstanding: HashMap<(Vec<u8>, u64), [u8; 32]>,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+/// The broker's state, apart from its sockets.
+struct State {
+    edges: HashMap<Vec<u8>, Edge>,
+    /// Edges in the order they last took a request (least recent first).
+    order: VecDeque<Vec<u8>>,
+    queue: VecDeque<Request>,
+    stats: BrokerStats,
+}
+
+/// Runs the broker until `stop` is set; `ready` is called once both ends listen.
+pub fn broker(
+    config: &BrokerConfig,
+    stop: &AtomicBool,
+    ready: impl FnOnce(),
+    mut stats: impl FnMut(&BrokerStats),
+) -> Result<BrokerStats, TransportError> {
+    config.front_security.check()?;
+    config.back_security.check()?;
+    let started = Instant::now();
+    let context = zmq::Context::new();
+    let zap = match (
+        config.front_security.allow_list(),
+        config.back_security.allow_list(),
+    ) {
+        (Some(front), Some(back)) => Some(start_zap(
+            &context,
+            &[(ZAP_DOMAIN, front), (ZAP_DOMAIN_EDGES, back)],
+            config.reload.clone(),
+        )?),
+        (None, None) => None,
+        _ => {
+            return Err(TransportError::BadKey {
+                path: "--allow".into(),
+                reason: "front and back end must both use CURVE, or both --insecure".into(),
+            });
+        }
+    };
+    let open = |address: &str, side: &str, security: &Security, domain: &str, max: i64| {
+        let socket = context
+            .socket(zmq::ROUTER)
+            .map_err(zmq_err(format!("creating the {side} socket")))?;
+        socket.set_linger(1000).map_err(zmq_err("setting linger"))?;
+        socket
+            .set_router_mandatory(true)
+            .map_err(zmq_err("setting ROUTER_MANDATORY"))?;
+        socket
+            .set_maxmsgsize(max)
+            .map_err(zmq_err("setting ZMQ_MAXMSGSIZE"))?;
+        security.apply_server(&socket, domain)?;
+        socket
+            .bind(address)
+            .map_err(zmq_err(format!("binding the {side} at {address}")))?;
+        Ok::<_, TransportError>(socket)
+    };
+    let max = max_frame_bytes(config.max_payload);
+    let front = open(
+        &config.front,
+        "front end",
+        &config.front_security,
+        ZAP_DOMAIN,
+        max,
+    )?;
+    let back = open(
+        &config.back,
+        "back end",
+        &config.back_security,
+        ZAP_DOMAIN_EDGES,
+        max,
+    )?;
+    ready();
+    let mut state = State {
+        edges: HashMap::new(),
+        order: VecDeque::new(),
+        queue: VecDeque::new(),
+        stats: BrokerStats::default(),
+    };
+    let accept = Accept::requests(config.max_payload);
+    let mut last_stats = Instant::now();
+    let snapshot = |state: &State| {
+        let mut s = state.stats.clone();
+        s.uptime_s = started.elapsed().as_secs_f64();
+        s.edges = state.edges.len() as u64;
+        s.workers = state.edges.values().map(|e| e.workers as u64).sum();
+        s.queued = state.queue.len() as u64;
+        s.outstanding = state
+            .edges
+            .values()
+            .map(|e| e.outstanding.len() as u64)
+            .sum();
+        if let Some(z) = &zap {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            s.zap_denied = load(&z.counters.denied);
+            s.zap_revoked = load(&z.counters.revoked);
+            s.allow_reloads = load(&z.counters.reloads);
+        }
+        s
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut items = [
+            back.as_poll_item(zmq::POLLIN),
+            front.as_poll_item(zmq::POLLIN),
+        ];
+        let wait = config.heartbeat.interval.min(Duration::from_millis(100));
+        match zmq::poll(&mut items, wait.as_millis().max(1) as i64) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(zmq_err("polling")(e)),
+        }
+        if items[0].is_readable() {
+            for _ in 0..1024 {
+                let Ok((frames, user)) = recv_authenticated(&back, zmq::DONTWAIT) else {
+                    break;
+                };
+                let allowed = zap
+                    .as_ref()
+                    .is_none_or(|z| z.still_allowed(ZAP_DOMAIN_EDGES, user.as_ref()));
+                state.on_edge(frames, allowed, &front, &back);
+            }
+        }
+        if items[1].is_readable() {
+            for _ in 0..1024 {
+                let Ok((frames, user)) = recv_authenticated(&front, zmq::DONTWAIT) else {
+                    break;
+                };
+                if zap
+                    .as_ref()
+                    .is_some_and(|z| !z.still_allowed(ZAP_DOMAIN, user.as_ref()))
+                {
+                    continue;
+                }
+                state.on_device(frames, &accept, &front, config);
+            }
+        }
+        state.dispatch(&front, &back);
+        state.check_edges(&front, &back, &config.heartbeat);
+        state.expire(&front);
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            stats(&snapshot(&state));
+            last_stats = Instant::now();
+        }
+    }
+    // Requests still waiting or held: tell their devices now rather than at their deadline.
+    let held: Vec<Vec<u8>> = state.edges.keys().cloned().collect();
+    for edge in held {
+        state.drop_edge(&edge, &front, "the broker is shutting down");
+    }
+    while let Some(r) = state.queue.pop_front() {
+        state.answer(
+            &front,
+            &r.device,
+            r.digest,
+            r.request_id,
+            ErrorCode::Unavailable,
+            "the broker is shutting down",
+        );
+    }
+    let last = snapshot(&state);
+    stats(&last);
+    drop((front, back, zap));
+    drop(context);
+    Ok(last)
+}
+
+impl State {
+    /// Sends an error reply to a device, with the digest its request carried.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &mut self,
+        front: &zmq::Socket,
+        device: &[u8],
+        digest: [u8; 32],
+        request_id: u64,
+        code: ErrorCode,
+        text: &str,
+    ) {
+        let mut out = vec![device.to_vec()];
+        out.extend(Message::error(digest, request_id, code, text).encode());
+        let _ = front.send_multipart(out, zmq::DONTWAIT);
+        match code {
+            ErrorCode::Busy => self.stats.busy += 1,
+            ErrorCode::Unavailable => self.stats.unavailable += 1,
+            ErrorCode::Expired => self.stats.expired += 1,
+            _ => self.stats.refused += 1,
+        }
+    }
+
+    fn on_device(
+        &mut self,
+        mut frames: Vec<Vec<u8>>,
+        accept: &Accept,
+        front: &zmq::Socket,
+        config: &BrokerConfig,
+    ) {
+        if frames.len() < 2 {
+            return;
+        }
+        let body = frames.split_off(1);
+        let device = frames.pop().expect("one routing frame");
+        // The broker checks what it can without the plan; the edge checks the rest.
+        let msg = match Message::decode_with(&body, accept) {
+            Ok(msg) => msg,
+            Err(e) => return self.answer(front, &device, [0; 32], e.request_id, e.code, &e.text),
+        };
+        let h = msg.header;
+        if h.kind == MessageType::Ping {
+            if let Err((code, text)) = check_fields(&h) {
+                return self.answer(front, &device, h.plan_digest, h.request_id, code, &text);
+            }
+            let mut out = vec![device];
+            out.extend(
+                Message {
+                    header: Header::new(MessageType::Pong, h.plan_digest, h.request_id),
+                    payload: Payload::Text(String::new()),
+                }
+                .encode(),
+            );
+            if front.send_multipart(out, zmq::DONTWAIT).is_ok() {
+                self.stats.pongs += 1;
+            }
+            return;
+        }
+        if self.edges.is_empty() {
+            return self.answer(
+                front,
+                &device,
+                h.plan_digest,
+                h.request_id,
+                ErrorCode::Unavailable,
+                "no edge is connected to the broker; run locally",
+            );
+        }
+        if self.queue.len() >= config.queue.max(1) {
+            return self.answer(
+                front,
+                &device,
+                h.plan_digest,
+                h.request_id,
+                ErrorCode::Busy,
+                "every edge is busy and the broker's queue is full; run locally or retry",
+            );
+        }
+        let expires = (h.deadline_us > 0)
+            .then(|| Instant::now() + Duration::from_micros(u64::from(h.deadline_us)));
+        self.queue.push_back(Request {
+            device,
+            request_id: h.request_id,
+            digest: h.plan_digest,
+            body,
+            expires,
+        });
+    }
+
+    fn on_edge(
+        &mut self,
+        mut frames: Vec<Vec<u8>>,
+        allowed: bool,
+        front: &zmq::Socket,
+        back: &zmq::Socket,
+    ) {
+        if frames.len() < 2 {
+            return;
+        }
+        let rest = frames.split_off(1);
+        let id = frames.pop().expect("one routing frame");
+        if !allowed {
+            if self.drop_edge(&id, front, "the edge's key was removed from the allow-list") {
+                self.stats.edges_lost += 1;
+            }
+            return;
+        }
+        let now = Instant::now();
+        if let Some(edge) = self.edges.get_mut(&id) {
+            edge.last_heard = now;
+        }
+        match rest.as_slice() {
+            [one] if one.as_slice() == control::HEARTBEAT && !self.edges.contains_key(&id) => {
+                // Not ours (we restarted, or dropped it): ask it to announce itself.
+                let _ = back.send_multipart([id, control::ANNOUNCE.to_vec()], zmq::DONTWAIT);
+            }
+            [one] if one.as_slice() == control::HEARTBEAT => {}
+            [one] if one.as_slice() == control::BYE && self.edges.contains_key(&id) => {
+                self.drop_edge(&id, front, "the edge shut down");
+                self.stats.edges_left += 1;
+            }
+            [one] => {
+                if let Some(workers) = control::parse_ready(one) {
+                    let workers = workers.clamp(1, MAX_WORKERS);
+                    match self.edges.get_mut(&id) {
+                        Some(edge) => edge.workers = workers,
+                        None => {
+                            self.edges.insert(
+                                id.clone(),
+                                Edge {
+                                    workers,
+                                    outstanding: HashMap::new(),
+                                    last_heard: now,
+                                    last_sent: now,
+                                },
+                            );
+                            self.order.push_back(id);
+                            self.stats.edges_joined += 1;
+                        }
+                    }
+                }
+            }
+            [device, header, _payload] => {
+                let key = Header::decode(header)
+                    .ok()
+                    .map(|h| (device.clone(), h.request_id));
+                let held = key
+                    .zip(self.edges.get_mut(&id))
+                    .and_then(|(k, edge)| edge.outstanding.remove(&k));
+                if held.is_some() {
+                    let mut out = vec![device.clone()];
+                    out.extend(rest.into_iter().skip(1));
+                    if front.send_multipart(out, zmq::DONTWAIT).is_ok() {
+                        self.stats.replies += 1;
+                    }
+                } else {
+                    self.stats.stray_replies += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands queued requests to edges with free workers, longest-idle first.
+    fn dispatch(&mut self, front: &zmq::Socket, back: &zmq::Socket) {
+        while !self.queue.is_empty() {
+            let Some(at) = self.order.iter().position(|id| {
+                self.edges
+                    .get(id)
+                    .is_some_and(|e| e.outstanding.len() < e.workers)
+            }) else {
+                return;
+            };
+            let id = self.order.remove(at).expect("found above");
+            let request = self.queue.pop_front().expect("not empty");
+            let mut out = vec![id.clone(), request.device.clone()];
+            out.extend(request.body);
+            match back.send_multipart(out, zmq::DONTWAIT) {
+                Ok(()) => {
+                    let edge = self.edges.get_mut(&id).expect("listed edges are known");
+                    edge.outstanding
+                        .insert((request.device, request.request_id), request.digest);
+                    edge.last_sent = Instant::now();
+                    self.stats.forwarded += 1;
+                    self.order.push_back(id);
+                }
+                Err(_) => {
+                    // Unroutable: the edge is gone. Its requests, and this one, fail now.
+                    self.order.push_back(id.clone());
+                    if self.drop_edge(&id, front, "the edge went away") {
+                        self.stats.edges_lost += 1;
+                    }
+                    self.answer(
+                        front,
+                        &request.device,
+                        request.digest,
+                        request.request_id,
+                        ErrorCode::Unavailable,
+                        "the edge chosen for the request went away; run locally",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends heartbeats that are due, and drops edges silent past the timeout.
+    fn check_edges(&mut self, front: &zmq::Socket, back: &zmq::Socket, heartbeat: &Heartbeat) {
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        for (id, edge) in &mut self.edges {
+            if now.duration_since(edge.last_heard) >= heartbeat.timeout() {
+                dead.push(id.clone());
+            } else if now.duration_since(edge.last_sent) >= heartbeat.interval {
+                match back.send_multipart([id.clone(), control::HEARTBEAT.to_vec()], zmq::DONTWAIT)
+                {
+                    Ok(()) => edge.last_sent = now,
+                    Err(zmq::Error::EAGAIN) => {}
+                    Err(_) => dead.push(id.clone()),
+                }
+            }
+        }
+        for id in dead {
+            if self.drop_edge(&id, front, "the edge stopped answering heartbeats") {
+                self.stats.edges_lost += 1;
+            }
+        }
+    }
+
+    /// Forgets an edge and answers every request it held with `unavailable`; `false`
+    /// when it was not known.
+    fn drop_edge(&mut self, id: &[u8], front: &zmq::Socket, why: &str) -> bool {
+        let Some(edge) = self.edges.remove(id) else {
+            return false;
+        };
+        self.order.retain(|e| e != id);
+        for ((device, request_id), digest) in edge.outstanding {
+            self.answer(
+                front,
+                &device,
+                digest,
+                request_id,
+                ErrorCode::Unavailable,
+                &format!("{why}; run locally"),
+            );
+        }
+        true
+    }
+
+    /// Answers queued requests whose deadline has passed with `expired`.
+    fn expire(&mut self, front: &zmq::Socket) {
+        let now = Instant::now();
+        if !self
+            .queue
+            .iter()
+            .any(|r| r.expires.is_some_and(|t| t <= now))
+        {
+            return;
+        }
+        let (late, keep): (VecDeque<Request>, VecDeque<Request>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|r| r.expires.is_some_and(|t| t <= now));
+        self.queue = keep;
+        for r in late {
+            self.answer(
+                front,
+                &r.device,
+                r.digest,
+                r.request_id,
+                ErrorCode::Expired,
+                "waited at the broker past its deadline; not run",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::transport::{AllowList, KeyPair};
+
+    const DIGEST: [u8; 32] = [9; 32];
+
+    struct Running {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<BrokerStats>>,
+        front: String,
+        back: String,
+        context: zmq::Context,
+    }
+
+    impl Running {
+        fn start(front_security: Security, back_security: Security) -> Self {
+            let port = |_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let (front, back) = (
+                format!("tcp://127.0.0.1:{}", port(0)),
+                format!("tcp://127.0.0.1:{}", port(1)),
+            );
+            let config = BrokerConfig {
+                front: front.clone(),
+                back: back.clone(),
+                front_security,
+                back_security,
+                max_payload: 4096,
+                queue: 16,
+                heartbeat: Heartbeat {
+                    interval: Duration::from_millis(50),
+                    liveness: 3,
+                },
+                reload: None,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                broker(&config, &flag, || tx.send(()).unwrap(), |_| {}).unwrap()
+            });
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            Self {
+                stop,
+                thread: Some(thread),
+                front,
+                back,
+                context: zmq::Context::new(),
+            }
+        }
+
+        fn dealer(&self, address: &str, security: &Security) -> zmq::Socket {
+            let s = self.context.socket(zmq::DEALER).unwrap();
+            s.set_linger(0).unwrap();
+            security.apply_client(&s).unwrap();
+            s.connect(address).unwrap();
+            s
+        }
+
+        fn stop(mut self) -> BrokerStats {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.take().unwrap().join().unwrap()
+        }
+    }
+
+    fn request(id: u64) -> [Vec<u8>; 2] {
+        Message::infer(DIGEST, id, 1, 0, 0, &[4], Payload::U8(vec![1, 2, 3, 4])).encode()
+    }
+
+    fn recv(socket: &zmq::Socket, ms: i64) -> Option<Vec<Vec<u8>>> {
+        (socket.poll(zmq::POLLIN, ms).unwrap() > 0).then(|| socket.recv_multipart(0).unwrap())
+    }
+
+    fn error_code(frames: &[Vec<u8>]) -> Option<ErrorCode> {
+        let m = Message::decode(frames).unwrap();
+        (m.header.kind == MessageType::Error)
+            .then(|| ErrorCode::from_u16(m.header.code))
+            .flatten()
+    }
+
+    /// A fake edge's heartbeat.
+    fn heartbeat(edge: &zmq::Socket) {
+        edge.send(control::HEARTBEAT, 0).unwrap();
+    }
+
+    /// The next request a fake edge is given within `ms`, behaving like a live edge
+    /// meanwhile: heartbeats, and READY when the broker asks it to announce itself.
+    fn take_request(edge: &zmq::Socket, ms: u64) -> Option<Vec<Vec<u8>>> {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            heartbeat(edge);
+            match recv(edge, 40) {
+                Some(frames) if frames.len() == 3 => return Some(frames),
+                Some(frames) if frames == [control::ANNOUNCE.to_vec()] => {
+                    edge.send(control::ready(1), 0).unwrap();
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_silent_edge_is_dropped_and_its_requests_answered_at_once() {
+        let b = Running::start(Security::Null, Security::Null);
+        let edge = b.dealer(&b.back, &Security::Null);
+        edge.send(control::ready(1), 0).unwrap();
+        let device = b.dealer(&b.front, &Security::Null);
+        std::thread::sleep(Duration::from_millis(100));
+        device.send_multipart(request(7), 0).unwrap();
+        // The edge takes the request, then falls silent (a frozen process).
+        let got = take_request(&edge, 2000).expect("the request reaches the edge");
+        assert_eq!(Message::decode(&got[1..]).unwrap().header.request_id, 7);
+        let silent = Instant::now();
+        let reply = recv(&device, 3000).expect("the device hears at once, not at its deadline");
+        let took = silent.elapsed();
+        assert_eq!(error_code(&reply), Some(ErrorCode::Unavailable));
+        assert_eq!(Message::decode(&reply).unwrap().header.request_id, 7);
+        assert!(
+            took < Duration::from_millis(600),
+            "dropped after {took:?} (timeout 150 ms)"
+        );
+        // A request now finds no edge and is refused at once.
+        device.send_multipart(request(8), 0).unwrap();
+        let reply = recv(&device, 1000).unwrap();
+        assert_eq!(error_code(&reply), Some(ErrorCode::Unavailable));
+        // A late reply from the dropped edge is not passed on.
+        let mut late = vec![got[0].clone()];
+        let mut result = Header::new(MessageType::Result, DIGEST, 7);
+        result.exit = 1;
+        late.extend(
+            Message {
+                header: result,
+                payload: Payload::Text(String::new()),
+            }
+            .encode(),
+        );
+        edge.send_multipart(late, 0).unwrap();
+        // A restarted edge (a new connection) rejoins, and serves.
+        let edge2 = b.dealer(&b.back, &Security::Null);
+        edge2.send(control::ready(1), 0).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        device.send_multipart(request(9), 0).unwrap();
+        let got = take_request(&edge2, 2000).expect("the new edge gets requests");
+        let mut out = vec![got[0].clone()];
+        let mut result = Header::new(MessageType::Result, DIGEST, 9);
+        result.exit = 1;
+        out.extend(
+            Message {
+                header: result,
+                payload: Payload::Text(String::new()),
+            }
+            .encode(),
+        );
+        edge2.send_multipart(out, 0).unwrap();
+        let reply = recv(&device, 2000).unwrap();
+        let m = Message::decode(&reply).unwrap();
+        assert_eq!(
+            (m.header.kind, m.header.request_id),
+            (MessageType::Result, 9)
+        );
+        let stats = b.stop();
+        assert_eq!(stats.stray_replies, 1, "nothing from the dropped edge");
+        assert_eq!(stats.edges_lost, 1);
+        assert_eq!(stats.edges_joined, 2);
+        assert_eq!(stats.unavailable, 2);
+        assert_eq!(stats.replies, 1);
+    }
+
+    #[test]
+    fn an_edge_holds_no_more_requests_than_the_workers_it_announced() {
+        let b = Running::start(Security::Null, Security::Null);
+        let edge = b.dealer(&b.back, &Security::Null);
+        for _ in 0..100 {
+            edge.send(control::ready(1), 0).unwrap();
+        }
+        let device = b.dealer(&b.front, &Security::Null);
+        std::thread::sleep(Duration::from_millis(100));
+        for id in 1..=3 {
+            device.send_multipart(request(id), 0).unwrap();
+        }
+        let mut taken = Vec::new();
+        while let Some(frames) = take_request(&edge, 500) {
+            taken.push(frames);
+        }
+        assert_eq!(taken.len(), 1, "100 READYs are still one worker");
+        // Answering frees the worker for the next request.
+        let mut out = vec![taken[0][0].clone()];
+        let id = Message::decode(&taken[0][1..]).unwrap().header.request_id;
+        out.extend(Message::error(DIGEST, id, ErrorCode::Internal, "test").encode());
+        edge.send_multipart(out, 0).unwrap();
+        let next = take_request(&edge, 2000).expect("the next request follows the reply");
+        assert_ne!(Message::decode(&next[1..]).unwrap().header.request_id, id);
+        assert_eq!(b.stop().forwarded, 2);
+    }
+
+    #[test]
+    fn the_broker_answers_pings_itself_and_asks_unknown_edges_to_announce() {
+        let b = Running::start(Security::Null, Security::Null);
+        let device = b.dealer(&b.front, &Security::Null);
+        let ping = Message {
+            header: Header::new(MessageType::Ping, DIGEST, 3),
+            payload: Payload::Text(String::new()),
+        };
+        device.send_multipart(ping.encode(), 0).unwrap();
+        let pong = Message::decode(&recv(&device, 2000).unwrap()).unwrap();
+        assert_eq!(
+            (pong.header.kind, pong.header.request_id),
+            (MessageType::Pong, 3)
+        );
+        assert_eq!(pong.header.plan_digest, DIGEST);
+        // Malformed requests are refused by the broker, with their code.
+        let [h, _] = request(4);
+        device.send_multipart([h, vec![0; 3]], 0).unwrap();
+        assert_eq!(
+            error_code(&recv(&device, 2000).unwrap()),
+            Some(ErrorCode::BadLength)
+        );
+        let stranger = b.dealer(&b.back, &Security::Null);
+        heartbeat(&stranger);
+        assert_eq!(
+            recv(&stranger, 2000).unwrap(),
+            vec![control::ANNOUNCE.to_vec()]
+        );
+        let stats = b.stop();
+        assert_eq!((stats.pongs, stats.refused, stats.forwarded), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_device_key_cannot_register_as_an_edge() {
+        assert!(zmq::has("curve").unwrap());
+        let pair = || {
+            let k = zmq::CurveKeyPair::new().unwrap();
+            KeyPair {
+                public: k.public_key,
+                secret: k.secret_key,
+            }
+        };
+        let (server, device, edge) = (pair(), pair(), pair());
+        let server_side = |allow: &KeyPair| Security::Curve {
+            own: server.clone(),
+            server: None,
+            allow: AllowList::new([allow.public]),
+        };
+        let client = |own: &KeyPair| Security::Curve {
+            own: own.clone(),
+            server: Some(server.public),
+            allow: AllowList::default(),
+        };
+        let b = Running::start(server_side(&device), server_side(&edge));
+        let intruder = b.dealer(&b.back, &client(&device));
+        intruder.send(control::ready(8), 0).unwrap();
+        let d = b.dealer(&b.front, &client(&device));
+        std::thread::sleep(Duration::from_millis(300));
+        d.send_multipart(request(1), 0).unwrap();
+        let reply = recv(&d, 2000).expect("the device is served by the broker");
+        assert_eq!(
+            error_code(&reply),
+            Some(ErrorCode::Unavailable),
+            "no edge registered: the device key was refused at the back end"
+        );
+        assert!(recv(&intruder, 300).is_none());
+        // The edge's key works at the back end.
+        let e = b.dealer(&b.back, &client(&edge));
+        e.send(control::ready(1), 0).unwrap();
+        assert!(take_request(&e, 300).is_none(), "nothing to take yet");
+        d.send_multipart(request(2), 0).unwrap();
+        let got = take_request(&e, 3000).expect("the listed edge gets the request");
+        assert_eq!(Message::decode(&got[1..]).unwrap().header.request_id, 2);
+        let stats = b.stop();
+        assert!(stats.zap_denied >= 1, "{stats:?}");
+        assert_eq!(stats.edges_joined, 1);
+    }
+}
