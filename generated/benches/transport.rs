@@ -152,6 +152,7 @@ fn throughput(engine: EngineKind, devices: usize, seconds: f64) -> f64 {
                 security: Security::Null,
                 reload: None,
                 heartbeat: Default::default(),
+                metrics: None,
             };
             serve(
                 &engine,

@@ -18,13 +18,14 @@
 //!   register as an edge; a key removed from a list stops working within a second.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::edge::{Heartbeat, check_fields, control, max_frame_bytes};
+use crate::metrics::{Timings, broker_text, serve_metrics};
 use crate::wire::protocol::{Accept, ErrorCode, Header, Message, MessageType, Payload};
 use crate::wire::transport::{
     Security, TransportError, ZAP_DOMAIN, ZAP_DOMAIN_EDGES, recv_authenticated, start_zap, zmq_err,
@@ -54,6 +55,8 @@ pub struct BrokerConfig {
     /// Set (by SIGHUP) to reload both allow-lists now; they also reload when their files
     /// change.
     pub reload: Option<Arc<AtomicBool>>,
+    /// Serve Prometheus metrics over HTTP here (e.g. `127.0.0.1:9101`).
+    pub metrics: Option<String>,
 }
 
 /// Counters of the [`broker`].
@@ -105,6 +108,7 @@ struct Request {
     device: Vec<u8>,
     request_id: u64,
     digest: [u8; 32],
+    received: Instant,
     body: Vec<Vec<u8>>,
     expires: Option<Instant>,
 }
@@ -112,8 +116,9 @@ struct Request {
 /// An edge the broker knows.
 struct Edge {
     workers: usize,
-    /// Requests it holds, by (device routing id, request id), with their plan digest.
-    outstanding: HashMap<(Vec<u8>, u64), [u8; 32]>,
+    /// Requests it holds, by (device routing id, request id): their plan digest, and
+    /// when they were forwarded.
+    outstanding: HashMap<(Vec<u8>, u64), ([u8; 32], Instant)>,
     last_heard: Instant,
     last_sent: Instant,
 }
@@ -125,6 +130,7 @@ struct State {
     order: VecDeque<Vec<u8>>,
     queue: VecDeque<Request>,
     stats: BrokerStats,
+    timings: Timings,
 }
 
 /// Runs the broker until `stop` is set; `ready` is called once both ends listen.
@@ -193,7 +199,21 @@ pub fn broker(
         order: VecDeque::new(),
         queue: VecDeque::new(),
         stats: BrokerStats::default(),
+        timings: Timings::default(),
     };
+    // What the metrics endpoint shows: the loop publishes a snapshot every 100 ms.
+    let published = Arc::new(Mutex::new(BrokerStats::default()));
+    let metrics = match &config.metrics {
+        Some(address) => {
+            let (published, timings) = (Arc::clone(&published), state.timings.clone());
+            Some(serve_metrics(address, move || {
+                let stats = published.lock().map(|s| s.clone()).unwrap_or_default();
+                broker_text(&stats, &timings)
+            })?)
+        }
+        None => None,
+    };
+    let mut last_published = Instant::now();
     let accept = Accept::requests(config.max_payload);
     let mut last_stats = Instant::now();
     let snapshot = |state: &State| {
@@ -254,6 +274,12 @@ pub fn broker(
         state.dispatch(&front, &back);
         state.check_edges(&front, &back, &config.heartbeat);
         state.expire(&front);
+        if metrics.is_some() && last_published.elapsed() >= Duration::from_millis(100) {
+            if let Ok(mut p) = published.lock() {
+                *p = snapshot(&state);
+            }
+            last_published = Instant::now();
+        }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             stats(&snapshot(&state));
             last_stats = Instant::now();
@@ -276,7 +302,7 @@ pub fn broker(
     }
     let last = snapshot(&state);
     stats(&last);
-    drop((front, back, zap));
+    drop((front, back, zap, metrics));
     drop(context);
     Ok(last)
 }
@@ -365,6 +391,7 @@ impl State {
             device,
             request_id: h.request_id,
             digest: h.plan_digest,
+            received: Instant::now(),
             body,
             expires,
         });
@@ -430,7 +457,10 @@ impl State {
                 let held = key
                     .zip(self.edges.get_mut(&id))
                     .and_then(|(k, edge)| edge.outstanding.remove(&k));
-                if held.is_some() {
+                if let Some((_, forwarded)) = held {
+                    self.timings
+                        .compute
+                        .observe(forwarded.elapsed().as_secs_f64());
                     let mut out = vec![device.clone()];
                     out.extend(rest.into_iter().skip(1));
                     if front.send_multipart(out, zmq::DONTWAIT).is_ok() {
@@ -461,8 +491,12 @@ impl State {
             match back.send_multipart(out, zmq::DONTWAIT) {
                 Ok(()) => {
                     let edge = self.edges.get_mut(&id).expect("listed edges are known");
+                    let now = Instant::now();
+                    self.timings
+                        .queue
+                        .observe(now.duration_since(request.received).as_secs_f64());
                     edge.outstanding
-                        .insert((request.device, request.request_id), request.digest);
+                        .insert((request.device, request.request_id), (request.digest, now));
                     edge.last_sent = Instant::now();
                     self.stats.forwarded += 1;
                     self.order.push_back(id);
@@ -516,7 +550,7 @@ impl State {
             return false;
         };
         self.order.retain(|e| e != id);
-        for ((device, request_id), digest) in edge.outstanding {
+        for ((device, request_id), (digest, _)) in edge.outstanding {
             self.answer(
                 front,
                 &device,
@@ -593,6 +627,7 @@ mod tests {
                     liveness: 3,
                 },
                 reload: None,
+                metrics: None,
             };
             let stop = Arc::new(AtomicBool::new(false));
             let (tx, rx) = std::sync::mpsc::channel();

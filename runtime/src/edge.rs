@@ -12,11 +12,13 @@ use serde::Serialize;
 
 use crate::LayerTable;
 use crate::engine::{Activation, Engine};
+use crate::metrics::{Timings, edge_text, serve_metrics};
 use crate::model::normalize;
 use crate::slowdown::run_slice;
 use crate::wire::protocol::{Accept, Dtype, ErrorCode, Header, Message, MessageType, Payload};
 use crate::wire::transport::{
-    Security, TransportError, ZAP_DOMAIN, Zap, recv_authenticated, start_zap, zmq_err,
+    AllowList, Security, TransportError, ZAP_DOMAIN, ZapCounters, recv_authenticated, start_zap,
+    zmq_err,
 };
 
 /// What the edge serves: the plan digest devices must present, and the input normalisation.
@@ -81,6 +83,8 @@ pub struct EdgeConfig {
     pub reload: Option<Arc<AtomicBool>>,
     /// Heartbeats with the broker ([`Endpoint::Broker`] only).
     pub heartbeat: Heartbeat,
+    /// Serve Prometheus metrics over HTTP here (e.g. `127.0.0.1:9100`).
+    pub metrics: Option<String>,
 }
 
 /// Heartbeats between a broker and its edges, both ways (the zguide's "Paranoid
@@ -130,10 +134,12 @@ pub struct EdgeCounters {
     pub compute_us: AtomicU64,
     /// Times the edge reconnected to a silent broker.
     pub reconnects: AtomicU64,
+    /// Histograms of queue and compute time (for `--metrics`).
+    pub timings: Timings,
 }
 
 /// A snapshot of [`EdgeCounters`] for humans and JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EdgeStats {
     /// Seconds since the server started.
     pub uptime_s: f64,
@@ -181,7 +187,12 @@ impl EdgeCounters {
     }
 
     /// The current values.
-    pub fn snapshot(&self, started: Instant, zap: Option<&Zap>) -> EdgeStats {
+    pub fn snapshot(
+        &self,
+        started: Instant,
+        zap: Option<&ZapCounters>,
+        allow: Option<&AllowList>,
+    ) -> EdgeStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let results = load(&self.results);
         let errors_by_code: std::collections::BTreeMap<String, u64> = ErrorCode::ALL
@@ -208,11 +219,11 @@ impl EdgeCounters {
             queue_ms_max: load(&self.queue_us_max) as f64 / 1e3,
             compute_ms_mean: per(load(&self.compute_us)),
             results_per_s: results as f64 / uptime_s.max(1e-9),
-            zap_allowed: zap.map_or(0, |z| load(&z.counters.allowed)),
-            zap_denied: zap.map_or(0, |z| load(&z.counters.denied)),
-            zap_revoked: zap.map_or(0, |z| load(&z.counters.revoked)),
-            allow_reloads: zap.map_or(0, |z| load(&z.counters.reloads)),
-            allow_keys: zap.map_or(0, |z| z.keys() as u64),
+            zap_allowed: zap.map_or(0, |z| load(&z.allowed)),
+            zap_denied: zap.map_or(0, |z| load(&z.denied)),
+            zap_revoked: zap.map_or(0, |z| load(&z.revoked)),
+            allow_reloads: zap.map_or(0, |z| load(&z.reloads)),
+            allow_keys: allow.map_or(0, |a| a.len() as u64),
             reconnects: load(&self.reconnects),
         }
     }
@@ -263,6 +274,24 @@ pub fn serve(
     let mut front = Front::open(&context, config, plan)?;
 
     let counters = Arc::new(EdgeCounters::default());
+    let zap_counters = zap.as_ref().map(|z| Arc::clone(&z.counters));
+    let allow = match config.endpoint {
+        Endpoint::Bind(_) => config.security.allow_list().cloned(),
+        Endpoint::Broker(_) => None,
+    };
+    let snapshot = {
+        let (counters, zap, allow) = (Arc::clone(&counters), zap_counters, allow);
+        move || counters.snapshot(started, zap.as_deref(), allow.as_ref())
+    };
+    let metrics = match &config.metrics {
+        Some(address) => {
+            let (snapshot, timings) = (snapshot.clone(), counters.timings.clone());
+            Some(serve_metrics(address, move || {
+                edge_text(&snapshot(), &timings)
+            })?)
+        }
+        None => None,
+    };
     let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
     let queue = Arc::new(Mutex::new(queue));
     let mut workers = Vec::new();
@@ -286,7 +315,6 @@ pub fn serve(
     ready();
 
     let mut last_stats = Instant::now();
-    let snapshot = |counters: &EdgeCounters| counters.snapshot(started, zap.as_ref());
     while !stop.load(Ordering::Relaxed) {
         let mut items = [
             front.socket.as_poll_item(zmq::POLLIN),
@@ -327,7 +355,7 @@ pub fn serve(
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
-            stats(&snapshot(&counters));
+            stats(&snapshot());
             last_stats = Instant::now();
         }
     }
@@ -348,11 +376,11 @@ pub fn serve(
         front.send(frames);
     }
     front.leave();
-    let last = snapshot(&counters);
+    let last = snapshot();
     stats(&last);
     // Close every socket and stop the ZAP thread, so that dropping the context ends it:
     // zmq_ctx_term then flushes what the front socket still holds (its linger).
-    drop((front, results, zap));
+    drop((front, results, zap, metrics));
     drop(context);
     Ok(last)
 }
@@ -760,6 +788,7 @@ fn run_job(
         .and_then(|x| run_slice(engine, exit, p..n, &x));
     match outcome {
         Ok((logits, took)) => {
+            counters.timings.observe(queued, took);
             let values = logits.to_values();
             let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
             let mut header = Header::new(MessageType::Result, plan.digest, h.request_id);

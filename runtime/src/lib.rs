@@ -16,6 +16,7 @@ pub mod broker;
 pub mod device;
 pub mod edge;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod slowdown;

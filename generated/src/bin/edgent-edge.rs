@@ -39,6 +39,9 @@ enum Command {
         /// Write the counters as JSON to this file every second (and at shutdown).
         #[arg(long)]
         stats: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -74,6 +77,9 @@ enum Command {
         /// Write the counters as JSON to this file every second (and at shutdown).
         #[arg(long)]
         stats: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
         #[command(flatten)]
@@ -108,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             queue,
             stats,
+            metrics,
             engine,
             threads,
             keys,
@@ -135,6 +142,7 @@ fn main() -> anyhow::Result<()> {
                 security,
                 reload: Some(reload_on_sighup()?),
                 heartbeat: heartbeat.heartbeat(),
+                metrics,
             };
             let mut stats_error = None;
             let last = serve(
@@ -168,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             back,
             queue,
             stats,
+            metrics,
             keys,
             heartbeat,
             allow,
@@ -182,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                 queue: queue as usize,
                 heartbeat: heartbeat.heartbeat(),
                 reload: Some(reload_on_sighup()?),
+                metrics,
             };
             let stop = stop_on_signals()?;
             let mut stats_error = None;
