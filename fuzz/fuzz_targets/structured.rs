@@ -31,8 +31,19 @@ fn corpus() -> mutate::Corpus {
         input: vec![1, 32, 32],
         classes: 10,
         boundaries: vec![
-            vec![vec![1, 32, 32], vec![32, 32, 32], vec![32, 16, 16], vec![32, 4, 4]],
-            vec![vec![1, 32, 32], vec![96, 8, 8], vec![64, 4, 4], vec![256], vec![128]],
+            vec![
+                vec![1, 32, 32],
+                vec![32, 32, 32],
+                vec![32, 16, 16],
+                vec![32, 4, 4],
+            ],
+            vec![
+                vec![1, 32, 32],
+                vec![96, 8, 8],
+                vec![64, 4, 4],
+                vec![256],
+                vec![128],
+            ],
         ],
         max_payload: 128 << 10,
     };
@@ -67,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from_le_bytes(*seed));
     let case = corpus.case(&mut rng);
     if let Ok(msg) = protocol::Message::decode(&case.frames) {
-        assert_eq!(msg.encode().to_vec(), case.frames, "re-encodes to the same frames");
+        assert_eq!(
+            msg.encode().to_vec(),
+            case.frames,
+            "re-encodes to the same frames"
+        );
     }
     let accept = protocol::Accept::requests(128 << 10);
     if let Ok(msg) = protocol::Message::decode_with(&case.frames, &accept) {

@@ -776,7 +776,7 @@ mod tests {
         // The oracle's own verdicts, against hand-made frames.
         let [h, p] = image.encode();
         assert_eq!(
-            expected(&[h.clone()], &Accept::ANY),
+            expected(std::slice::from_ref(&h), &Accept::ANY),
             Expected::Code(ErrorCode::BadFrames)
         );
         let mut bad = h.clone();
