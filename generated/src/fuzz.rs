@@ -39,7 +39,7 @@ pub struct FuzzArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Threads for the in-process run (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "socket")]
     pub threads: usize,
     /// Directories of `.frames` files to mutate as well (e.g. fuzz/regressions).
     #[arg(long, value_name = "DIR")]
@@ -57,13 +57,13 @@ pub struct FuzzArgs {
     #[arg(long)]
     pub socket: bool,
     /// With --socket: a valid request checked every this many cases.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), requires = "socket")]
     pub check_every: u64,
     /// With --socket: the oversized frame sent at the end, MiB (0: none).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, requires = "socket")]
     pub oversize_mib: usize,
     /// With --socket: how long to wait for each reply, ms.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, requires = "socket")]
     pub reply_timeout_ms: u64,
 }
 
