@@ -18,9 +18,9 @@ pub struct FuzzArgs {
     /// Seed of the run: the same seed gives the same cases.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Threads for the in-process run (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Threads for the in-process run (default: one per core).
+    #[arg(long, conflicts_with = "socket")]
+    threads: Option<usize>,
     /// Directories of `.frames` files to mutate as well (e.g. fuzz/regressions).
     #[arg(long, value_name = "DIR")]
     corpus: Vec<PathBuf>,
@@ -30,11 +30,11 @@ pub struct FuzzArgs {
     /// Send the cases to a live `edgent-edge serve --insecure` on loopback.
     #[arg(long)]
     socket: bool,
-    /// With --socket: a valid request checked every this many cases.
-    #[arg(long)]
+    /// With --socket: a valid request checked every this many cases (default 500).
+    #[arg(long, requires = "socket")]
     check_every: Option<u64>,
-    /// With --socket: the oversized frame sent at the end, MiB (0: none).
-    #[arg(long)]
+    /// With --socket: the oversized frame sent at the end, MiB (default 300; 0: none).
+    #[arg(long, requires = "socket")]
     oversize_mib: Option<usize>,
     /// Print one JSON object instead of the report.
     #[arg(long)]
@@ -50,9 +50,11 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<()> {
     command
         .arg("fuzz")
         .args(["--seed", &args.seed.to_string()])
-        .args(["--threads", &args.threads.to_string()])
         .arg("--out")
         .arg(&out);
+    if let Some(t) = args.threads {
+        command.args(["--threads", &t.to_string()]);
+    }
     if let Some(n) = args.iterations {
         command.args(["--iterations", &n.to_string()]);
     }
