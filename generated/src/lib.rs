@@ -2,6 +2,7 @@
 //! [`plan`]), the embedded weights, and what the `edgent-device` and `edgent-edge`
 //! binaries share.
 
+pub mod fuzz;
 pub mod net;
 pub mod output;
 pub mod units;

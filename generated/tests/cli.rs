@@ -60,6 +60,12 @@ fn each_subcommand_lists_the_flags_it_uses() {
             ],
             &["--threads", "--server-key"],
         ),
+        (
+            EDGE,
+            "fuzz",
+            &["--iterations", "--seed", "--corpus", "--out", "--socket"],
+            &["--key", "--allow", "--server-key", "--workers"],
+        ),
     ] {
         let text = help(binary, subcommand);
         for flag in present {
@@ -86,6 +92,8 @@ fn flags_of_one_mode_are_refused_in_the_other() {
         ),
         (vec!["serve", "--server-key", "x.pub"], "--broker"),
         (vec!["serve", "--insecure", "--key", "x.key"], "--key"),
+        (vec!["fuzz", "--oversize-mib", "5"], "--socket"),
+        (vec!["fuzz", "--socket", "--threads", "2"], "--threads"),
     ] {
         let out = Command::new(EDGE).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");

@@ -7,7 +7,8 @@
 //! * [`wire`] — the protocol (frames, header, error codes) and the ZeroMQ transport (CURVE, ZAP);
 //! * [`device`] — the device client: link estimate, its half of the chain, local fallback;
 //! * [`edge`] — the edge server, its workers, and the load-balancing broker;
-//! * [`slowdown`] — the emulated slow device (a slice run layer by layer, each stretched).
+//! * [`slowdown`] — the emulated slow device (a slice run layer by layer, each stretched);
+//! * [`fuzz`] — the fuzzer's oracle: decoder and admission checked against PROTOCOL.md.
 //!
 //! Training lives in `trainer`, profiling and latency fitting in `toolchain`; neither is a
 //! dependency of this crate.
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod device;
 pub mod edge;
 pub mod engine;
+pub mod fuzz;
 pub mod metrics;
 pub mod model;
 pub mod plan;

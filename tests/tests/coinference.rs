@@ -1,6 +1,6 @@
-//! Co-inference across real processes over ZeroMQ: the split is exact, bad input never
-//! hurts the edge, the allow-list holds, a dead edge costs no answer, many devices and a
-//! broker work.
+//! Co-inference across real processes over ZeroMQ: the split is exact, bad input (and an
+//! oversized frame) never hurts the edge, the allow-list holds, a dead edge costs no answer,
+//! many devices and a broker work.
 
 mod common;
 
@@ -249,6 +249,70 @@ fn malformed_requests_get_error_replies_and_the_edge_keeps_serving() {
     let stats = edge.stop();
     assert_eq!(stats["results"], 1);
     assert_eq!(stats["errors"].as_u64().unwrap(), cases.len() as u64 + 2000);
+}
+
+/// Resident memory of process `pid`, KiB (`VmRSS` in `/proc/PID/status`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_oversized_frame_is_dropped_unread_and_the_edge_keeps_serving() {
+    let _serial = serial();
+    let mut edge = Server::edge(&flags(&["--insecure"]), &[]);
+    let pid = edge.child.as_ref().unwrap().id();
+    let good = Message::infer(
+        plan_digest(),
+        21,
+        5,
+        0,
+        0,
+        &[1, 32, 32],
+        Payload::U8(vec![77; 1024]),
+    );
+    let answered = |client: &RawClient| {
+        client.send(&good.encode());
+        let reply = client.reply();
+        assert_eq!(reply.header.kind, MessageType::Result, "{reply:?}");
+        assert_eq!(reply.header.request_id, 21);
+    };
+    // One request first, so that the baseline holds what serving costs.
+    let client = RawClient::new(&edge.endpoint);
+    answered(&client);
+    let before = rss_kib(pid);
+    // 256 MiB in one frame: the plan's largest tensor is 128 KiB, so libzmq (ZMQ_MAXMSGSIZE)
+    // drops the frame and that connection when it reads the frame's size.
+    let size = 256 << 20;
+    let big = RawClient::new(&edge.endpoint);
+    let [header, _] = good.encode();
+    big.socket
+        .send_multipart(vec![header, vec![0xA5u8; size]], 0)
+        .unwrap();
+    assert_eq!(
+        big.socket.poll(zmq::POLLIN, 2000).unwrap(),
+        0,
+        "an oversized frame got a reply"
+    );
+    // A fresh connection is served, and so is the first one.
+    answered(&RawClient::new(&edge.endpoint));
+    answered(&client);
+    let after = rss_kib(pid);
+    assert!(
+        after < before + (size as u64 >> 10) / 8,
+        "the edge grew from {before} KiB to {after} KiB after a {size}-byte frame"
+    );
+    assert!(
+        edge.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the edge is running"
+    );
+    let stats = edge.stop();
+    assert_eq!(stats["results"], 3);
+    assert_eq!(
+        stats["errors"], 0,
+        "the frame was never read, so never answered"
+    );
 }
 
 #[test]

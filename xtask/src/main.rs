@@ -2,6 +2,7 @@
 
 mod bench;
 mod experiments;
+mod fuzz;
 mod generate;
 mod lab;
 mod latency;
@@ -39,6 +40,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Check that the README's commands (tests, xtask, the binaries) share one build of burn.
     OneBuild(one_build::OneBuildArgs),
+    /// Fuzz the wire protocol's decoder and the edge's admission checks with mutated valid
+    /// messages (`edgent-edge fuzz`), in process or against a live edge (--socket).
+    Fuzz(fuzz::FuzzArgs),
     /// Reproduce the paper's evaluation over tc-shaped links (needs root); writes report.md.
     Experiments(experiments::ExperimentsArgs),
 }
@@ -60,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Experiments(args) => experiments::run(args),
         Command::OneBuild(args) => one_build::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }

@@ -97,6 +97,10 @@ enum Command {
     Keygen(KeygenArgs),
     /// Print what was compiled in and check that the embedded weights load.
     Info,
+    /// Fuzz the protocol decoder and the edge's admission checks with mutated valid
+    /// messages of every type, in this process (all cores) or, with --socket, against a
+    /// live `edgent-edge serve --insecure` on loopback. Fails if any case fails.
+    Fuzz(generated::fuzz::FuzzArgs),
 }
 
 fn write_stats(path: &std::path::Path, stats: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -218,6 +222,10 @@ fn main() -> anyhow::Result<()> {
             outln!("{}", serde_json::to_string(&last)?);
         }
         Command::Keygen(args) => args.run()?,
+        Command::Fuzz(args) => {
+            let exe = std::env::current_exe().context("cannot find this binary")?;
+            generated::fuzz::run(&args, &exe)?;
+        }
         Command::Info => {
             let engine = generated::load_engine(
                 generated::planned_engine(plan::EDGE_ENGINE),
