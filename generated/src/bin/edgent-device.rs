@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use generated::net::{KeyArgs, KeygenArgs, ThreadArgs};
 use generated::outln;
-use generated::units::{parse_bandwidth, parse_duration_ms};
+use generated::units::{parse_bandwidth, parse_deadline_ms, parse_duration_ms};
 use generated::{EngineArgs, device_plan, normalize, plan, read_image};
 use runtime::Activation;
 use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
@@ -30,11 +30,11 @@ struct Cli {
 enum Command {
     /// Print the plan for a bandwidth and a deadline: exit, partition, predicted breakdown.
     Plan {
-        /// Uplink bandwidth, e.g. 400kbit, 1.5Mbit.
+        /// Uplink bandwidth, e.g. 400kbit, 1.5Mbit/s, 50kB/s (b: bits, B: bytes).
         #[arg(long, value_parser = parse_bandwidth)]
         bandwidth: f64,
-        /// Latency requirement, e.g. 300ms, 1s.
-        #[arg(long, value_parser = parse_duration_ms)]
+        /// Latency requirement, e.g. 300ms, 1s (at most an hour).
+        #[arg(long, value_parser = parse_deadline_ms)]
         deadline: f64,
         /// Round-trip overhead per request, e.g. 5ms.
         #[arg(long, value_parser = parse_duration_ms, default_value = "0ms")]
@@ -67,8 +67,8 @@ enum Command {
         /// Image file: binary PGM (28×28 or 32×32) or raw u8 pixels [C, 32, 32].
         #[arg(long)]
         input: PathBuf,
-        /// Latency requirement, e.g. 300ms.
-        #[arg(long, value_parser = parse_duration_ms)]
+        /// Latency requirement, e.g. 300ms (at most an hour).
+        #[arg(long, value_parser = parse_deadline_ms)]
         deadline: f64,
         #[command(flatten)]
         edge: EdgeArgs,
@@ -79,8 +79,8 @@ enum Command {
     /// Classify a whole data set with the edge; report accuracy, deadline hit rate and
     /// latency percentiles.
     Eval {
-        /// Latency requirement per image, e.g. 300ms.
-        #[arg(long, value_parser = parse_duration_ms)]
+        /// Latency requirement per image, e.g. 300ms (at most an hour).
+        #[arg(long, value_parser = parse_deadline_ms)]
         deadline: f64,
         /// Data set directory (default: Debian's Fashion-MNIST).
         #[arg(long)]
