@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::engine::{Activation, Engine};
 use crate::model::entropy::argmax;
 use crate::model::{ModelError, normalize};
-use crate::plan::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
+use crate::plan::{Decision, ExitTable, Link, Policy, choose, decide_policy, decide_tables};
 use crate::slowdown::Slowdown;
 use crate::slowdown::{Emulation, LayerClock, run_slice_clocked};
 use crate::wire::protocol::{ErrorCode, Header, Message, MessageType, Payload};
@@ -55,18 +55,25 @@ impl DevicePlan {
         self.tables[exit - 1].pairs[self.chain_len(exit)].device_ms
     }
 
-    /// The most accurate exit whose local run takes at most `budget_ms` by `cost` (the
-    /// fastest exit when none does).
+    /// The most accurate exit whose local run takes at most `budget_ms` by `cost`, by the
+    /// planner's rule (among equally accurate exits the cheaper, then the deeper; see
+    /// [`crate::plan::decide`]); the fastest exit when none fits.
     pub fn best_local(&self, budget_ms: f64, cost: impl Fn(usize) -> f64) -> usize {
-        self.by_accuracy
-            .iter()
-            .map(|&i| i + 1)
-            .find(|&e| cost(e) <= budget_ms)
-            .unwrap_or_else(|| {
-                (1..=self.tables.len())
-                    .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
-                    .expect("at least one exit")
-            })
+        let local = |i: usize| {
+            let exit = i + 1;
+            let ms = cost(exit);
+            let plan = Decision {
+                exit,
+                partition: self.chain_len(exit),
+                feasible: ms <= budget_ms,
+                predicted_ms: ms,
+                device_ms: ms,
+                network_ms: 0.0,
+                edge_ms: 0.0,
+            };
+            (self.tables[i].accuracy, plan)
+        };
+        choose(self.by_accuracy.iter().map(|&i| local(i))).exit
     }
 }
 
@@ -1123,5 +1130,52 @@ mod tests {
         assert!((e.link_at(now).bandwidth_bps - 20e3).abs() < 1.0);
         let later = now + LinkEstimator::MAX_AGE + Duration::from_millis(1);
         assert!((e.link_at(later).bandwidth_bps - 100e3).abs() < 1.0);
+    }
+
+    #[test]
+    fn the_fallback_exit_follows_the_planner_rule_on_ties() {
+        let accuracy = [0.8, 0.9, 0.9, 0.95, 0.95];
+        let tables = (1..=5)
+            .map(|exit| ExitTable {
+                exit,
+                accuracy: accuracy[exit - 1],
+                pairs: leak(vec![
+                    crate::plan::PairCost {
+                        device_ms: 0.0,
+                        edge_ms: 1.0,
+                        bytes: 1024,
+                    },
+                    crate::plan::PairCost {
+                        device_ms: 10.0,
+                        edge_ms: 0.0,
+                        bytes: 0,
+                    },
+                ]),
+                envelope: leak(vec![crate::plan::Segment {
+                    from_x: 0.0,
+                    partition: 0,
+                }]),
+            })
+            .collect();
+        let plan = DevicePlan {
+            digest: [0; 32],
+            tables: leak(tables),
+            by_accuracy: &[4, 3, 2, 1, 0],
+            mean: &[0.5],
+            std: &[0.25],
+            input: &[1, 32, 32],
+        };
+        let cost = |exit: usize| [30.0, 60.0, 60.0, 90.0, 100.0][exit - 1];
+        // Exits 4 and 5 fit and are as accurate: the cheaper, exit 4.
+        assert_eq!(plan.best_local(120.0, cost), 4);
+        assert_eq!(plan.best_local(95.0, cost), 4);
+        // Exits 2 and 3 as accurate and as costly: the deeper.
+        assert_eq!(plan.best_local(70.0, cost), 3);
+        // Nothing fits: the fastest.
+        assert_eq!(plan.best_local(10.0, cost), 1);
+    }
+
+    fn leak<T>(items: Vec<T>) -> &'static [T] {
+        Box::leak(items.into_boxed_slice())
     }
 }
