@@ -322,7 +322,8 @@ pub struct DeviceConfig {
     pub fixed_link: Option<Link>,
     /// The estimate before the first measurement.
     pub initial_link: Link,
-    /// Bytes of the bandwidth probe sent at start (0: no probe).
+    /// Payload bytes of each ping of the bandwidth probe at start (0: no probe); see
+    /// [`DeviceClient::probe`].
     pub probe_bytes: usize,
     /// Margin kept for the local fallback: its predicted time × this factor.
     pub fallback_margin: f64,
@@ -517,6 +518,214 @@ impl InFlight {
     }
 }
 
+/// Most payload bytes the start-up probe keeps in flight: at 100 kbit/s, what it leaves
+/// queued behind a burst drains in 1.3 s; on a path of round trip `r`, it cannot measure
+/// more than 16 KiB per `r` (3.3 Mbit/s at 40 ms).
+const PROBE_MAX_IN_FLIGHT: usize = 16 << 10;
+
+/// Most payload bytes the start-up probe sends; it stops sooner once the rate is steady.
+const PROBE_MAX_BYTES: usize = 4 << 20;
+
+/// A stretch of the probe's pongs lasts at least this long, and four round trips…
+const PROBE_MIN_STRETCH: Duration = Duration::from_millis(50);
+
+/// …and spans at least this many intervals between clumps of pongs.
+const PROBE_MIN_INTERVALS: usize = 2;
+
+/// Two successive stretches agree when their rates differ by less than this factor.
+const PROBE_AGREEMENT: f64 = 1.15;
+
+/// Payload bytes that arrived over a stretch of a transfer, and its time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stretch {
+    bytes: u64,
+    ms: f64,
+}
+
+impl Stretch {
+    fn bandwidth_bps(&self) -> f64 {
+        self.bytes as f64 * 8e3 / self.ms
+    }
+}
+
+/// Pongs that arrive within this time of the first of a clump belong to it: a link (or
+/// TCP behind it) that delivers in aggregates hands over several pings at once.
+const PROBE_CLUMP: Duration = Duration::from_millis(1);
+
+/// Pongs arriving together (within [`PROBE_CLUMP`] of the first).
+#[derive(Debug, Clone, Copy)]
+struct Clump {
+    first: Instant,
+    last: Instant,
+    /// Pongs in it and in every clump before it.
+    pongs_so_far: u64,
+}
+
+/// The arrival of the pongs of a train of equal pings, in clumps (see [`measure_uplink`]).
+/// Stretches run from the last pong of a clump to the last pong of a later one, so that a
+/// clump is never cut in two (which would count its pings at the wrong time).
+#[derive(Debug)]
+struct RateProbe {
+    ping_bytes: u64,
+    /// The shortest stretch: [`PROBE_MIN_STRETCH`], or four round trips (pongs come in
+    /// clumps of one window per round trip).
+    min_stretch: Duration,
+    clumps: Vec<Clump>,
+}
+
+impl RateProbe {
+    fn new(ping_bytes: u64, round_trip: Duration) -> Self {
+        Self {
+            ping_bytes,
+            min_stretch: PROBE_MIN_STRETCH.max(round_trip * 4),
+            clumps: Vec::new(),
+        }
+    }
+
+    fn pong(&mut self, at: Instant) {
+        let pongs_so_far = self.clumps.last().map_or(0, |c| c.pongs_so_far) + 1;
+        match self.clumps.last_mut() {
+            Some(clump) if at.saturating_duration_since(clump.first) < PROBE_CLUMP => {
+                clump.last = at;
+                clump.pongs_so_far = pongs_so_far;
+            }
+            _ => self.clumps.push(Clump {
+                first: at,
+                last: at,
+                pongs_so_far,
+            }),
+        }
+    }
+
+    /// Clumps `start..=end` as a stretch: the pings after clump `start` arrived in the time
+    /// from its last pong to the last pong of clump `end`.
+    fn stretch(&self, start: usize, end: usize) -> Stretch {
+        let (from, to) = (self.clumps[start], self.clumps[end]);
+        Stretch {
+            bytes: (to.pongs_so_far - from.pongs_so_far) * self.ping_bytes,
+            ms: to.last.saturating_duration_since(from.last).as_secs_f64() * 1e3,
+        }
+    }
+
+    /// Where the stretch ending at clump `end` starts: the latest clump at least
+    /// [`PROBE_MIN_INTERVALS`] clumps and the shortest stretch before it.
+    fn stretch_start(&self, end: usize) -> Option<usize> {
+        let last = end.checked_sub(PROBE_MIN_INTERVALS)?;
+        (0..=last).rev().find(|&i| {
+            self.clumps[end]
+                .last
+                .saturating_duration_since(self.clumps[i].last)
+                >= self.min_stretch
+        })
+    }
+
+    /// Once the last two stretches agree on the rate: both together. Only clumps that are
+    /// over count: the last one may still grow.
+    fn steady(&self) -> Option<Stretch> {
+        let end = self.clumps.len().checked_sub(2)?;
+        let middle = self.stretch_start(end)?;
+        let start = self.stretch_start(middle)?;
+        let ratio =
+            self.stretch(start, middle).bandwidth_bps() / self.stretch(middle, end).bandwidth_bps();
+        (ratio < PROBE_AGREEMENT && ratio * PROBE_AGREEMENT > 1.0).then(|| self.stretch(start, end))
+    }
+
+    /// The best there is when the probe ran out of time or bytes before the rate held
+    /// steady: the last stretch, or every pong after the first clump.
+    fn latest(&self) -> Option<Stretch> {
+        let end = self.clumps.len().checked_sub(1)?;
+        let stretch = self.stretch(self.stretch_start(end).unwrap_or(0), end);
+        (stretch.bytes > 0 && stretch.ms > 0.0).then_some(stretch)
+    }
+}
+
+/// Where the start-up probe's pings go: the edge (through [`Pinger`]), or a simulated link
+/// in tests.
+trait PingLink {
+    /// Sends a ping padded with `bytes`; its id and when it left, or `None` if it could not
+    /// be sent in time.
+    fn send(&mut self, bytes: usize) -> Option<(u64, Instant)>;
+
+    /// When the pong of ping `id` arrived, or `None` if it did not in time.
+    fn pong(&mut self, id: u64) -> Option<Instant>;
+}
+
+/// Measures the uplink with pings padded with `bytes`, sent as their pongs come back:
+/// two in flight at first, one more for each pong back within twice the empty round trip
+/// `round_trip` (+ 1 ms), up to [`PROBE_MAX_IN_FLIGHT`] bytes — a slow start, so that the
+/// probe outruns the link — and, after a pong that took longer (a queue), only as many as
+/// the link carries in that time at the rate seen lately (at least two), so that the queue
+/// stays short. It stops when the rate at which the pongs arrive holds steady: two
+/// successive stretches of at least [`PROBE_MIN_STRETCH`] (and four round trips) and
+/// [`PROBE_MIN_INTERVALS`] intervals between clumps of pongs agree within
+/// [`PROBE_AGREEMENT`]. Returns both stretches together, or the last stretch if the rate was
+/// not steady before the time ran out or [`PROBE_MAX_BYTES`] were sent. The pings still in
+/// flight are waited for, so that the first request finds the link quiet.
+///
+/// A token bucket passes its burst at line rate and what follows at its rate; a fixed-size
+/// probe that fits in the burst measures the line rate. Here the burst is spent while the
+/// rate is still changing: stretches that straddle its end disagree, and only stretches
+/// after it agree (two stretches within a burst agree only if the burst lasts two
+/// stretches at the probe's rate). A bucket (or TCP behind it) also hands over several
+/// pings at once: stretches begin and end with whole clumps ([`PROBE_CLUMP`]). Rates are
+/// taken between arrivals, so the fixed round trip cancels out, and counted in payload
+/// bytes, as the estimator counts requests.
+fn measure_uplink(link: &mut impl PingLink, bytes: usize, round_trip: Duration) -> Option<Stretch> {
+    let max_window = (PROBE_MAX_IN_FLIGHT / bytes.max(1)).max(2);
+    let quick = round_trip * 2 + Duration::from_millis(1);
+    let mut window = 2;
+    let mut probe = RateProbe::new(bytes as u64, round_trip);
+    let mut waiting = VecDeque::with_capacity(max_window);
+    let mut sent = 0;
+    let mut steady = None;
+    loop {
+        while steady.is_none() && waiting.len() < window && sent < PROBE_MAX_BYTES {
+            let Some(ping) = link.send(bytes) else {
+                break;
+            };
+            waiting.push_back(ping);
+            sent += bytes;
+        }
+        let Some((id, sent_at)) = waiting.pop_front() else {
+            break;
+        };
+        let Some(at) = link.pong(id) else {
+            break;
+        };
+        if steady.is_none() {
+            probe.pong(at);
+            steady = probe.steady();
+            window = if at.saturating_duration_since(sent_at) <= quick {
+                (window + 1).min(max_window)
+            } else {
+                // A queue: keep in flight what the link carries in that time at the rate
+                // seen lately (the link stays busy, the queue short), at least two.
+                let carried = probe.latest().map_or(0.0, |recent| {
+                    recent.bandwidth_bps() / 8.0 * quick.as_secs_f64() / bytes as f64
+                });
+                (carried.ceil() as usize + 1).clamp(2, window)
+            };
+        }
+    }
+    steady.or_else(|| probe.latest())
+}
+
+/// The edge as a [`PingLink`], until `until`.
+struct Pinger<'a> {
+    client: &'a mut DeviceClient,
+    until: Instant,
+}
+
+impl PingLink for Pinger<'_> {
+    fn send(&mut self, bytes: usize) -> Option<(u64, Instant)> {
+        self.client.send_ping(bytes, self.until)
+    }
+
+    fn pong(&mut self, id: u64) -> Option<Instant> {
+        self.client.wait_pong(id, self.until)
+    }
+}
+
 /// The device side of co-inference.
 pub struct DeviceClient {
     engine: Arc<dyn Engine>,
@@ -644,10 +853,14 @@ impl DeviceClient {
     }
 
     /// Waits up to `timeout` for the connection, then measures the round trip with empty
-    /// pings and the bandwidth with a pair of padded pings sent back to back: the second
-    /// one's arrival after the first gives the bottleneck rate even behind a token bucket
-    /// whose burst lets the first one through at line rate (packet-pair estimation).
-    /// Returns the estimate, or `None` if the edge did not answer.
+    /// pings and the bandwidth with a train of padded pings of
+    /// [`DeviceConfig::probe_bytes`], each sent as an earlier one's pong comes back, more of
+    /// them in flight as long as no queue builds up (up to 16 KiB), until the rate at which
+    /// their pongs arrive holds steady over two successive stretches (of at least 50 ms, four
+    /// round trips and two clumps of pongs each; at most 4 MiB in all, and within
+    /// `timeout`). A token bucket's burst is spent before the rate is taken: stretches that
+    /// straddle the end of a burst disagree. Returns the estimate, or `None` if the edge did
+    /// not answer.
     pub fn probe(&mut self, timeout: Duration) -> Option<Link> {
         let until = later(Instant::now(), timeout);
         let mut rtt = None;
@@ -663,13 +876,18 @@ impl DeviceClient {
         let rtt = rtt?;
         let bytes = self.config.probe_bytes;
         if bytes > 0
-            && let Some((first, _)) = self.send_ping(bytes, until)
-            && let Some((second, _)) = self.send_ping(bytes, until)
-            && let Some(t1) = self.wait_pong(first, until)
-            && let Some(t2) = self.wait_pong(second, until)
+            && let Some(stretch) = measure_uplink(
+                &mut Pinger {
+                    client: self,
+                    until,
+                },
+                bytes,
+                wait_ms(rtt),
+            )
         {
-            self.estimator
-                .observe(bytes as u64, (t2 - t1).as_secs_f64() * 1e3 + rtt);
+            // As a transfer of the stretch's bytes in its time plus the round trip: the
+            // estimator takes the round trip off again.
+            self.estimator.observe(stretch.bytes, stretch.ms + rtt);
             let probed = self.estimator.link().bandwidth_bps;
             self.estimator.set_initial_bandwidth(probed);
         }
@@ -1479,6 +1697,151 @@ mod tests {
         assert_eq!(plan.best_local(70.0, cost), 3);
         // Nothing fits: the fastest.
         assert_eq!(plan.best_local(10.0, cost), 1);
+    }
+
+    /// A link whose uplink is a token bucket of `rate_bps` with a burst of `burst_bytes`
+    /// (full at the start) in front of a 1 Gbit/s line, `rtt_ms` of round trip, and
+    /// `overhead` bytes of headers on every ping; pongs come back at once. Time is
+    /// simulated: a ping leaves when the probe has read the pong before it.
+    struct TokenBucket {
+        start: Instant,
+        rate: f64,
+        burst: f64,
+        tokens: f64,
+        refilled_at: f64,
+        line_free_at: f64,
+        rtt_s: f64,
+        overhead: usize,
+        now: f64,
+        pongs: HashMap<u64, f64>,
+        sent_bytes: usize,
+    }
+
+    impl TokenBucket {
+        fn new(rate_bps: f64, burst_bytes: f64, rtt_ms: f64) -> Self {
+            Self {
+                start: Instant::now(),
+                rate: rate_bps / 8.0,
+                burst: burst_bytes,
+                tokens: burst_bytes,
+                refilled_at: 0.0,
+                line_free_at: 0.0,
+                rtt_s: rtt_ms / 1e3,
+                overhead: 200,
+                now: 0.0,
+                pongs: HashMap::new(),
+                sent_bytes: 0,
+            }
+        }
+    }
+
+    impl PingLink for TokenBucket {
+        fn send(&mut self, bytes: usize) -> Option<(u64, Instant)> {
+            let size = (bytes + self.overhead) as f64;
+            let at_bucket = (self.now + self.rtt_s / 2.0).max(self.line_free_at);
+            self.tokens =
+                (self.tokens + (at_bucket - self.refilled_at) * self.rate).min(self.burst);
+            let wait = ((size - self.tokens) / self.rate).max(0.0);
+            let leaves = at_bucket + wait;
+            self.tokens = (self.tokens + wait * self.rate).min(self.burst) - size;
+            self.refilled_at = leaves;
+            self.line_free_at = leaves + size / 125e6;
+            let id = self.pongs.len() as u64;
+            self.pongs.insert(id, self.line_free_at + self.rtt_s / 2.0);
+            self.sent_bytes += bytes;
+            Some((id, self.start + Duration::from_secs_f64(self.now)))
+        }
+
+        fn pong(&mut self, id: u64) -> Option<Instant> {
+            let at = self.pongs[&id];
+            self.now = self.now.max(at);
+            Some(self.start + Duration::from_secs_f64(at))
+        }
+    }
+
+    /// The probe over a simulated link: the rate it measured, as a fraction of the bucket's
+    /// rate in payload bytes (the headers take their share of the bucket).
+    fn probe_through(rate_bps: f64, burst_kib: f64, rtt_ms: f64) -> (f64, TokenBucket) {
+        let mut link = TokenBucket::new(rate_bps, burst_kib * 1024.0, rtt_ms);
+        let stretch =
+            measure_uplink(&mut link, 1024, Duration::from_secs_f64(rtt_ms / 1e3)).expect("a rate");
+        let payload_bps = rate_bps * 1024.0 / (1024 + link.overhead) as f64;
+        (stretch.bandwidth_bps() / payload_bps, link)
+    }
+
+    #[test]
+    fn the_probe_sees_through_a_token_buckets_burst() {
+        // What the probe can see through: a bucket that runs dry within its first stretch
+        // (50 ms, or four round trips), counting three round trips of slow start, while the
+        // probe sends up to 16 KiB per round trip.
+        let mut cases = 0;
+        for rtt_ms in [0.2f64, 5.0, 40.0] {
+            let rtt = rtt_ms / 1e3;
+            let probe_bps = 16.0 * 8192.0 / rtt;
+            let stretch = (4.0 * rtt).max(0.05);
+            for rate_bps in [100e3, 1e6, 10e6, 100e6] {
+                for burst_kib in [2.0, 3.0, 16.0, 64.0, 256.0] {
+                    let dry = burst_kib * 8192.0 / (probe_bps - rate_bps);
+                    if rate_bps * 2.0 > probe_bps || 3.0 * rtt + dry > stretch {
+                        continue;
+                    }
+                    let (ratio, link) = probe_through(rate_bps, burst_kib, rtt_ms);
+                    let case = format!(
+                        "{rate_bps} bit/s, burst {burst_kib} KiB, round trip {rtt_ms} ms: \
+                         {ratio:.3} of the rate, {} bytes in {:.3} s",
+                        link.sent_bytes, link.now
+                    );
+                    assert!((0.9..1.1).contains(&ratio), "{case}");
+                    // Bounded: at 100 kbit/s, 16 KiB left in flight when the burst ends
+                    // take 1.3 s to drain.
+                    assert!(link.now < 2.5, "{case}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 36);
+    }
+
+    #[test]
+    fn pongs_that_arrive_together_count_as_one_clump() {
+        let t0 = Instant::now();
+        let ms = |ms: f64| t0 + Duration::from_secs_f64(ms / 1e3);
+        let mut probe = RateProbe::new(1024, Duration::from_micros(100));
+        // A burst at line rate, then pairs of pongs every 200 ms (2 KiB per 200 ms, 81.92
+        // kbit/s), the second 0.05 ms after the first, as a bucket releases them.
+        for i in 0..20 {
+            probe.pong(ms(0.1 * f64::from(i)));
+        }
+        let mut steady = None;
+        for k in 1..=8 {
+            let at = 200.0 * f64::from(k);
+            probe.pong(ms(at));
+            steady = steady.or_else(|| probe.steady());
+            probe.pong(ms(at + 0.05));
+            steady = steady.or_else(|| probe.steady());
+        }
+        let steady = steady.expect("steady");
+        let ratio = steady.bandwidth_bps() / 81920.0;
+        assert!((0.99..1.01).contains(&ratio), "{steady:?}");
+        // A stretch is never cut inside a pair: always whole pairs of pings.
+        assert_eq!(steady.bytes % 2048, 0, "{steady:?}");
+    }
+
+    #[test]
+    fn the_probe_stops_at_its_byte_budget_on_a_link_faster_than_it_can_tell() {
+        // A 1 Gbit/s line and nothing else: every stretch at the line rate; the probe stops
+        // once two 50 ms stretches agree, within its budget.
+        let mut link = TokenBucket::new(1e12, 1e12, 0.05);
+        let stretch = measure_uplink(&mut link, 1024, Duration::from_micros(50)).unwrap();
+        assert!(link.sent_bytes <= PROBE_MAX_BYTES);
+        assert!(stretch.bandwidth_bps() > 100e6, "{stretch:?}");
+        // A ping larger than the budget still goes once, and a single pong measures nothing.
+        let mut link = TokenBucket::new(1e6, 1e9, 1.0);
+        assert_eq!(
+            measure_uplink(&mut link, PROBE_MAX_BYTES + 1, Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(link.sent_bytes, PROBE_MAX_BYTES + 1);
     }
 
     fn leak<T>(items: Vec<T>) -> &'static [T] {

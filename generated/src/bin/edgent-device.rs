@@ -157,8 +157,10 @@ struct EdgeArgs {
     /// How long to wait for the edge at start (probe); then run locally until it answers.
     #[arg(long, value_parser = parse_duration_ms, default_value = "3s")]
     connect_timeout: f64,
-    /// Bytes of each of the two start-up bandwidth probes (0: none); an image's size by
-    /// default, so that the estimate sees the per-message overheads an upload sees.
+    /// Bytes of each ping of the start-up bandwidth probe (0: no probe); an image's size by
+    /// default, so that the estimate sees the per-message overheads an upload sees. The
+    /// probe sends them as their pongs come back until the rate holds steady (a link's
+    /// burst spent first), at most 4 MiB within --connect-timeout.
     #[arg(long, default_value_t = 1024)]
     probe_bytes: usize,
     /// What to choose: edgent, or a baseline (device-only, edge-only, partition-only,
