@@ -944,6 +944,10 @@ impl DeviceClient {
         if h.request_id == id {
             return Some(msg);
         }
+        if h.kind == MessageType::Pong {
+            // A probe ping's, waited for no longer: no request's reply.
+            return None;
+        }
         self.counters.late_replies += 1;
         if self.in_flight.late(h, &mut self.estimator) {
             self.backoff_until = None;
