@@ -139,6 +139,15 @@ fn device_plan_command_prints_the_decision() {
 }
 
 #[test]
+fn units_in_any_case_and_byte_rates_are_read() {
+    // 1 MB/s is 8 Mbit/s: the same plan as 8Mbit; 300MS is 300 ms.
+    let bytes = device_plan("1MB/s", "300MS");
+    let bits = device_plan("8Mbit", "300ms");
+    assert_eq!(bytes, bits);
+    assert_eq!(device_plan("1kb/s", "1S"), device_plan("1kbit", "1000ms"));
+}
+
+#[test]
 fn bad_units_are_rejected_clearly() {
     for (args, expected) in [
         (
@@ -154,6 +163,14 @@ fn bad_units_are_rejected_clearly() {
             "unknown duration unit",
         ),
         (["--bandwidth", "0kbit", "--deadline", "1s"], "positive"),
+        (
+            ["--bandwidth", "1Mbit", "--deadline", "1e20s"],
+            "deadline `1e20s` must be a finite positive time up to 3600s",
+        ),
+        (
+            ["--bandwidth", "1Mbit", "--deadline", "0ms"],
+            "must be a finite positive time",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_edgent-device"))
             .arg("plan")

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::engine::{Activation, Engine};
 use crate::model::entropy::argmax;
 use crate::model::{ModelError, normalize};
-use crate::plan::{Decision, ExitTable, Link, Policy, decide_policy, decide_tables};
+use crate::plan::{Decision, ExitTable, Link, Policy, choose, decide_policy, decide_tables};
 use crate::slowdown::Slowdown;
 use crate::slowdown::{Emulation, LayerClock, run_slice_clocked};
 use crate::wire::protocol::{ErrorCode, Header, Message, MessageType, Payload};
@@ -55,18 +55,25 @@ impl DevicePlan {
         self.tables[exit - 1].pairs[self.chain_len(exit)].device_ms
     }
 
-    /// The most accurate exit whose local run takes at most `budget_ms` by `cost` (the
-    /// fastest exit when none does).
+    /// The most accurate exit whose local run takes at most `budget_ms` by `cost`, by the
+    /// planner's rule (among equally accurate exits the cheaper, then the deeper; see
+    /// [`crate::plan::decide`]); the fastest exit when none fits.
     pub fn best_local(&self, budget_ms: f64, cost: impl Fn(usize) -> f64) -> usize {
-        self.by_accuracy
-            .iter()
-            .map(|&i| i + 1)
-            .find(|&e| cost(e) <= budget_ms)
-            .unwrap_or_else(|| {
-                (1..=self.tables.len())
-                    .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
-                    .expect("at least one exit")
-            })
+        let local = |i: usize| {
+            let exit = i + 1;
+            let ms = cost(exit);
+            let plan = Decision {
+                exit,
+                partition: self.chain_len(exit),
+                feasible: ms <= budget_ms,
+                predicted_ms: ms,
+                device_ms: ms,
+                network_ms: 0.0,
+                edge_ms: 0.0,
+            };
+            (self.tables[i].accuracy, plan)
+        };
+        choose(self.by_accuracy.iter().map(|&i| local(i))).exit
     }
 }
 
@@ -155,6 +162,47 @@ impl LinkEstimator {
         );
     }
 
+    /// Records that a transfer of `bytes` got no reply within `waited_ms`, when the device
+    /// gave up on it at `at`: the round trip took at least that long, and until the late
+    /// reply says how much of it the edge took ([`LinkEstimator::late_reply`]) it counts as
+    /// a transfer of that time.
+    pub fn observe_timeout(&mut self, bytes: u64, waited_ms: f64, at: Instant) {
+        self.observe_at(bytes, waited_ms, at);
+    }
+
+    /// A reply came after the device gave up on its request at `gave_up` (see
+    /// [`LinkEstimator::observe_timeout`]) and says the edge spent `edge_ms` on it (compute
+    /// and queue). The network took at least the wait less the edge's share; the time-out's
+    /// observation becomes that lower bound or, if more, what the other transfers predict
+    /// for its bytes — never more than the wait it recorded, so a late reply can only raise
+    /// the estimate back (a busy edge, not a slow link, made the request late) or leave it.
+    ///
+    /// A late reply never counts as a transfer of its own: by the time it is read, its
+    /// request has also waited through the local answer and whatever came after it, which
+    /// says nothing about the link (and the time-out already counted it once).
+    pub fn late_reply(&mut self, gave_up: Instant, edge_ms: f64) {
+        let Some(i) = self.transfers.iter().position(|t| t.2 == gave_up) else {
+            return;
+        };
+        let Some((bytes, waited_ms, at)) = self.transfers.remove(i) else {
+            return;
+        };
+        let others = self.link_at(at);
+        let predicted_ms = 8e3 * bytes / others.bandwidth_bps + self.min_rtt();
+        let lower_ms = waited_ms - edge_ms.max(0.0);
+        let network_ms = lower_ms.max(predicted_ms.min(waited_ms));
+        self.transfers.insert(i, (bytes, network_ms, at));
+    }
+
+    /// The fixed round trip: the fastest ping seen, or the initial one.
+    fn min_rtt(&self) -> f64 {
+        self.rtts
+            .iter()
+            .copied()
+            .reduce(f64::min)
+            .unwrap_or(self.initial.rtt_ms)
+    }
+
     /// The bandwidth to assume when no recent transfer says otherwise (the start-up probe's).
     pub fn set_initial_bandwidth(&mut self, bandwidth_bps: f64) {
         if bandwidth_bps.is_finite() && bandwidth_bps > 0.0 {
@@ -172,12 +220,7 @@ impl LinkEstimator {
         if let Some(link) = self.fixed {
             return link;
         }
-        let rtt_ms = self
-            .rtts
-            .iter()
-            .copied()
-            .reduce(f64::min)
-            .unwrap_or(self.initial.rtt_ms);
+        let rtt_ms = self.min_rtt();
         let mut excess: Vec<f64> = self.edge_excess.iter().copied().collect();
         excess.sort_by(f64::total_cmp);
         let overhead_ms = excess
@@ -279,7 +322,8 @@ pub struct DeviceConfig {
     pub fixed_link: Option<Link>,
     /// The estimate before the first measurement.
     pub initial_link: Link,
-    /// Bytes of the bandwidth probe sent at start (0: no probe).
+    /// Payload bytes of each ping of the bandwidth probe at start (0: no probe); see
+    /// [`DeviceClient::probe`].
     pub probe_bytes: usize,
     /// Margin kept for the local fallback: its predicted time × this factor.
     pub fallback_margin: f64,
@@ -354,6 +398,334 @@ const POLL_SLICE: Duration = Duration::from_millis(1);
 /// How long the device plans without the edge after its first failure (doubles, to 8 s).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The longest wait the device computes with (a year): a deadline, time-out or patience
+/// past it is taken as it, so that no time arithmetic can overflow.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `ms` milliseconds as a wait: 0 for a negative or NaN time, at most [`LONGEST_WAIT`]
+/// (`Duration::from_secs_f64` panics on an infinite or huge value; this never does).
+fn wait_ms(ms: f64) -> Duration {
+    match Duration::try_from_secs_f64(ms / 1e3) {
+        Ok(wait) => wait.min(LONGEST_WAIT),
+        Err(_) if ms > 0.0 => LONGEST_WAIT,
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// `at` plus `wait`, the wait capped at [`LONGEST_WAIT`] (never overflows).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at + wait.min(LONGEST_WAIT)
+}
+
+/// Waits until `until` for `poll` — `zmq_poll` on the device's socket for a message, with a
+/// time-out in whole milliseconds — to report one; returns whether it did. The time left is
+/// rounded up to the next millisecond, so a slice under 1 ms waits instead of polling
+/// without a time-out over and over; a poll a signal interrupted (`EINTR`) is not a
+/// time-out: it waits again for the time left.
+fn wait_readable(until: Instant, mut poll: impl FnMut(i64) -> zmq::Result<i32>) -> bool {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = i64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
+        match poll(ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+    }
+}
+
+/// The edge's compute and queue time a reply reports, ms (added as `f64`: two `u32`
+/// microsecond counts can overflow a `u32`).
+fn edge_time_ms(header: &Header) -> f64 {
+    (f64::from(header.edge_us) + f64::from(header.queue_us)) / 1e3
+}
+
+/// A request sent to the edge and not answered yet.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// When it left.
+    at: Instant,
+    /// Payload bytes.
+    bytes: u64,
+    /// When the device gave up waiting for it, if it did (the estimator was told then).
+    gave_up: Option<Instant>,
+}
+
+/// The requests sent and not answered yet, by id, and what the link estimator learns from
+/// their time-outs and late replies.
+#[derive(Debug, Default)]
+struct InFlight(HashMap<u64, Sent>);
+
+impl InFlight {
+    /// Request `id` of `bytes` left at `at`.
+    fn sent(&mut self, id: u64, at: Instant, bytes: u64) {
+        self.0.insert(
+            id,
+            Sent {
+                at,
+                bytes,
+                gave_up: None,
+            },
+        );
+    }
+
+    /// When request `id` left, if it is still waited for.
+    fn sent_at(&self, id: u64) -> Option<Instant> {
+        self.0.get(&id).map(|s| s.at)
+    }
+
+    /// Request `id` was answered in time.
+    fn answered(&mut self, id: u64) {
+        self.0.remove(&id);
+    }
+
+    /// The device stops waiting for request `id` at `now`: the network took at least this
+    /// long, learnt now rather than when (if) the reply comes.
+    fn give_up(&mut self, id: u64, now: Instant, estimator: &mut LinkEstimator) {
+        if let Some(sent) = self.0.get_mut(&id)
+            && sent.gave_up.is_none()
+        {
+            let waited_ms = now.saturating_duration_since(sent.at).as_secs_f64() * 1e3;
+            estimator.observe_timeout(sent.bytes, waited_ms, now);
+            sent.gave_up = Some(now);
+        }
+    }
+
+    /// A reply to a request answered otherwise (`header`): its time-out's observation is
+    /// corrected by the edge's share ([`LinkEstimator::late_reply`]); it is never counted as
+    /// a transfer. Returns whether it was a result of a request of this device's (the edge
+    /// is alive).
+    fn late(&mut self, header: &Header, estimator: &mut LinkEstimator) -> bool {
+        let Some(sent) = self.0.remove(&header.request_id) else {
+            return false;
+        };
+        if header.kind != MessageType::Result {
+            return false;
+        }
+        if let Some(gave_up) = sent.gave_up {
+            estimator.late_reply(gave_up, edge_time_ms(header));
+        }
+        true
+    }
+
+    /// Forgets requests sent more than `age` before `now` (the edge never answered).
+    fn forget_older(&mut self, age: Duration, now: Instant) {
+        self.0
+            .retain(|_, sent| now.saturating_duration_since(sent.at) < age);
+    }
+}
+
+/// Most payload bytes the start-up probe keeps in flight: at 100 kbit/s, what it leaves
+/// queued behind a burst drains in 1.3 s; on a path of round trip `r`, it cannot measure
+/// more than 16 KiB per `r` (3.3 Mbit/s at 40 ms).
+const PROBE_MAX_IN_FLIGHT: usize = 16 << 10;
+
+/// Most payload bytes the start-up probe sends; it stops sooner once the rate is steady.
+const PROBE_MAX_BYTES: usize = 4 << 20;
+
+/// A stretch of the probe's pongs lasts at least this long, and four round trips…
+const PROBE_MIN_STRETCH: Duration = Duration::from_millis(50);
+
+/// …and spans at least this many intervals between clumps of pongs.
+const PROBE_MIN_INTERVALS: usize = 2;
+
+/// Two successive stretches agree when their rates differ by less than this factor.
+const PROBE_AGREEMENT: f64 = 1.15;
+
+/// Payload bytes that arrived over a stretch of a transfer, and its time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stretch {
+    bytes: u64,
+    ms: f64,
+}
+
+impl Stretch {
+    fn bandwidth_bps(&self) -> f64 {
+        self.bytes as f64 * 8e3 / self.ms
+    }
+}
+
+/// Pongs that arrive within this time of the first of a clump belong to it: a link (or
+/// TCP behind it) that delivers in aggregates hands over several pings at once.
+const PROBE_CLUMP: Duration = Duration::from_millis(1);
+
+/// Pongs arriving together (within [`PROBE_CLUMP`] of the first).
+#[derive(Debug, Clone, Copy)]
+struct Clump {
+    first: Instant,
+    last: Instant,
+    /// Pongs in it and in every clump before it.
+    pongs_so_far: u64,
+}
+
+/// The arrival of the pongs of a train of equal pings, in clumps (see [`measure_uplink`]).
+/// Stretches run from the last pong of a clump to the last pong of a later one, so that a
+/// clump is never cut in two (which would count its pings at the wrong time).
+#[derive(Debug)]
+struct RateProbe {
+    ping_bytes: u64,
+    /// The shortest stretch: [`PROBE_MIN_STRETCH`], or four round trips (pongs come in
+    /// clumps of one window per round trip).
+    min_stretch: Duration,
+    clumps: Vec<Clump>,
+}
+
+impl RateProbe {
+    fn new(ping_bytes: u64, round_trip: Duration) -> Self {
+        Self {
+            ping_bytes,
+            min_stretch: PROBE_MIN_STRETCH.max(round_trip * 4),
+            clumps: Vec::new(),
+        }
+    }
+
+    fn pong(&mut self, at: Instant) {
+        let pongs_so_far = self.clumps.last().map_or(0, |c| c.pongs_so_far) + 1;
+        match self.clumps.last_mut() {
+            Some(clump) if at.saturating_duration_since(clump.first) < PROBE_CLUMP => {
+                clump.last = at;
+                clump.pongs_so_far = pongs_so_far;
+            }
+            _ => self.clumps.push(Clump {
+                first: at,
+                last: at,
+                pongs_so_far,
+            }),
+        }
+    }
+
+    /// Clumps `start..=end` as a stretch: the pings after clump `start` arrived in the time
+    /// from its last pong to the last pong of clump `end`.
+    fn stretch(&self, start: usize, end: usize) -> Stretch {
+        let (from, to) = (self.clumps[start], self.clumps[end]);
+        Stretch {
+            bytes: (to.pongs_so_far - from.pongs_so_far) * self.ping_bytes,
+            ms: to.last.saturating_duration_since(from.last).as_secs_f64() * 1e3,
+        }
+    }
+
+    /// Where the stretch ending at clump `end` starts: the latest clump at least
+    /// [`PROBE_MIN_INTERVALS`] clumps and the shortest stretch before it.
+    fn stretch_start(&self, end: usize) -> Option<usize> {
+        let last = end.checked_sub(PROBE_MIN_INTERVALS)?;
+        (0..=last).rev().find(|&i| {
+            self.clumps[end]
+                .last
+                .saturating_duration_since(self.clumps[i].last)
+                >= self.min_stretch
+        })
+    }
+
+    /// Once the last two stretches agree on the rate: both together. Only clumps that are
+    /// over count: the last one may still grow.
+    fn steady(&self) -> Option<Stretch> {
+        let end = self.clumps.len().checked_sub(2)?;
+        let middle = self.stretch_start(end)?;
+        let start = self.stretch_start(middle)?;
+        let ratio =
+            self.stretch(start, middle).bandwidth_bps() / self.stretch(middle, end).bandwidth_bps();
+        (ratio < PROBE_AGREEMENT && ratio * PROBE_AGREEMENT > 1.0).then(|| self.stretch(start, end))
+    }
+
+    /// The best there is when the probe ran out of time or bytes before the rate held
+    /// steady: the last stretch, or every pong after the first clump.
+    fn latest(&self) -> Option<Stretch> {
+        let end = self.clumps.len().checked_sub(1)?;
+        let stretch = self.stretch(self.stretch_start(end).unwrap_or(0), end);
+        (stretch.bytes > 0 && stretch.ms > 0.0).then_some(stretch)
+    }
+}
+
+/// Where the start-up probe's pings go: the edge (through [`Pinger`]), or a simulated link
+/// in tests.
+trait PingLink {
+    /// Sends a ping padded with `bytes`; its id and when it left, or `None` if it could not
+    /// be sent in time.
+    fn send(&mut self, bytes: usize) -> Option<(u64, Instant)>;
+
+    /// When the pong of ping `id` arrived, or `None` if it did not in time.
+    fn pong(&mut self, id: u64) -> Option<Instant>;
+}
+
+/// Measures the uplink with pings padded with `bytes`, sent as their pongs come back:
+/// two in flight at first, one more for each pong back within twice the empty round trip
+/// `round_trip` (+ 1 ms), up to [`PROBE_MAX_IN_FLIGHT`] bytes — a slow start, so that the
+/// probe outruns the link — and, after a pong that took longer (a queue), only as many as
+/// the link carries in that time at the rate seen lately (at least two), so that the queue
+/// stays short. It stops when the rate at which the pongs arrive holds steady: two
+/// successive stretches of at least [`PROBE_MIN_STRETCH`] (and four round trips) and
+/// [`PROBE_MIN_INTERVALS`] intervals between clumps of pongs agree within
+/// [`PROBE_AGREEMENT`]. Returns both stretches together, or the last stretch if the rate was
+/// not steady before the time ran out or [`PROBE_MAX_BYTES`] were sent. The pings still in
+/// flight are waited for, so that the first request finds the link quiet.
+///
+/// A token bucket passes its burst at line rate and what follows at its rate; a fixed-size
+/// probe that fits in the burst measures the line rate. Here the burst is spent while the
+/// rate is still changing: stretches that straddle its end disagree, and only stretches
+/// after it agree (two stretches within a burst agree only if the burst lasts two
+/// stretches at the probe's rate). A bucket (or TCP behind it) also hands over several
+/// pings at once: stretches begin and end with whole clumps ([`PROBE_CLUMP`]). Rates are
+/// taken between arrivals, so the fixed round trip cancels out, and counted in payload
+/// bytes, as the estimator counts requests.
+fn measure_uplink(link: &mut impl PingLink, bytes: usize, round_trip: Duration) -> Option<Stretch> {
+    let max_window = (PROBE_MAX_IN_FLIGHT / bytes.max(1)).max(2);
+    let quick = round_trip * 2 + Duration::from_millis(1);
+    let mut window = 2;
+    let mut probe = RateProbe::new(bytes as u64, round_trip);
+    let mut waiting = VecDeque::with_capacity(max_window);
+    let mut sent = 0;
+    let mut steady = None;
+    loop {
+        while steady.is_none() && waiting.len() < window && sent < PROBE_MAX_BYTES {
+            let Some(ping) = link.send(bytes) else {
+                break;
+            };
+            waiting.push_back(ping);
+            sent += bytes;
+        }
+        let Some((id, sent_at)) = waiting.pop_front() else {
+            break;
+        };
+        let Some(at) = link.pong(id) else {
+            break;
+        };
+        if steady.is_none() {
+            probe.pong(at);
+            steady = probe.steady();
+            window = if at.saturating_duration_since(sent_at) <= quick {
+                (window + 1).min(max_window)
+            } else {
+                // A queue: keep in flight what the link carries in that time at the rate
+                // seen lately (the link stays busy, the queue short), at least two.
+                let carried = probe.latest().map_or(0.0, |recent| {
+                    recent.bandwidth_bps() / 8.0 * quick.as_secs_f64() / bytes as f64
+                });
+                (carried.ceil() as usize + 1).clamp(2, window)
+            };
+        }
+    }
+    steady.or_else(|| probe.latest())
+}
+
+/// The edge as a [`PingLink`], until `until`.
+struct Pinger<'a> {
+    client: &'a mut DeviceClient,
+    until: Instant,
+}
+
+impl PingLink for Pinger<'_> {
+    fn send(&mut self, bytes: usize) -> Option<(u64, Instant)> {
+        self.client.send_ping(bytes, self.until)
+    }
+
+    fn pong(&mut self, id: u64) -> Option<Instant> {
+        self.client.wait_pong(id, self.until)
+    }
+}
+
 /// The device side of co-inference.
 pub struct DeviceClient {
     engine: Arc<dyn Engine>,
@@ -373,8 +745,8 @@ pub struct DeviceClient {
     local_measured: Vec<f64>,
     /// Measured / predicted latency of recent answers (not fallbacks).
     overruns: VecDeque<f64>,
-    /// Requests sent and not answered yet: id → (sent at, payload bytes).
-    outstanding: HashMap<u64, (Instant, u64)>,
+    /// Requests sent and not answered yet.
+    in_flight: InFlight,
     /// A speculative local run cancelled because the edge answered, not joined yet.
     cancelled: Option<Speculation>,
     counters: DeviceCounters,
@@ -472,7 +844,7 @@ impl DeviceClient {
             clock,
             local_measured: vec![0.0; plan.tables.len()],
             overruns: VecDeque::new(),
-            outstanding: HashMap::new(),
+            in_flight: InFlight::default(),
             cancelled: None,
             counters: DeviceCounters::default(),
         };
@@ -481,12 +853,16 @@ impl DeviceClient {
     }
 
     /// Waits up to `timeout` for the connection, then measures the round trip with empty
-    /// pings and the bandwidth with a pair of padded pings sent back to back: the second
-    /// one's arrival after the first gives the bottleneck rate even behind a token bucket
-    /// whose burst lets the first one through at line rate (packet-pair estimation).
-    /// Returns the estimate, or `None` if the edge did not answer.
+    /// pings and the bandwidth with a train of padded pings of
+    /// [`DeviceConfig::probe_bytes`], each sent as an earlier one's pong comes back, more of
+    /// them in flight as long as no queue builds up (up to 16 KiB), until the rate at which
+    /// their pongs arrive holds steady over two successive stretches (of at least 50 ms, four
+    /// round trips and two clumps of pongs each; at most 4 MiB in all, and within
+    /// `timeout`). A token bucket's burst is spent before the rate is taken: stretches that
+    /// straddle the end of a burst disagree. Returns the estimate, or `None` if the edge did
+    /// not answer.
     pub fn probe(&mut self, timeout: Duration) -> Option<Link> {
-        let until = Instant::now() + timeout;
+        let until = later(Instant::now(), timeout);
         let mut rtt = None;
         for _ in 0..3 {
             if let Some((id, sent)) = self.send_ping(0, until)
@@ -500,13 +876,18 @@ impl DeviceClient {
         let rtt = rtt?;
         let bytes = self.config.probe_bytes;
         if bytes > 0
-            && let Some((first, _)) = self.send_ping(bytes, until)
-            && let Some((second, _)) = self.send_ping(bytes, until)
-            && let Some(t1) = self.wait_pong(first, until)
-            && let Some(t2) = self.wait_pong(second, until)
+            && let Some(stretch) = measure_uplink(
+                &mut Pinger {
+                    client: self,
+                    until,
+                },
+                bytes,
+                wait_ms(rtt),
+            )
         {
-            self.estimator
-                .observe(bytes as u64, (t2 - t1).as_secs_f64() * 1e3 + rtt);
+            // As a transfer of the stretch's bytes in its time plus the round trip: the
+            // estimator takes the round trip off again.
+            self.estimator.observe(stretch.bytes, stretch.ms + rtt);
             let probed = self.estimator.link().bandwidth_bps;
             self.estimator.set_initial_bandwidth(probed);
         }
@@ -544,8 +925,7 @@ impl DeviceClient {
     /// Waits until `until` for the pong of ping `id`; returns when it arrived.
     fn wait_pong(&mut self, id: u64, until: Instant) -> Option<Instant> {
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let frames = self.recv(left)?;
+            let frames = self.recv(until)?;
             if let Some(m) = self.sort_reply(&frames, id)
                 && m.header.kind == MessageType::Pong
             {
@@ -555,21 +935,21 @@ impl DeviceClient {
     }
 
     /// Returns the reply if it answers `id`. A late result of an earlier request still
-    /// shows the edge is alive and how long the transfer took: it ends the backoff and
-    /// feeds the estimator, then is dropped (that request was answered locally).
+    /// shows the edge is alive, and how much of the time-out the edge took: it ends the
+    /// backoff and corrects the time-out's observation ([`InFlight::late`]), then is dropped
+    /// (that request was answered locally).
     fn sort_reply(&mut self, frames: &[Vec<u8>], id: u64) -> Option<Message> {
         let msg = Message::decode(frames).ok()?;
         let h = &msg.header;
         if h.request_id == id {
             return Some(msg);
         }
+        if h.kind == MessageType::Pong {
+            // A probe ping's, waited for no longer: no request's reply.
+            return None;
+        }
         self.counters.late_replies += 1;
-        if let Some((sent, bytes)) = self.outstanding.remove(&h.request_id)
-            && h.kind == MessageType::Result
-        {
-            let edge_ms = f64::from(h.edge_us + h.queue_us) / 1e3;
-            let network_ms = sent.elapsed().as_secs_f64() * 1e3 - edge_ms;
-            self.estimator.observe(bytes, network_ms.max(0.0));
+        if self.in_flight.late(h, &mut self.estimator) {
             self.backoff_until = None;
             self.backoff = INITIAL_BACKOFF;
         }
@@ -582,8 +962,8 @@ impl DeviceClient {
             self.sort_reply(&frames, 0);
         }
         // Forget requests the edge never answered.
-        self.outstanding
-            .retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(30));
+        self.in_flight
+            .forget_older(Duration::from_secs(30), Instant::now());
     }
 
     fn take_id(&mut self) -> u64 {
@@ -592,11 +972,17 @@ impl DeviceClient {
         id
     }
 
-    fn recv(&self, timeout: Duration) -> Option<Vec<Vec<u8>>> {
-        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        match self.socket.poll(zmq::POLLIN, ms) {
-            Ok(n) if n > 0 => self.socket.recv_multipart(zmq::DONTWAIT).ok(),
-            _ => None,
+    /// The next message, if one comes by `until` (see [`wait_readable`]).
+    fn recv(&self, until: Instant) -> Option<Vec<Vec<u8>>> {
+        loop {
+            if !wait_readable(until, |ms| self.socket.poll(zmq::POLLIN, ms)) {
+                return None;
+            }
+            match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => return Some(frames),
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) if Instant::now() < until => {}
+                Err(_) => return None,
+            }
         }
     }
 
@@ -772,25 +1158,24 @@ impl DeviceClient {
             };
             return (id, bytes, Reply::Refused(None, why));
         }
-        self.outstanding.insert(id, (sent, bytes));
+        self.in_flight.sent(id, sent, bytes);
         (id, bytes, self.await_reply(id, exit, p, until))
     }
 
     /// Waits until `until` for the reply to request `id`, sent for `(exit, p)`.
     fn await_reply(&mut self, id: u64, exit: usize, p: usize, until: Instant) -> Reply {
-        let Some(&(sent, _)) = self.outstanding.get(&id) else {
+        let Some(sent) = self.in_flight.sent_at(id) else {
             return Reply::Timeout;
         };
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let Some(frames) = self.recv(left) else {
+            let Some(frames) = self.recv(until) else {
                 return Reply::Timeout;
             };
             let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
             let Some(msg) = self.sort_reply(&frames, id) else {
                 continue;
             };
-            self.outstanding.remove(&id);
+            self.in_flight.answered(id);
             let h = &msg.header;
             return match (h.kind, msg.payload) {
                 (MessageType::Result, Payload::F32(logits))
@@ -830,13 +1215,12 @@ impl DeviceClient {
         let fallback_exit = self
             .plan
             .best_local((left_ms - remote_ms) / margin, |e| self.local_cost(e));
-        let reserve =
-            Duration::from_secs_f64((self.local_cost(fallback_exit) * margin + 1.0) / 1e3);
+        let reserve = wait_ms(self.local_cost(fallback_exit) * margin + 1.0);
         let until = deadline.checked_sub(reserve).unwrap_or(now);
-        let due = now + Duration::from_secs_f64(remote_ms / 1e3);
+        let due = later(now, wait_ms(remote_ms));
         if until < due {
-            let trust = Duration::from_secs_f64((1.5 * remote_ms + 2.0) / 1e3);
-            return (now + trust).min(deadline);
+            let trust = wait_ms(1.5 * remote_ms + 2.0);
+            return later(now, trust).min(deadline);
         }
         until
     }
@@ -844,7 +1228,7 @@ impl DeviceClient {
     /// Classifies one image (`u8` pixels `[C, H, W]`) within `deadline_ms`.
     pub fn infer(&mut self, pixels: &[u8], deadline_ms: f64) -> Result<Answer, ModelError> {
         let started = Instant::now();
-        let deadline = started + Duration::from_secs_f64(deadline_ms.max(0.0) / 1e3);
+        let deadline = later(started, wait_ms(deadline_ms));
         self.settle();
         self.drain_late_replies();
         let backing_off =
@@ -920,7 +1304,7 @@ impl DeviceClient {
                 (None, self.give_up_at(&plan, now, deadline, left_ms))
             };
             if !self.config.fallback {
-                until = deadline.max(now) + self.config.patience;
+                until = later(deadline.max(now), self.config.patience);
             }
             let (id, bytes, mut reply) =
                 self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
@@ -958,12 +1342,9 @@ impl DeviceClient {
                     self.counters.edge += 1;
                 }
                 failed => {
-                    if matches!(failed, Reply::Timeout)
-                        && let Some((sent, _)) = self.outstanding.get(&id)
-                    {
-                        // At least this slow: learn it now, not when (if) the reply comes.
-                        let waited_ms = sent.elapsed().as_secs_f64() * 1e3;
-                        self.estimator.observe(bytes, waited_ms);
+                    if matches!(failed, Reply::Timeout) {
+                        self.in_flight
+                            .give_up(id, Instant::now(), &mut self.estimator);
                     }
                     let reason = match failed {
                         Reply::Timeout => "no reply from the edge in time".to_string(),
@@ -1047,7 +1428,7 @@ impl DeviceClient {
         } else {
             Some(self.run_local(pixels, exit, partition)?.0)
         };
-        let until = Instant::now() + timeout;
+        let until = later(Instant::now(), timeout);
         match self.offload(pixels, exit, partition, prefix, 0.0, until).2 {
             Reply::Result { logits, .. } => Ok(logits),
             Reply::Refused(code, text) => Err(DeviceError::Edge { code, text }),
@@ -1123,5 +1504,420 @@ mod tests {
         assert!((e.link_at(now).bandwidth_bps - 20e3).abs() < 1.0);
         let later = now + LinkEstimator::MAX_AGE + Duration::from_millis(1);
         assert!((e.link_at(later).bandwidth_bps - 100e3).abs() < 1.0);
+    }
+
+    /// An estimator that has seen four transfers of 4,096 bytes at 1 Mbit/s (32.8 ms each
+    /// plus a 1 ms round trip) at `at`.
+    fn one_megabit(at: Instant) -> LinkEstimator {
+        let mut e = LinkEstimator::new(
+            Link {
+                bandwidth_bps: 1e6,
+                rtt_ms: 1.0,
+            },
+            8,
+        );
+        e.observe_rtt(1.0);
+        for _ in 0..4 {
+            e.observe_at(4096, 33.768, at);
+        }
+        assert!((e.link_at(at).bandwidth_bps - 1e6).abs() < 1.0);
+        e
+    }
+
+    #[test]
+    fn a_late_reply_does_not_drag_the_estimate_down() {
+        let t0 = Instant::now();
+        let mut e = one_megabit(t0);
+        let mut in_flight = InFlight::default();
+        in_flight.sent(7, t0, 4096);
+        // No reply within 200 ms: the device answers locally, and takes the link to be at
+        // least that slow.
+        let gave_up = t0 + Duration::from_millis(200);
+        in_flight.give_up(7, gave_up, &mut e);
+        let after_timeout = e.link_at(gave_up).bandwidth_bps;
+        assert!(after_timeout < 0.6e6, "{after_timeout}");
+        // The reply was late because the edge was busy (190 ms queued, 5 ms computed); it is
+        // read 2.5 s after the request left, at the next request.
+        let mut header = Header::new(MessageType::Result, [0; 32], 7);
+        header.queue_us = 190_000;
+        header.edge_us = 5_000;
+        assert!(in_flight.late(&header, &mut e));
+        let read = t0 + Duration::from_millis(2500);
+        let after_late = e.link_at(read).bandwidth_bps;
+        // Counted as a transfer of 2.5 s, it would have dropped the estimate to ~90 kbit/s;
+        // the edge's share explains the wait: the link is as fast as before.
+        assert!(
+            after_late >= after_timeout,
+            "{after_late} < {after_timeout}"
+        );
+        assert!((after_late - 1e6).abs() < 1.0, "{after_late}");
+        // Read a second time (it cannot be), it changes nothing.
+        assert!(!in_flight.late(&header, &mut e));
+        assert_eq!(e.link_at(read).bandwidth_bps, after_late);
+    }
+
+    #[test]
+    fn a_late_reply_from_a_quick_edge_keeps_the_slow_link() {
+        let t0 = Instant::now();
+        let mut e = one_megabit(t0);
+        let mut in_flight = InFlight::default();
+        in_flight.sent(8, t0, 4096);
+        let gave_up = t0 + Duration::from_millis(300);
+        in_flight.give_up(8, gave_up, &mut e);
+        let after_timeout = e.link_at(gave_up).bandwidth_bps;
+        // The edge took 2 ms: the network took at least 298 ms of the wait.
+        let mut header = Header::new(MessageType::Result, [0; 32], 8);
+        header.edge_us = 2_000;
+        assert!(in_flight.late(&header, &mut e));
+        let after_late = e.link_at(gave_up).bandwidth_bps;
+        assert!(after_late >= after_timeout);
+        let all_bits = 5.0 * 4096.0 * 8.0;
+        let expected = all_bits * 1e3 / (4.0 * 32.768 + 297.0);
+        assert!(
+            (after_late - expected).abs() < 1.0,
+            "{after_late} vs {expected}"
+        );
+        // An error reply, or a reply to a request never sent, teaches nothing.
+        in_flight.sent(9, t0, 4096);
+        let error = Header::new(MessageType::Error, [0; 32], 9);
+        assert!(!in_flight.late(&error, &mut e));
+        let stranger = Header::new(MessageType::Result, [0; 32], 99);
+        assert!(!in_flight.late(&stranger, &mut e));
+        assert_eq!(e.link_at(gave_up).bandwidth_bps, after_late);
+    }
+
+    #[test]
+    fn edge_and_queue_times_add_without_overflow() {
+        let mut header = Header::new(MessageType::Result, [0; 32], 1);
+        header.edge_us = u32::MAX;
+        header.queue_us = u32::MAX;
+        assert_eq!(edge_time_ms(&header), 2.0 * f64::from(u32::MAX) / 1e3);
+        header.edge_us = 1_500;
+        header.queue_us = 250;
+        assert_eq!(edge_time_ms(&header), 1.75);
+    }
+
+    #[test]
+    fn a_poll_interrupted_by_a_signal_is_not_a_time_out() {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut calls = 0;
+        let ready = wait_readable(until, |_| {
+            calls += 1;
+            if calls < 3 {
+                Err(zmq::Error::EINTR)
+            } else {
+                Ok(1)
+            }
+        });
+        assert!(ready);
+        assert_eq!(calls, 3);
+        // Another error ends the wait.
+        let ready = wait_readable(until, |_| Err(zmq::Error::ETERM));
+        assert!(!ready);
+    }
+
+    #[test]
+    fn a_slice_under_a_millisecond_waits_a_millisecond_instead_of_spinning() {
+        let started = Instant::now();
+        let until = started + Duration::from_micros(300);
+        let mut asked = Vec::new();
+        let ready = wait_readable(until, |ms| {
+            asked.push(ms);
+            std::thread::sleep(Duration::from_millis(ms.unsigned_abs()));
+            Ok(0)
+        });
+        assert!(!ready);
+        assert_eq!(asked, [1]);
+        // 2.2 ms left: 3 ms asked (rounded up), one poll.
+        let mut asked = Vec::new();
+        let until = Instant::now() + Duration::from_micros(2200);
+        wait_readable(until, |ms| {
+            asked.push(ms);
+            std::thread::sleep(Duration::from_millis(ms.unsigned_abs()));
+            Ok(0)
+        });
+        assert_eq!(asked.first(), Some(&3));
+        assert_eq!(asked.len(), 1);
+        // Nothing left: one poll that does not wait.
+        let mut asked = Vec::new();
+        wait_readable(Instant::now(), |ms| {
+            asked.push(ms);
+            Ok(0)
+        });
+        assert_eq!(asked, [0]);
+    }
+
+    #[test]
+    fn waits_from_any_number_never_panic() {
+        assert_eq!(wait_ms(250.0), Duration::from_millis(250));
+        assert_eq!(wait_ms(1e23), LONGEST_WAIT);
+        assert_eq!(wait_ms(f64::INFINITY), LONGEST_WAIT);
+        assert_eq!(wait_ms(f64::MAX), LONGEST_WAIT);
+        assert_eq!(wait_ms(f64::NAN), Duration::ZERO);
+        assert_eq!(wait_ms(-5.0), Duration::ZERO);
+        assert_eq!(wait_ms(f64::NEG_INFINITY), Duration::ZERO);
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::MAX), now + LONGEST_WAIT);
+    }
+
+    #[test]
+    fn the_fallback_exit_follows_the_planner_rule_on_ties() {
+        let accuracy = [0.8, 0.9, 0.9, 0.95, 0.95];
+        let tables = (1..=5)
+            .map(|exit| ExitTable {
+                exit,
+                accuracy: accuracy[exit - 1],
+                pairs: leak(vec![
+                    crate::plan::PairCost {
+                        device_ms: 0.0,
+                        edge_ms: 1.0,
+                        bytes: 1024,
+                    },
+                    crate::plan::PairCost {
+                        device_ms: 10.0,
+                        edge_ms: 0.0,
+                        bytes: 0,
+                    },
+                ]),
+                envelope: leak(vec![crate::plan::Segment {
+                    from_x: 0.0,
+                    partition: 0,
+                }]),
+            })
+            .collect();
+        let plan = DevicePlan {
+            digest: [0; 32],
+            tables: leak(tables),
+            by_accuracy: &[4, 3, 2, 1, 0],
+            mean: &[0.5],
+            std: &[0.25],
+            input: &[1, 32, 32],
+        };
+        let cost = |exit: usize| [30.0, 60.0, 60.0, 90.0, 100.0][exit - 1];
+        // Exits 4 and 5 fit and are as accurate: the cheaper, exit 4.
+        assert_eq!(plan.best_local(120.0, cost), 4);
+        assert_eq!(plan.best_local(95.0, cost), 4);
+        // Exits 2 and 3 as accurate and as costly: the deeper.
+        assert_eq!(plan.best_local(70.0, cost), 3);
+        // Nothing fits: the fastest.
+        assert_eq!(plan.best_local(10.0, cost), 1);
+    }
+
+    /// A link whose uplink is a token bucket of `rate_bps` with a burst of `burst_bytes`
+    /// (full at the start) in front of a 1 Gbit/s line, `rtt_ms` of round trip, and
+    /// `overhead` bytes of headers on every ping; pongs come back at once. Time is
+    /// simulated: a ping leaves when the probe has read the pong before it.
+    struct TokenBucket {
+        start: Instant,
+        rate: f64,
+        burst: f64,
+        tokens: f64,
+        refilled_at: f64,
+        line_free_at: f64,
+        rtt_s: f64,
+        overhead: usize,
+        now: f64,
+        pongs: HashMap<u64, f64>,
+        sent_bytes: usize,
+    }
+
+    impl TokenBucket {
+        fn new(rate_bps: f64, burst_bytes: f64, rtt_ms: f64) -> Self {
+            Self {
+                start: Instant::now(),
+                rate: rate_bps / 8.0,
+                burst: burst_bytes,
+                tokens: burst_bytes,
+                refilled_at: 0.0,
+                line_free_at: 0.0,
+                rtt_s: rtt_ms / 1e3,
+                overhead: 200,
+                now: 0.0,
+                pongs: HashMap::new(),
+                sent_bytes: 0,
+            }
+        }
+    }
+
+    impl PingLink for TokenBucket {
+        fn send(&mut self, bytes: usize) -> Option<(u64, Instant)> {
+            let size = (bytes + self.overhead) as f64;
+            let at_bucket = (self.now + self.rtt_s / 2.0).max(self.line_free_at);
+            self.tokens =
+                (self.tokens + (at_bucket - self.refilled_at) * self.rate).min(self.burst);
+            let wait = ((size - self.tokens) / self.rate).max(0.0);
+            let leaves = at_bucket + wait;
+            self.tokens = (self.tokens + wait * self.rate).min(self.burst) - size;
+            self.refilled_at = leaves;
+            self.line_free_at = leaves + size / 125e6;
+            let id = self.pongs.len() as u64;
+            self.pongs.insert(id, self.line_free_at + self.rtt_s / 2.0);
+            self.sent_bytes += bytes;
+            Some((id, self.start + Duration::from_secs_f64(self.now)))
+        }
+
+        fn pong(&mut self, id: u64) -> Option<Instant> {
+            let at = self.pongs[&id];
+            self.now = self.now.max(at);
+            Some(self.start + Duration::from_secs_f64(at))
+        }
+    }
+
+    /// The probe over a simulated link: the rate it measured, as a fraction of the bucket's
+    /// rate in payload bytes (the headers take their share of the bucket).
+    fn probe_through(rate_bps: f64, burst_kib: f64, rtt_ms: f64) -> (f64, TokenBucket) {
+        let mut link = TokenBucket::new(rate_bps, burst_kib * 1024.0, rtt_ms);
+        let stretch =
+            measure_uplink(&mut link, 1024, Duration::from_secs_f64(rtt_ms / 1e3)).expect("a rate");
+        let payload_bps = rate_bps * 1024.0 / (1024 + link.overhead) as f64;
+        (stretch.bandwidth_bps() / payload_bps, link)
+    }
+
+    #[test]
+    fn the_probe_sees_through_a_token_buckets_burst() {
+        // What the probe can see through: a bucket that runs dry within its first stretch
+        // (50 ms, or four round trips), counting three round trips of slow start, while the
+        // probe sends up to 16 KiB per round trip.
+        let mut cases = 0;
+        for rtt_ms in [0.2f64, 5.0, 40.0] {
+            let rtt = rtt_ms / 1e3;
+            let probe_bps = 16.0 * 8192.0 / rtt;
+            let stretch = (4.0 * rtt).max(0.05);
+            for rate_bps in [100e3, 1e6, 10e6, 100e6] {
+                for burst_kib in [2.0, 3.0, 16.0, 64.0, 256.0] {
+                    let dry = burst_kib * 8192.0 / (probe_bps - rate_bps);
+                    if rate_bps * 2.0 > probe_bps || 3.0 * rtt + dry > stretch {
+                        continue;
+                    }
+                    let (ratio, link) = probe_through(rate_bps, burst_kib, rtt_ms);
+                    let case = format!(
+                        "{rate_bps} bit/s, burst {burst_kib} KiB, round trip {rtt_ms} ms: \
+                         {ratio:.3} of the rate, {} bytes in {:.3} s",
+                        link.sent_bytes, link.now
+                    );
+                    assert!((0.9..1.1).contains(&ratio), "{case}");
+                    // Bounded: at 100 kbit/s, 16 KiB left in flight when the burst ends
+                    // take 1.3 s to drain.
+                    assert!(link.now < 2.5, "{case}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 36);
+    }
+
+    #[test]
+    fn pongs_that_arrive_together_count_as_one_clump() {
+        let t0 = Instant::now();
+        let ms = |ms: f64| t0 + Duration::from_secs_f64(ms / 1e3);
+        let mut probe = RateProbe::new(1024, Duration::from_micros(100));
+        // A burst at line rate, then pairs of pongs every 200 ms (2 KiB per 200 ms, 81.92
+        // kbit/s), the second 0.05 ms after the first, as a bucket releases them.
+        for i in 0..20 {
+            probe.pong(ms(0.1 * f64::from(i)));
+        }
+        let mut steady = None;
+        for k in 1..=8 {
+            let at = 200.0 * f64::from(k);
+            probe.pong(ms(at));
+            steady = steady.or_else(|| probe.steady());
+            probe.pong(ms(at + 0.05));
+            steady = steady.or_else(|| probe.steady());
+        }
+        let steady = steady.expect("steady");
+        let ratio = steady.bandwidth_bps() / 81920.0;
+        assert!((0.99..1.01).contains(&ratio), "{steady:?}");
+        // A stretch is never cut inside a pair: always whole pairs of pings.
+        assert_eq!(steady.bytes % 2048, 0, "{steady:?}");
+    }
+
+    #[test]
+    fn the_probe_stops_at_its_byte_budget_on_a_link_faster_than_it_can_tell() {
+        // A 1 Gbit/s line and nothing else: every stretch at the line rate; the probe stops
+        // once two 50 ms stretches agree, within its budget.
+        let mut link = TokenBucket::new(1e12, 1e12, 0.05);
+        let stretch = measure_uplink(&mut link, 1024, Duration::from_micros(50)).unwrap();
+        assert!(link.sent_bytes <= PROBE_MAX_BYTES);
+        assert!(stretch.bandwidth_bps() > 100e6, "{stretch:?}");
+        // A ping larger than the budget still goes once, and a single pong measures nothing.
+        let mut link = TokenBucket::new(1e6, 1e9, 1.0);
+        assert_eq!(
+            measure_uplink(&mut link, PROBE_MAX_BYTES + 1, Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(link.sent_bytes, PROBE_MAX_BYTES + 1);
+    }
+
+    fn leak<T>(items: Vec<T>) -> &'static [T] {
+        Box::leak(items.into_boxed_slice())
+    }
+
+    /// A device client on fresh weights (the generated kernels, portable instruction set)
+    /// with a plan of made-up costs — each layer 2 ms on the device, 1 ms on the edge, 1 KiB
+    /// on the wire — and nothing listening at its endpoint.
+    fn client_without_edge(speculate: bool) -> DeviceClient {
+        let device = crate::Backend::Flex.device();
+        let model = crate::BranchyAlexNetConfig::new()
+            .with_channels(1)
+            .init(&device);
+        let table = model.layer_table().clone();
+        let engine =
+            crate::PackedNetwork::new(&table, &model.weights(), crate::Isa::Portable).unwrap();
+        let tables = table
+            .exits
+            .iter()
+            .map(|spec| {
+                let n = spec.len();
+                let pairs = (0..=n)
+                    .map(|p| crate::plan::PairCost {
+                        device_ms: 2.0 * p as f64,
+                        edge_ms: (n - p) as f64,
+                        bytes: if p == n { 0 } else { 1024 },
+                    })
+                    .collect();
+                ExitTable {
+                    exit: spec.exit,
+                    accuracy: 0.8 + 0.02 * spec.exit as f64,
+                    pairs: leak(pairs),
+                    // Every remote partition has the same slope; partition 0 costs least.
+                    envelope: leak(vec![crate::plan::Segment {
+                        from_x: 0.0,
+                        partition: 0,
+                    }]),
+                }
+            })
+            .collect();
+        let plan = DevicePlan {
+            digest: [0; 32],
+            tables: leak(tables),
+            by_accuracy: &[4, 3, 2, 1, 0],
+            mean: &[0.5],
+            std: &[0.25],
+            input: &[1, 32, 32],
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = DeviceConfig::new(format!("tcp://127.0.0.1:{port}"), Security::Null);
+        config.speculate = speculate;
+        DeviceClient::connect(Arc::new(engine), plan, config).unwrap()
+    }
+
+    #[test]
+    fn huge_infinite_or_nan_deadlines_are_answered_without_panic() {
+        for speculate in [true, false] {
+            let mut client = client_without_edge(speculate);
+            let pixels = vec![0u8; 1024];
+            for deadline_ms in [1e23, f64::MAX, f64::INFINITY, f64::NAN, -5.0, 300.0] {
+                let started = Instant::now();
+                let answer = client.infer(&pixels, deadline_ms).unwrap();
+                assert!(started.elapsed() < Duration::from_secs(20));
+                // Nobody listens: the device answers on its own.
+                assert_ne!(answer.source, Source::Edge, "{deadline_ms}");
+                assert_eq!(answer.logits.len(), 10);
+            }
+        }
     }
 }

@@ -10,6 +10,15 @@ use std::time::Duration;
 use common::*;
 use toolchain::shaping::{ShapedLink, unavailable};
 
+/// The tests here time real processes on a small machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -21,6 +30,7 @@ fn latency_matches_the_prediction_and_deadlines_hold_on_shaped_links() {
         eprintln!("SKIPPED: {reason}");
         return;
     }
+    let _serial = serial();
     let link = ShapedLink::new("edgent-shaped", 1).expect("network namespaces");
     let keys = Keys::new();
     let port = free_port();
@@ -104,6 +114,58 @@ fn latency_matches_the_prediction_and_deadlines_hold_on_shaped_links() {
         eprintln!("{}", summary.last().unwrap());
         assert!(error <= 0.15, "{}", summary.join("\n"));
         assert!(hit >= 0.99, "{}", summary.join("\n"));
+    }
+    edge.stop();
+    eprintln!("{}", summary.join("\n"));
+}
+
+/// The device's first bandwidth figure — the start-up probe's, which plans its first
+/// request — on links whose token bucket lets a burst through at line rate, larger than a
+/// ping or two: it must be the bucket's rate, not the line's. (Two 1 KiB pings behind a
+/// 3 KiB bucket at 100 kbit/s once read 81,920 kbit/s.)
+#[test]
+fn the_first_bandwidth_estimate_sees_through_a_burst() {
+    if let Some(reason) = unavailable() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let _serial = serial();
+    let link = ShapedLink::new("edgent-burst", 2).expect("network namespaces");
+    let keys = Keys::new();
+    let port = free_port();
+    let endpoint = format!("tcp://{}:{port}", link.edge_ip);
+    let mut args: Vec<String> = vec!["serve".into(), "--bind".into(), endpoint.clone()];
+    args.extend(keys.server("edge"));
+    let edge = Server::start(&link.edge_exec(), &args, "serving plan");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("blank.raw");
+    std::fs::write(&image, vec![0u8; 1024]).unwrap();
+    let mut summary = Vec::new();
+    for (kbit, burst_kib) in [(100u32, 3u32), (100, 16), (100, 64), (1000, 64)] {
+        // A new bucket starts full: the probe meets the whole burst.
+        link.shape_with_burst(f64::from(kbit) * 1e3, burst_kib * 1024)
+            .unwrap();
+        let mut args: Vec<String> = ["run", "--json", "--deadline", "1s", "--slowdown", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--edge".into(), endpoint.clone()]);
+        args.extend(["--input".into(), image.display().to_string()]);
+        args.extend(keys.client("device", "edge"));
+        let started = std::time::Instant::now();
+        let out = device(&link.device_exec(), &args, Duration::from_secs(120));
+        let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let estimated = answer["link"]["bandwidth_bps"].as_f64().unwrap() / 1e3;
+        // Counted in payload bytes: headers (CURVE, ZeroMQ, TCP/IP, the pongs' ACKs) take
+        // about a fifth of the bucket's rate with 1 KiB pings.
+        let ratio = estimated / f64::from(kbit);
+        summary.push(format!(
+            "{kbit} kbit/s, burst {burst_kib} KiB: first estimate {estimated:.1} kbit/s \
+             ({ratio:.2} of the rate; the run took {:.1} s)",
+            started.elapsed().as_secs_f64()
+        ));
+        eprintln!("{}", summary.last().unwrap());
+        assert!((1.0 / 1.5..=1.5).contains(&ratio), "{}", summary.join("\n"));
     }
     edge.stop();
     eprintln!("{}", summary.join("\n"));

@@ -1,6 +1,7 @@
 //! End-to-end training: reproducibility, learning on synthetic data, outputs, real data.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datasets::DatasetKind;
 use runtime::{BranchyAlexNetConfig, WeightMap};
@@ -32,6 +33,32 @@ fn same_seed_and_config_give_the_same_digest() {
     // The files hold the weights the digest names.
     let weights = WeightMap::load(&dir.path().join("a/model.safetensors")).unwrap();
     assert_eq!(weights.digest(), a.digest);
+}
+
+/// burn's generator is process-wide: models created on another thread while a run trains
+/// (as the other tests here do) must not change what it trains.
+#[test]
+fn models_created_meanwhile_do_not_change_a_seeded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = train(&small(&dir.path().join("alone"), 11)).unwrap();
+    let stop = AtomicBool::new(false);
+    let busy = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let device = burn::prelude::Device::flex();
+            loop {
+                let model = BranchyAlexNetConfig::new().init(&device);
+                std::hint::black_box(model.weights());
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        });
+        let busy = train(&small(&dir.path().join("busy"), 11));
+        stop.store(true, Ordering::Relaxed);
+        busy.unwrap()
+    });
+    assert_eq!(alone.digest, busy.digest);
+    assert_eq!(alone.exits, busy.exits);
 }
 
 #[test]

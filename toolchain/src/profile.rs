@@ -820,10 +820,9 @@ fn check_slices_here(
 ) -> Result<Vec<SliceCheck>, String> {
     let rounds = rounds.max(1);
     let device = settings.backend.device();
-    device.seed(0);
     let model = runtime::BranchyAlexNetConfig::new()
         .with_channels(channels)
-        .init(&device);
+        .init_seeded(&device, 0);
     let table = model.layer_table().clone();
     let engine = settings.engine_of(model)?;
     let mut slices = Vec::new();

@@ -189,11 +189,18 @@ impl ShapedLink {
     /// 1 s, like a radio link's buffers).
     /// Replaces any earlier limit: call it again to change the rate during a run.
     pub fn shape(&self, bits_per_s: f64) -> Result<(), String> {
+        self.shape_with_burst(bits_per_s, 2048)
+    }
+
+    /// [`ShapedLink::shape`] with a burst of `burst_bytes` in each direction's bucket: that
+    /// much passes at line rate after a pause (at least the interface's MTU, 1500 bytes).
+    pub fn shape_with_burst(&self, bits_per_s: f64, burst_bytes: u32) -> Result<(), String> {
         let rate = format!("{}bit", bits_per_s.round() as u64);
+        let burst = format!("{burst_bytes}b");
         for (ns, dev) in [(&self.device_ns, "vdev"), (&self.edge_ns, "vedge")] {
             sh(&[
                 "tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate,
-                "burst", "2kb", "latency", "1s",
+                "burst", &burst, "latency", "1s",
             ])?;
         }
         Ok(())

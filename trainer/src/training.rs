@@ -36,9 +36,6 @@ pub enum TrainError {
     Weights(#[from] WeightsError),
 }
 
-/// Held while a run uses burn's process-wide random number generator.
-static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn check(config: &TrainConfig) -> Result<(), TrainError> {
     let bad = |what: String| Err(TrainError::Config(what));
     if config.epochs == 0 {
@@ -79,13 +76,14 @@ fn bar(len: u64, visible: bool, template: &str) -> ProgressBar {
 /// Trains B-AlexNet on `config.dataset`, evaluates every exit on the test set and writes
 /// `model.safetensors`, the burn record, `config.json` and `metrics.json` to `config.out`.
 ///
-/// burn's random number generator is process-wide: runs in one process are serialised so
-/// that each sees only its own seed's stream, and the same settings give the same weights.
+/// burn's random number generator is process-wide (burn 0.22 gives neither parameter
+/// initialisation nor dropout a generator of their own): a run holds it
+/// ([`runtime::model::lock_rng`]) from its seed to its last step, and so does every model
+/// creation in the process ([`BranchyAlexNetConfig::init`]), so a run sees only its own
+/// seed's stream and the same settings give the same weights.
 pub fn train(config: &TrainConfig) -> Result<Metrics, TrainError> {
     check(config)?;
-    let _exclusive = RNG_LOCK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rng = runtime::model::lock_rng();
     let started = Instant::now();
     let dir = config.data_dir.as_deref();
     let mut train_set = datasets::load(config.dataset, dir, Split::Train)?;
@@ -100,7 +98,9 @@ pub fn train(config: &TrainConfig) -> Result<Metrics, TrainError> {
     let device = config.backend.device().autodiff();
     device.seed(config.seed);
     let model_config = BranchyAlexNetConfig::new().with_channels(train_set.channels);
-    let mut model = model_config.init(&device);
+    // Weights drawn at the first forward pass, between its dropout masks, as always: the
+    // same seed gives the same weights as before the lock existed.
+    let mut model = model_config.init_lazy(&device, &rng);
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let normalization = config.dataset.normalization();

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use generated::net::{KeyArgs, KeygenArgs, ThreadArgs};
 use generated::outln;
-use generated::units::{parse_bandwidth, parse_duration_ms};
+use generated::units::{parse_bandwidth, parse_deadline_ms, parse_duration_ms};
 use generated::{EngineArgs, device_plan, normalize, plan, read_image};
 use runtime::Activation;
 use runtime::device::{Answer, DeviceClient, DeviceConfig, Source};
@@ -30,11 +30,11 @@ struct Cli {
 enum Command {
     /// Print the plan for a bandwidth and a deadline: exit, partition, predicted breakdown.
     Plan {
-        /// Uplink bandwidth, e.g. 400kbit, 1.5Mbit.
+        /// Uplink bandwidth, e.g. 400kbit, 1.5Mbit/s, 50kB/s (b: bits, B: bytes).
         #[arg(long, value_parser = parse_bandwidth)]
         bandwidth: f64,
-        /// Latency requirement, e.g. 300ms, 1s.
-        #[arg(long, value_parser = parse_duration_ms)]
+        /// Latency requirement, e.g. 300ms, 1s (at most an hour).
+        #[arg(long, value_parser = parse_deadline_ms)]
         deadline: f64,
         /// Round-trip overhead per request, e.g. 5ms.
         #[arg(long, value_parser = parse_duration_ms, default_value = "0ms")]
@@ -67,8 +67,8 @@ enum Command {
         /// Image file: binary PGM (28×28 or 32×32) or raw u8 pixels [C, 32, 32].
         #[arg(long)]
         input: PathBuf,
-        /// Latency requirement, e.g. 300ms.
-        #[arg(long, value_parser = parse_duration_ms)]
+        /// Latency requirement, e.g. 300ms (at most an hour).
+        #[arg(long, value_parser = parse_deadline_ms)]
         deadline: f64,
         #[command(flatten)]
         edge: EdgeArgs,
@@ -79,8 +79,8 @@ enum Command {
     /// Classify a whole data set with the edge; report accuracy, deadline hit rate and
     /// latency percentiles.
     Eval {
-        /// Latency requirement per image, e.g. 300ms.
-        #[arg(long, value_parser = parse_duration_ms)]
+        /// Latency requirement per image, e.g. 300ms (at most an hour).
+        #[arg(long, value_parser = parse_deadline_ms)]
         deadline: f64,
         /// Data set directory (default: Debian's Fashion-MNIST).
         #[arg(long)]
@@ -157,8 +157,10 @@ struct EdgeArgs {
     /// How long to wait for the edge at start (probe); then run locally until it answers.
     #[arg(long, value_parser = parse_duration_ms, default_value = "3s")]
     connect_timeout: f64,
-    /// Bytes of each of the two start-up bandwidth probes (0: none); an image's size by
-    /// default, so that the estimate sees the per-message overheads an upload sees.
+    /// Bytes of each ping of the start-up bandwidth probe (0: no probe); an image's size by
+    /// default, so that the estimate sees the per-message overheads an upload sees. The
+    /// probe sends them as their pongs come back until the rate holds steady (a link's
+    /// burst spent first), at most 4 MiB within --connect-timeout.
     #[arg(long, default_value_t = 1024)]
     probe_bytes: usize,
     /// What to choose: edgent, or a baseline (device-only, edge-only, partition-only,

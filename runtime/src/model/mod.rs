@@ -10,6 +10,9 @@ pub mod entropy;
 pub mod layers;
 pub mod weights;
 
+use std::cell::Cell;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{
@@ -19,6 +22,49 @@ use burn::nn::{
 use burn::prelude::*;
 
 use crate::model::layers::{LayerParams, LayerSpec, LayerTable, NUM_EXITS, b_alexnet};
+
+/// burn's random number generator is one per process: a backend's `seed` replaces it for
+/// every thread, and every random tensor draws from it — a layer's initial weights (drawn
+/// lazily, when a parameter is first used) and each dropout mask in training. burn 0.22
+/// offers no generator of one's own for either (`Initializer` and `Dropout` take none), so
+/// whoever seeds it or draws from it holds this lock meanwhile: [`Layer::init`] and
+/// [`BranchyAlexNetConfig::init`] (which draw every initial weight before letting go), and a
+/// training run from its seed to its last step ([`BranchyAlexNetConfig::init_lazy`]). A
+/// seeded run then sees its own stream only, whatever other threads of the process create
+/// meanwhile.
+static BURN_RNG: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this thread holds [`BURN_RNG`] (the lock is re-entrant per thread).
+    static HOLDS_BURN_RNG: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread's exclusive use of burn's random number generator, until dropped (see
+/// [`lock_rng`]).
+#[must_use = "the generator is released when the guard is dropped"]
+pub struct RngGuard {
+    guard: Option<MutexGuard<'static, ()>>,
+}
+
+impl Drop for RngGuard {
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            HOLDS_BURN_RNG.with(|holds| holds.set(false));
+        }
+    }
+}
+
+/// Takes burn's process-wide random number generator for this thread: hold the guard
+/// from seeding (`device.seed`) to the last random draw. Re-entrant: on a thread that
+/// already holds it, the guard releases nothing.
+pub fn lock_rng() -> RngGuard {
+    if HOLDS_BURN_RNG.with(Cell::get) {
+        return RngGuard { guard: None };
+    }
+    let guard = BURN_RNG.lock().unwrap_or_else(PoisonError::into_inner);
+    HOLDS_BURN_RNG.with(|holds| holds.set(true));
+    RngGuard { guard: Some(guard) }
+}
 
 /// An intermediate tensor on a burn device: a batch of feature maps `[N, C, H, W]` or of
 /// vectors `[N, F]` (engines exchange [`crate::Activation`]s, on the host).
@@ -157,8 +203,17 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Creates the layer a spec describes, with fresh weights.
+    /// Creates the layer a spec describes, with fresh weights drawn from burn's generator
+    /// under [`lock_rng`] (seed the device under the same lock for reproducible weights).
     pub fn init(spec: &LayerSpec, device: &Device) -> Self {
+        let _rng = lock_rng();
+        let layer = Self::init_lazy(spec, device);
+        layer.draw_weights();
+        layer
+    }
+
+    /// The layer with parameters that burn draws at their first use.
+    fn init_lazy(spec: &LayerSpec, device: &Device) -> Self {
         match spec.params {
             LayerParams::Conv {
                 in_channels,
@@ -200,6 +255,26 @@ impl Layer {
         }
     }
 
+    /// Draws the parameters burn initialises lazily, now, so that no draw happens later
+    /// outside [`lock_rng`].
+    fn draw_weights(&self) {
+        match self {
+            Self::Conv(conv) => {
+                let _ = conv.weight.val();
+                if let Some(bias) = &conv.bias {
+                    let _ = bias.val();
+                }
+            }
+            Self::Fc(linear) => {
+                let _ = linear.weight.val();
+                if let Some(bias) = &linear.bias {
+                    let _ = bias.val();
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Applies the layer; `input_shape` is the layer's per-sample input shape.
     pub fn forward(&self, x: Features, input_shape: &[usize]) -> Features {
         match self {
@@ -236,17 +311,35 @@ impl BranchyAlexNetConfig {
         b_alexnet(self.channels, self.classes)
     }
 
-    /// A network with fresh weights (seed the device first for reproducible weights).
+    /// A network with fresh weights, drawn from burn's generator under [`lock_rng`] (use
+    /// [`BranchyAlexNetConfig::init_seeded`] for reproducible weights).
     pub fn init(&self, device: &Device) -> BranchyAlexNet {
+        let rng = lock_rng();
+        let model = self.init_lazy(device, &rng);
+        for layer in model.trunk.iter().chain(model.branches.iter().flatten()) {
+            layer.draw_weights();
+        }
+        model
+    }
+
+    /// A network whose weights burn draws at their first use (its own way: the first
+    /// forward pass draws them layer by layer, between dropout masks). The caller holds
+    /// the guard until then — training holds it from its seed to its last step, which keeps
+    /// the stream, and so the trained weights, what they have always been.
+    pub fn init_lazy(&self, device: &Device, _held: &RngGuard) -> BranchyAlexNet {
         let table = self.layer_table();
         let full = &table.exits[NUM_EXITS - 1];
-        let trunk = full.layers.iter().map(|l| Layer::init(l, device)).collect();
+        let trunk = full
+            .layers
+            .iter()
+            .map(|l| Layer::init_lazy(l, device))
+            .collect();
         let branches = table.exits[..NUM_EXITS - 1]
             .iter()
             .map(|e| {
                 e.layers[e.trunk_layers..]
                     .iter()
-                    .map(|l| Layer::init(l, device))
+                    .map(|l| Layer::init_lazy(l, device))
                     .collect()
             })
             .collect();
@@ -255,6 +348,15 @@ impl BranchyAlexNetConfig {
             branches,
             table,
         }
+    }
+
+    /// A network with fresh weights from `seed`: the same seed gives the same weights,
+    /// whatever other threads do (the device is seeded and the weights drawn under one
+    /// hold of [`lock_rng`]).
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> BranchyAlexNet {
+        let _rng = lock_rng();
+        device.seed(seed);
+        self.init(device)
     }
 }
 
@@ -371,8 +473,8 @@ mod tests {
 
     fn model() -> (BranchyAlexNet, Device) {
         let device = Device::flex();
-        device.seed(3);
-        (BranchyAlexNetConfig::new().init(&device).valid(), device)
+        let model = BranchyAlexNetConfig::new().init_seeded(&device, 3);
+        (model.valid(), device)
     }
 
     fn input(device: &Device, n: usize) -> Tensor<4> {

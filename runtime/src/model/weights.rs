@@ -304,8 +304,7 @@ mod tests {
     #[test]
     fn safetensors_round_trip_keeps_weights_and_digest() {
         let device = Device::flex();
-        device.seed(1);
-        let model = BranchyAlexNetConfig::new().init(&device);
+        let model = BranchyAlexNetConfig::new().init_seeded(&device, 1);
         let weights = model.weights();
         assert_eq!(weights.0["fc8.weight"].shape, vec![10, 128]);
         assert_eq!(weights.0["conv1.weight"].shape, vec![32, 1, 5, 5]);
@@ -317,8 +316,7 @@ mod tests {
         assert_eq!(loaded, weights);
         assert_eq!(loaded.digest(), weights.digest());
 
-        device.seed(2);
-        let other = BranchyAlexNetConfig::new().init(&device);
+        let other = BranchyAlexNetConfig::new().init_seeded(&device, 2);
         assert_ne!(other.weights().digest(), weights.digest());
         let restored = other.load_weights(&loaded, &device).unwrap();
         assert_eq!(restored.weights().digest(), weights.digest());
