@@ -544,6 +544,9 @@ pub struct SocketRun {
     pub cases: u64,
     /// Cases not sent: no frames (nothing to send) or a frame over `ZMQ_MAXMSGSIZE`.
     pub skipped: u64,
+    /// Valid requests the edge answered `expired` instead: their (mutated) `deadline_us`
+    /// passed while they waited for a worker, which PROTOCOL.md allows.
+    pub expired: u64,
     /// Wall time of the cases, s.
     pub seconds: f64,
     /// The outcomes admission predicted for the cases sent.
@@ -659,6 +662,14 @@ pub fn socket(args: &FuzzArgs, edge_exe: &Path) -> anyhow::Result<SocketRun> {
                 {
                     None
                 }
+                Ok(m)
+                    if header.deadline_us > 0
+                        && m.header.request_id == header.request_id
+                        && ErrorCode::from_u16(m.header.code) == Some(ErrorCode::Expired) =>
+                {
+                    run.expired += 1;
+                    None
+                }
                 other => Some(format!(
                     "case {index}: a valid request got {other:?}, expected a Result"
                 )),
@@ -743,7 +754,8 @@ fn compare_stats(run: &mut SocketRun) {
     let stats = &run.edge_stats;
     let number = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
     let results = number(&stats["results"]);
-    let expected_results = run.tally.runs + run.probes.1 + u64::from(run.oversize_peer_answered);
+    let expected_results =
+        run.tally.runs - run.expired + run.probes.1 + u64::from(run.oversize_peer_answered);
     if results != expected_results {
         run.failures.push(format!(
             "the edge counted {results} results, expected {expected_results}"
@@ -757,7 +769,10 @@ fn compare_stats(run: &mut SocketRun) {
     }
     for code in ErrorCode::ALL {
         let counted = stats["errors_by_code"][code.name()].as_u64().unwrap_or(0);
-        let predicted = run.tally.refused[code as usize];
+        let mut predicted = run.tally.refused[code as usize];
+        if code == ErrorCode::Expired {
+            predicted += run.expired;
+        }
         if counted != predicted {
             run.failures.push(format!(
                 "the edge counted {counted} {} errors, admission predicted {predicted}",

@@ -79,12 +79,13 @@ fn twenty_thousand_structured_cases_hold_every_invariant() {
     assert!(run.failures.is_empty() && run.panics.is_empty());
     assert_eq!(run.tally.cases, 20_000);
     // The mutator reaches every outcome admission has: runs, pongs, and every error code
-    // but the two only workers give (busy, internal).
+    // but those only the queue, workers or broker give (busy, internal, unavailable,
+    // expired).
     let outcomes = run.tally.outcomes();
     for name in ["run", "pong"]
         .into_iter()
         .chain(ErrorCode::ALL.iter().map(|c| c.name()))
-        .filter(|n| !["busy", "internal"].contains(n))
+        .filter(|n| !["busy", "internal", "unavailable", "expired"].contains(n))
     {
         assert!(
             outcomes.iter().any(|(o, n)| *o == name && *n > 0),

@@ -386,11 +386,51 @@ pub struct DeviceCounters {
     pub speculation_cancelled: u64,
     /// Replies that arrived after their request was answered locally (discarded).
     pub late_replies: u64,
+    /// Replies for a request the edge had already answered (discarded; should be 0).
+    pub duplicate_replies: u64,
+    /// Results that do not answer what was asked: another exit or partition, or not
+    /// one logit per class (refused; should be 0).
+    pub mismatched_replies: u64,
+    /// Times the device replaced its socket after hearing nothing for 10 s.
+    pub reconnects: u64,
 }
 
 /// How long before the deadline a device that speculated stops waiting for the edge: the
 /// time to take the local answer and return it.
 const SPECULATION_GUARD: Duration = Duration::from_millis(5);
+
+/// A device that has heard nothing from its server for this long reconnects with a new
+/// socket: libzmq does not retry a CURVE handshake the server refused, so a device whose
+/// key was added to the allow-list after it started would otherwise stay refused.
+const REOPEN_AFTER: Duration = Duration::from_secs(10);
+
+/// The device's DEALER socket, connected to the edge or broker.
+fn open_socket(context: &zmq::Context, config: &DeviceConfig) -> Result<zmq::Socket, DeviceError> {
+    let socket = context
+        .socket(zmq::DEALER)
+        .map_err(zmq_err("creating the device socket"))?;
+    socket.set_linger(0).map_err(zmq_err("setting linger"))?;
+    // Queue nothing for an edge that is not connected: a send then fails at once.
+    socket
+        .set_immediate(true)
+        .map_err(zmq_err("setting IMMEDIATE"))?;
+    socket.set_sndhwm(64).map_err(zmq_err("setting SNDHWM"))?;
+    socket
+        .set_reconnect_ivl(100)
+        .map_err(zmq_err("setting RECONNECT_IVL"))?;
+    // Replies are logits or error text: refuse anything far larger from a rogue server.
+    socket
+        .set_maxmsgsize(1 << 20)
+        .map_err(zmq_err("setting ZMQ_MAXMSGSIZE"))?;
+    config.security.apply_client(&socket)?;
+    socket
+        .connect(&config.endpoint)
+        .map_err(zmq_err(format!("connecting to {}", config.endpoint)))?;
+    Ok(socket)
+}
+
+/// How many answered request ids a device remembers to spot duplicate replies.
+const ANSWERED_IDS: usize = 4096;
 
 /// How often a device whose local run is late checks for the edge's reply meanwhile.
 const POLL_SLICE: Duration = Duration::from_millis(1);
@@ -732,7 +772,11 @@ pub struct DeviceClient {
     plan: DevicePlan,
     config: DeviceConfig,
     socket: zmq::Socket,
-    _context: zmq::Context,
+    context: zmq::Context,
+    /// When the server last sent anything (a reply, a pong, an error).
+    last_heard: Instant,
+    /// When the socket was last (re)opened.
+    last_opened: Instant,
     estimator: LinkEstimator,
     next_id: u64,
     /// While set, plan device-only: the edge failed recently.
@@ -747,6 +791,8 @@ pub struct DeviceClient {
     overruns: VecDeque<f64>,
     /// Requests sent and not answered yet.
     in_flight: InFlight,
+    /// Ids of the last requests the edge answered, to spot a reply that comes twice.
+    answered_ids: VecDeque<u64>,
     /// A speculative local run cancelled because the edge answered, not joined yet.
     cancelled: Option<Speculation>,
     counters: DeviceCounters,
@@ -811,22 +857,7 @@ impl DeviceClient {
         engine.warm_up();
         let clock = Arc::new(LayerClock::measure(&*engine, config.slowdown)?);
         let context = zmq::Context::new();
-        let socket = context
-            .socket(zmq::DEALER)
-            .map_err(zmq_err("creating the device socket"))?;
-        socket.set_linger(0).map_err(zmq_err("setting linger"))?;
-        // Queue nothing for an edge that is not connected: a send then fails at once.
-        socket
-            .set_immediate(true)
-            .map_err(zmq_err("setting IMMEDIATE"))?;
-        socket.set_sndhwm(64).map_err(zmq_err("setting SNDHWM"))?;
-        socket
-            .set_reconnect_ivl(100)
-            .map_err(zmq_err("setting RECONNECT_IVL"))?;
-        config.security.apply_client(&socket)?;
-        socket
-            .connect(&config.endpoint)
-            .map_err(zmq_err(format!("connecting to {}", config.endpoint)))?;
+        let socket = open_socket(&context, &config)?;
         let estimator = match config.fixed_link {
             Some(link) => LinkEstimator::fixed(link),
             None => LinkEstimator::new(config.initial_link, 8),
@@ -836,7 +867,9 @@ impl DeviceClient {
             plan,
             config,
             socket,
-            _context: context,
+            context,
+            last_heard: Instant::now(),
+            last_opened: Instant::now(),
             estimator,
             next_id: 1,
             backoff_until: None,
@@ -845,6 +878,7 @@ impl DeviceClient {
             local_measured: vec![0.0; plan.tables.len()],
             overruns: VecDeque::new(),
             in_flight: InFlight::default(),
+            answered_ids: VecDeque::new(),
             cancelled: None,
             counters: DeviceCounters::default(),
         };
@@ -948,6 +982,10 @@ impl DeviceClient {
             // A probe ping's, waited for no longer: no request's reply.
             return None;
         }
+        if self.answered_ids.contains(&h.request_id) {
+            self.counters.duplicate_replies += 1;
+            return None;
+        }
         self.counters.late_replies += 1;
         if self.in_flight.late(h, &mut self.estimator) {
             self.backoff_until = None;
@@ -959,11 +997,25 @@ impl DeviceClient {
     /// Handles replies that arrived while no request was waiting.
     fn drain_late_replies(&mut self) {
         while let Ok(frames) = self.socket.recv_multipart(zmq::DONTWAIT) {
+            self.last_heard = Instant::now();
             self.sort_reply(&frames, 0);
         }
         // Forget requests the edge never answered.
         self.in_flight
             .forget_older(Duration::from_secs(30), Instant::now());
+    }
+
+    /// Replaces the socket when the server has been silent for [`REOPEN_AFTER`] (at most
+    /// once per that time). Requests in flight on the old socket are given up.
+    fn reopen_if_silent(&mut self) {
+        if self.last_heard.elapsed() < REOPEN_AFTER || self.last_opened.elapsed() < REOPEN_AFTER {
+            return;
+        }
+        if let Ok(socket) = open_socket(&self.context, &self.config) {
+            self.socket = socket;
+            self.last_opened = Instant::now();
+            self.counters.reconnects += 1;
+        }
     }
 
     fn take_id(&mut self) -> u64 {
@@ -973,13 +1025,16 @@ impl DeviceClient {
     }
 
     /// The next message, if one comes by `until` (see [`wait_readable`]).
-    fn recv(&self, until: Instant) -> Option<Vec<Vec<u8>>> {
+    fn recv(&mut self, until: Instant) -> Option<Vec<Vec<u8>>> {
         loop {
             if !wait_readable(until, |ms| self.socket.poll(zmq::POLLIN, ms)) {
                 return None;
             }
             match self.socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => return Some(frames),
+                Ok(frames) => {
+                    self.last_heard = Instant::now();
+                    return Some(frames);
+                }
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) if Instant::now() < until => {}
                 Err(_) => return None,
             }
@@ -1176,10 +1231,14 @@ impl DeviceClient {
                 continue;
             };
             self.in_flight.answered(id);
+            push(&mut self.answered_ids, id, ANSWERED_IDS);
             let h = &msg.header;
+            let classes = self.engine.table().classes;
             return match (h.kind, msg.payload) {
                 (MessageType::Result, Payload::F32(logits))
-                    if usize::from(h.exit) == exit && usize::from(h.partition) == p =>
+                    if usize::from(h.exit) == exit
+                        && usize::from(h.partition) == p
+                        && logits.len() == classes =>
                 {
                     let edge_ms = f64::from(h.edge_us) / 1e3;
                     let queue_ms = f64::from(h.queue_us) / 1e3;
@@ -1193,6 +1252,16 @@ impl DeviceClient {
                 }
                 (MessageType::Error, Payload::Text(text)) => {
                     Reply::Refused(ErrorCode::from_u16(h.code), text)
+                }
+                (MessageType::Result, _) => {
+                    self.counters.mismatched_replies += 1;
+                    Reply::Refused(
+                        None,
+                        format!(
+                            "a result for exit {} partition {}, not the exit {exit} partition {p} asked for",
+                            h.exit, h.partition
+                        ),
+                    )
                 }
                 (kind, _) => Reply::Refused(None, format!("unexpected {kind:?} reply")),
             };
@@ -1356,6 +1425,7 @@ impl DeviceClient {
                     };
                     self.backoff_until = Some(Instant::now() + self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(8));
+                    self.reopen_if_silent();
                     let speculated = speculation.and_then(|s| {
                         let exit = s.exit;
                         self.join(s).map(|run| (exit, run))

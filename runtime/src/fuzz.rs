@@ -509,7 +509,7 @@ pub struct Tally {
     /// Pings answered.
     pub pongs: u64,
     /// Refusals by error code (index: the code).
-    pub refused: [u64; 17],
+    pub refused: [u64; ErrorCode::ALL.len() + 1],
     /// Mutations applied, by kind (index: position in [`Mutation::ALL`]).
     pub mutations: [u64; Mutation::ALL.len()],
     /// Cases that broke an invariant or panicked.
@@ -523,7 +523,7 @@ impl Default for Tally {
             decoded: 0,
             runs: 0,
             pongs: 0,
-            refused: [0; 17],
+            refused: [0; ErrorCode::ALL.len() + 1],
             mutations: [0; Mutation::ALL.len()],
             failures: 0,
         }

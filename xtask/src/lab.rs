@@ -87,10 +87,10 @@ impl Binaries {
 
 /// A child process that is stopped (killed and reaped) when dropped, unless it has ended,
 /// and by a signal to this program meanwhile.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Reaped {
-    fn new(child: Child) -> Self {
+    pub(crate) fn new(child: Child) -> Self {
         toolchain::shaping::stop_on_signal(child.id());
         Self(child)
     }

@@ -9,6 +9,7 @@ mod latency;
 mod one_build;
 mod pipeline;
 mod plot;
+mod soak;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     /// Fuzz the wire protocol's decoder and the edge's admission checks with mutated valid
     /// messages (`edgent-edge fuzz`), in process or against a live edge (--socket).
     Fuzz(fuzz::FuzzArgs),
+    /// A bounded soak of broker, two edges and sixteen devices with CURVE on loopback: an
+    /// edge SIGKILLed and restarted every minute, an allow-list change halfway.
+    Soak(soak::SoakArgs),
     /// Reproduce the paper's evaluation over tc-shaped links (needs root); writes report.md.
     Experiments(experiments::ExperimentsArgs),
 }
@@ -65,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Experiments(args) => experiments::run(args),
         Command::OneBuild(args) => one_build::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Soak(args) => soak::run(args),
     }
 }

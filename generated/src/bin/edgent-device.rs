@@ -486,6 +486,12 @@ struct Report {
     device_only: u64,
     fallbacks: u64,
     late_replies: u64,
+    /// Replies that came twice, and results for another exit or partition (both 0 on a
+    /// sound edge).
+    duplicate_replies: u64,
+    mismatched_replies: u64,
+    /// Sockets replaced after 10 s without a word from the server.
+    reconnects: u64,
     /// Local fallbacks started while waiting for the edge, and how many were cancelled
     /// because the edge answered.
     speculated: u64,
@@ -627,6 +633,9 @@ fn eval(
         device_only: counters.local,
         fallbacks: counters.fallback,
         late_replies: counters.late_replies,
+        duplicate_replies: counters.duplicate_replies,
+        mismatched_replies: counters.mismatched_replies,
+        reconnects: counters.reconnects,
         speculated: counters.speculated,
         speculation_cancelled: counters.speculation_cancelled,
         wall_s: started.elapsed().as_secs_f64(),

@@ -73,7 +73,7 @@ pub enum Mutation {
     Partition,
     /// Another valid (exit, partition), the payload kept.
     Retarget,
-    /// Another error code (0, each known one, 17, `0xFFFF`).
+    /// Another error code (0, each known one, 19, `0x100`, `0xFFFF`).
     Code,
     /// A damaged plan digest.
     Digest,
@@ -484,7 +484,7 @@ impl Corpus {
                 let c: u16 = match rng.random_range(0..4) {
                     0 => 0,
                     1 => ErrorCode::ALL[rng.random_range(0..ErrorCode::ALL.len())] as u16,
-                    2 => *pick(rng, &[17, 0x100, 0xFFFF]),
+                    2 => *pick(rng, &[ErrorCode::ALL.len() as u16 + 1, 0x100, 0xFFFF]),
                     _ => rng.random(),
                 };
                 poke(frames, 50, &c.to_le_bytes());
@@ -836,12 +836,12 @@ mod tests {
                 assert_eq!(msg.header.dtype, dtype);
             }
         }
-        // 5 Infers, 6 Pings, 2 Results, 16 Errors, 1 Pong.
+        // 5 Infers, 6 Pings, 2 Results, an Error per code, 1 Pong.
         for (kind, n) in [
             (MessageType::Infer, 5),
             (MessageType::Ping, 6),
             (MessageType::Result, 2),
-            (MessageType::Error, 16),
+            (MessageType::Error, ErrorCode::ALL.len()),
             (MessageType::Pong, 1),
         ] {
             assert_eq!(kinds.iter().filter(|k| **k == kind).count(), n, "{kind:?}");
