@@ -33,6 +33,12 @@ pub struct SoakArgs {
     /// Each device's deadline per image, ms.
     #[arg(long, default_value_t = 300)]
     deadline_ms: u64,
+    /// The devices' emulated slowdown (`edgent-device --slowdown`). The emulation
+    /// busy-waits like a busy slow processor, so sixteen emulated devices at the plan's
+    /// 1600× would take this machine's two cores from the edges; 1 (real speed) keeps the
+    /// devices' local answers, and so their deadlines, about the serving side.
+    #[arg(long, default_value_t = 1.0)]
+    device_slowdown: f64,
     /// Where the keys, traces and stats go (default: target/soak).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -59,7 +65,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Runs `edgent-edge ARGS` in the background, its stderr to `log`.
 fn start_edge_process(bins: &Binaries, args: &[String], log: &Path) -> anyhow::Result<Reaped> {
-    let log = std::fs::File::create(log)?;
+    // Appended: a restarted edge's lives share one log.
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let child = Command::new(&bins.edge)
         .args(args)
         .stdout(Stdio::piped())
@@ -190,6 +200,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
             .arg(format!("{}ms", args.deadline_ms))
             .arg("--duration")
             .arg(format!("{}ms", run_for.as_millis()))
+            .args(["--slowdown", &args.device_slowdown.to_string()])
             .args(["--edge", &format!("tcp://127.0.0.1:{front}")])
             .args(["--key", &p(&format!("{}.key", names[i]))])
             .args(["--server-key", &p("broker.pub")])
@@ -220,7 +231,8 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         if rss_start.is_none() && now >= warm_up {
             rss_start = Some((rss_kib(broker.0.id()), rss_kib(edge2.0.id())));
         }
-        if now >= next_kill {
+        // (None in the last 5 s: a restarted edge must be up before the final stats.)
+        if now >= next_kill && now + Duration::from_secs(5) < total {
             drop(edge1); // SIGKILL
             kills += 1;
             edge1 = start_edge_process(&bins, &edge_args("edge1"), &dir.join("edge1.log"))?;
@@ -308,6 +320,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     let (rss_broker0, rss_edge0) = rss_start.unwrap_or((None, None));
     let summary = json!({
         "minutes": args.minutes,
+        "device_slowdown": args.device_slowdown,
         "devices": args.devices + 1,
         "edge_kills": kills,
         "requests": images,

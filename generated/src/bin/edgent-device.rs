@@ -88,7 +88,8 @@ enum Command {
         /// Only the first N test images.
         #[arg(long)]
         limit: Option<usize>,
-        /// Stop after this long, e.g. 60s (the report covers the images done).
+        /// Run for this long, e.g. 60s, going round the set again if it ends first (the
+        /// report covers the images done).
         #[arg(long, value_parser = parse_duration_ms)]
         duration: Option<f64>,
         /// Write one JSON line per request here.
@@ -564,20 +565,27 @@ fn eval(
         None => None,
     };
     let mut client = edge.connect()?;
+    let stop_after = duration.map(|ms| Duration::from_secs_f64(ms / 1e3));
+    // With a duration, the set is repeated until it is up; else one pass.
+    let requests = if stop_after.is_some() {
+        usize::MAX
+    } else {
+        set.len()
+    };
     let bar = indicatif::ProgressBar::new(set.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} images, {per_sec}, eta {eta} {msg}",
         )?,
     );
     let started = Instant::now();
-    let stop_after = duration.map(|ms| Duration::from_secs_f64(ms / 1e3));
     let (mut correct, mut correct_in_time, mut met) = (0usize, 0usize, 0usize);
     let mut latencies = Vec::new();
     let mut ratios = Vec::new();
-    for i in 0..set.len() {
+    for request in 0..requests {
         if stop_after.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
+        let i = request % set.len();
         let answer = client.infer(set.image(i), deadline)?;
         let right = answer.class == usize::from(set.labels[i]);
         correct += usize::from(right);
@@ -589,6 +597,7 @@ fn eval(
         }
         if let Some(out) = trace.as_mut() {
             let mut line = serde_json::to_value(&answer)?;
+            line["image"] = serde_json::json!(i);
             line["label"] = serde_json::json!(set.labels[i]);
             line["correct"] = serde_json::json!(right);
             line["t_s"] = serde_json::json!(started.elapsed().as_secs_f64());
@@ -600,10 +609,10 @@ fn eval(
             out.flush()?;
         }
         bar.inc(1);
-        if i % 50 == 0 {
+        if request % 50 == 0 {
             bar.set_message(format!(
                 "accuracy {:.1} %",
-                100.0 * correct as f64 / (i + 1) as f64
+                100.0 * correct as f64 / (request + 1) as f64
             ));
         }
     }
