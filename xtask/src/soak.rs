@@ -63,14 +63,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Runs `edgent-edge ARGS` in the background, its stderr to `log`.
+/// Runs `edgent-edge ARGS` in the background, its stderr to `log`, at a lower priority
+/// (`nice -n 10`, which execs it: same pid): devices and servers share this machine's
+/// cores, and a restarted edge's start-up (packing weights, warming up) must not delay the
+/// devices' clocks, as it could not on separate machines.
 fn start_edge_process(bins: &Binaries, args: &[String], log: &Path) -> anyhow::Result<Reaped> {
     // Appended: a restarted edge's lives share one log.
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(log)?;
-    let child = Command::new(&bins.edge)
+    let child = Command::new("nice")
+        .args(["-n", "10"])
+        .arg(&bins.edge)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(log)

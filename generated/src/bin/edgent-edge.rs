@@ -110,6 +110,33 @@ fn write_stats(path: &std::path::Path, stats: &impl serde::Serialize) -> anyhow:
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// `--stats FILE`: the counters written every second; the first failure is reported once,
+/// at the end, instead of stopping the server.
+struct StatsFile {
+    path: Option<PathBuf>,
+    error: Option<anyhow::Error>,
+}
+
+impl StatsFile {
+    fn new(path: Option<PathBuf>) -> Self {
+        Self { path, error: None }
+    }
+
+    fn write(&mut self, stats: &impl serde::Serialize) {
+        if let Some(path) = &self.path
+            && let Err(e) = write_stats(path, stats)
+        {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn report(self, who: &str) {
+        if let Some(e) = self.error {
+            eprintln!("{who}: warning: {e:#}");
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve {
@@ -148,7 +175,7 @@ fn main() -> anyhow::Result<()> {
                 heartbeat: heartbeat.heartbeat(),
                 metrics,
             };
-            let mut stats_error = None;
+            let mut stats_file = StatsFile::new(stats);
             let last = serve(
                 &engine,
                 &served_plan(),
@@ -161,17 +188,9 @@ fn main() -> anyhow::Result<()> {
                         engine.describe()
                     );
                 },
-                |s| {
-                    if let Some(path) = &stats
-                        && let Err(e) = write_stats(path, s)
-                    {
-                        stats_error.get_or_insert(e);
-                    }
-                },
+                |s| stats_file.write(s),
             )?;
-            if let Some(e) = stats_error {
-                eprintln!("edgent-edge: warning: {e:#}");
-            }
+            stats_file.report("edgent-edge");
             eprintln!("edgent-edge: shut down");
             outln!("{}", serde_json::to_string(&last)?);
         }
@@ -198,7 +217,7 @@ fn main() -> anyhow::Result<()> {
                 metrics,
             };
             let stop = stop_on_signals()?;
-            let mut stats_error = None;
+            let mut stats_file = StatsFile::new(stats);
             let last = broker(
                 &config,
                 &stop,
@@ -208,17 +227,9 @@ fn main() -> anyhow::Result<()> {
                         config.front, config.back
                     );
                 },
-                |s| {
-                    if let Some(path) = &stats
-                        && let Err(e) = write_stats(path, s)
-                    {
-                        stats_error.get_or_insert(e);
-                    }
-                },
+                |s| stats_file.write(s),
             )?;
-            if let Some(e) = stats_error {
-                eprintln!("edgent-edge broker: warning: {e:#}");
-            }
+            stats_file.report("edgent-edge broker");
             outln!("{}", serde_json::to_string(&last)?);
         }
         Command::Keygen(args) => args.run()?,

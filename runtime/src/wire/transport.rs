@@ -693,6 +693,7 @@ mod tests {
             }
         }
         let took = b_served.expect("an added key starts working");
+        eprintln!("added key served {took:?} after the file changed");
         assert!(
             took < Duration::from_secs(1),
             "added key working after {took:?}"
