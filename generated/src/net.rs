@@ -133,10 +133,11 @@ pub fn reload_on_sighup() -> anyhow::Result<Arc<AtomicBool>> {
 #[derive(Args, Debug, Clone, Copy)]
 pub struct HeartbeatArgs {
     /// Milliseconds between heartbeats (broker ↔ edge).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub heartbeat_ms: u64,
-    /// Heartbeats missed before the peer counts as dead (so 3 × 1000 ms = 3 s).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    /// Heartbeat intervals of silence before the peer counts as dead (5 × 500 ms = 2.5 s:
+    /// a frozen peer is found within 2.5 s, or 3 s counting the first missed beat).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub liveness: u32,
 }
 

@@ -698,7 +698,7 @@ fn a_frozen_edge_is_dropped_in_3_s_and_edges_rejoin_after_restarts() {
         Some(ErrorCode::Unavailable)
     );
     assert!(
-        took <= Duration::from_millis(3300),
+        took <= Duration::from_secs(3),
         "dead edge detected after {took:?}"
     );
     eprintln!("frozen edge detected, its request answered, after {took:?}");
