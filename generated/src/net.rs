@@ -137,7 +137,7 @@ pub struct HeartbeatArgs {
     pub heartbeat_ms: u64,
     /// Heartbeat intervals of silence before the peer counts as dead (5 × 500 ms = 2.5 s:
     /// a frozen peer is found within 2.5 s, or 3 s counting the first missed beat).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..=100))]
     pub liveness: u32,
 }
 

@@ -31,8 +31,13 @@ use crate::wire::transport::{
     Security, TransportError, ZAP_DOMAIN, ZAP_DOMAIN_EDGES, recv_authenticated, start_zap, zmq_err,
 };
 
-/// Most workers one edge may announce.
-pub const MAX_WORKERS: usize = 1024;
+/// Most workers one edge may announce (as `edgent-edge serve --workers`; well under the
+/// back end's send high-water mark, so a send to an edge with a free worker never blocks).
+pub const MAX_WORKERS: usize = 256;
+
+/// How long an edge may hold a request without a deadline before the broker gives up on
+/// it (answering `unavailable`) and frees its worker's credit.
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
 /// Settings of [`broker`].
 #[derive(Debug, Clone)]
@@ -113,12 +118,19 @@ struct Request {
     expires: Option<Instant>,
 }
 
+/// A request an edge holds.
+struct Held {
+    digest: [u8; 32],
+    forwarded: Instant,
+    /// When the broker stops waiting: the request's deadline, or [`HOLD_LIMIT`].
+    give_up: Instant,
+}
+
 /// An edge the broker knows.
 struct Edge {
     workers: usize,
-    /// Requests it holds, by (device routing id, request id): their plan digest, and
-    /// when they were forwarded.
-    outstanding: HashMap<(Vec<u8>, u64), ([u8; 32], Instant)>,
+    /// Requests it holds, by (device routing id, request id).
+    outstanding: HashMap<(Vec<u8>, u64), Held>,
     last_heard: Instant,
     last_sent: Instant,
 }
@@ -271,8 +283,8 @@ pub fn broker(
                 state.on_device(frames, &accept, &front, config);
             }
         }
-        state.dispatch(&front, &back);
         state.check_edges(&front, &back, &config.heartbeat);
+        state.dispatch(&front, &back);
         state.expire(&front);
         if metrics.is_some() && last_published.elapsed() >= Duration::from_millis(100) {
             if let Ok(mut p) = published.lock() {
@@ -290,16 +302,7 @@ pub fn broker(
     for edge in held {
         state.drop_edge(&edge, &front, "the broker is shutting down");
     }
-    while let Some(r) = state.queue.pop_front() {
-        state.answer(
-            &front,
-            &r.device,
-            r.digest,
-            r.request_id,
-            ErrorCode::Unavailable,
-            "the broker is shutting down",
-        );
-    }
+    state.fail_queue(&front);
     let last = snapshot(&state);
     stats(&last);
     drop((front, back, zap, metrics));
@@ -373,6 +376,25 @@ impl State {
                 h.request_id,
                 ErrorCode::Unavailable,
                 "no edge is connected to the broker; run locally",
+            );
+        }
+        let key = (device.clone(), h.request_id);
+        if self
+            .queue
+            .iter()
+            .any(|r| r.device == key.0 && r.request_id == key.1)
+            || self
+                .edges
+                .values()
+                .any(|e| e.outstanding.contains_key(&key))
+        {
+            return self.answer(
+                front,
+                &device,
+                h.plan_digest,
+                h.request_id,
+                ErrorCode::BadField,
+                "request id already in use by a request of this device that is not answered yet",
             );
         }
         if self.queue.len() >= config.queue.max(1) {
@@ -457,10 +479,10 @@ impl State {
                 let held = key
                     .zip(self.edges.get_mut(&id))
                     .and_then(|(k, edge)| edge.outstanding.remove(&k));
-                if let Some((_, forwarded)) = held {
+                if let Some(held) = held {
                     self.timings
                         .compute
-                        .observe(forwarded.elapsed().as_secs_f64());
+                        .observe(held.forwarded.elapsed().as_secs_f64());
                     let mut out = vec![device.clone()];
                     out.extend(rest.into_iter().skip(1));
                     if front.send_multipart(out, zmq::DONTWAIT).is_ok() {
@@ -474,7 +496,9 @@ impl State {
         }
     }
 
-    /// Hands queued requests to edges with free workers, longest-idle first.
+    /// Hands queued requests to edges with free workers, longest-idle first. The
+    /// request's `deadline_us` is rewritten to the time it has left (the edge measures
+    /// from its own receipt); one with no time left is answered `expired` instead.
     fn dispatch(&mut self, front: &zmq::Socket, back: &zmq::Socket) {
         while !self.queue.is_empty() {
             let Some(at) = self.order.iter().position(|id| {
@@ -485,39 +509,81 @@ impl State {
                 return;
             };
             let id = self.order.remove(at).expect("found above");
-            let request = self.queue.pop_front().expect("not empty");
+            let mut request = self.queue.pop_front().expect("not empty");
+            let now = Instant::now();
+            if let Some(expires) = request.expires {
+                let left = expires.saturating_duration_since(now).as_micros();
+                if left == 0 {
+                    self.order.insert(at, id);
+                    self.answer_expired(front, &request);
+                    continue;
+                }
+                let left = u32::try_from(left).unwrap_or(u32::MAX);
+                if let Some(header) = request.body.first_mut() {
+                    header[52..56].copy_from_slice(&left.to_le_bytes());
+                }
+            }
             let mut out = vec![id.clone(), request.device.clone()];
-            out.extend(request.body);
+            out.extend(request.body.iter().cloned());
             match back.send_multipart(out, zmq::DONTWAIT) {
                 Ok(()) => {
                     let edge = self.edges.get_mut(&id).expect("listed edges are known");
-                    let now = Instant::now();
                     self.timings
                         .queue
                         .observe(now.duration_since(request.received).as_secs_f64());
+                    let held = Held {
+                        digest: request.digest,
+                        forwarded: now,
+                        give_up: request.expires.unwrap_or(now + HOLD_LIMIT),
+                    };
                     edge.outstanding
-                        .insert((request.device, request.request_id), (request.digest, now));
-                    edge.last_sent = Instant::now();
+                        .insert((request.device, request.request_id), held);
+                    edge.last_sent = now;
                     self.stats.forwarded += 1;
                     self.order.push_back(id);
                 }
+                Err(zmq::Error::EAGAIN) => {
+                    // Its pipe is full for now: the request waits for the next round.
+                    self.order.push_back(id);
+                    self.queue.push_front(request);
+                    return;
+                }
                 Err(_) => {
-                    // Unroutable: the edge is gone. Its requests, and this one, fail now.
+                    // Unroutable: the edge is gone. Its requests fail now; this one goes
+                    // back to the queue for another edge (or fails with the queue).
                     self.order.push_back(id.clone());
+                    self.queue.push_front(request);
                     if self.drop_edge(&id, front, "the edge went away") {
                         self.stats.edges_lost += 1;
                     }
-                    self.answer(
-                        front,
-                        &request.device,
-                        request.digest,
-                        request.request_id,
-                        ErrorCode::Unavailable,
-                        "the edge chosen for the request went away; run locally",
-                    );
                 }
             }
         }
+    }
+
+    /// Answers every queued request `unavailable` (no edge is left to take them).
+    fn fail_queue(&mut self, front: &zmq::Socket) {
+        while let Some(r) = self.queue.pop_front() {
+            self.answer(
+                front,
+                &r.device,
+                r.digest,
+                r.request_id,
+                ErrorCode::Unavailable,
+                "no edge is connected to the broker any more; run locally",
+            );
+        }
+    }
+
+    fn answer_expired(&mut self, front: &zmq::Socket, r: &Request) {
+        self.answer(
+            front,
+            &r.device,
+            r.digest,
+            r.request_id,
+            ErrorCode::Expired,
+            "waited at the broker past its deadline; not run",
+        );
     }
 
     /// Sends heartbeats that are due, and drops edges silent past the timeout.
@@ -541,6 +607,32 @@ impl State {
                 self.stats.edges_lost += 1;
             }
         }
+        // Requests an edge has held past their deadline (or the hold limit): answered now,
+        // their credit returned; a reply that comes later is dropped as stray.
+        let mut overdue = Vec::new();
+        for edge in self.edges.values_mut() {
+            let keys: Vec<(Vec<u8>, u64)> = edge
+                .outstanding
+                .iter()
+                .filter(|(_, held)| held.give_up <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                if let Some(held) = edge.outstanding.remove(&key) {
+                    overdue.push((key, held.digest));
+                }
+            }
+        }
+        for ((device, request_id), digest) in overdue {
+            self.answer(
+                front,
+                &device,
+                digest,
+                request_id,
+                ErrorCode::Unavailable,
+                "the edge holding the request did not answer in time; run locally",
+            );
+        }
     }
 
     /// Forgets an edge and answers every request it held with `unavailable`; `false`
@@ -550,7 +642,7 @@ impl State {
             return false;
         };
         self.order.retain(|e| e != id);
-        for ((device, request_id), (digest, _)) in edge.outstanding {
+        for ((device, request_id), Held { digest, .. }) in edge.outstanding {
             self.answer(
                 front,
                 &device,
@@ -559,6 +651,9 @@ impl State {
                 ErrorCode::Unavailable,
                 &format!("{why}; run locally"),
             );
+        }
+        if self.edges.is_empty() {
+            self.fail_queue(front);
         }
         true
     }
@@ -578,14 +673,7 @@ impl State {
             .partition(|r| r.expires.is_some_and(|t| t <= now));
         self.queue = keep;
         for r in late {
-            self.answer(
-                front,
-                &r.device,
-                r.digest,
-                r.request_id,
-                ErrorCode::Expired,
-                "waited at the broker past its deadline; not run",
-            );
+            self.answer_expired(front, &r);
         }
     }
 }
@@ -761,6 +849,95 @@ mod tests {
         assert_eq!(stats.edges_joined, 2);
         assert_eq!(stats.unavailable, 2);
         assert_eq!(stats.replies, 1);
+    }
+
+    fn request_with_deadline(id: u64, deadline_us: u32) -> [Vec<u8>; 2] {
+        Message::infer(
+            DIGEST,
+            id,
+            1,
+            0,
+            deadline_us,
+            &[4],
+            Payload::U8(vec![1, 2, 3, 4]),
+        )
+        .encode()
+    }
+
+    /// The replies a device gets within `ms`, as (request id, error code).
+    fn replies(device: &zmq::Socket, ms: i64) -> Vec<(u64, Option<ErrorCode>)> {
+        let mut out = Vec::new();
+        while let Some(frames) = recv(device, ms) {
+            let m = Message::decode(&frames).unwrap();
+            out.push((m.header.request_id, ErrorCode::from_u16(m.header.code)));
+        }
+        out
+    }
+
+    #[test]
+    fn deadlines_travel_reused_ids_are_refused_and_nothing_waits_for_a_lost_edge() {
+        let b = Running::start(Security::Null, Security::Null);
+        let edge = b.dealer(&b.back, &Security::Null);
+        edge.send(control::ready(1), 0).unwrap();
+        let device = b.dealer(&b.front, &Security::Null);
+        assert!(take_request(&edge, 100).is_none());
+        device
+            .send_multipart(request_with_deadline(1, 500_000), 0)
+            .unwrap();
+        let got = take_request(&edge, 1000).expect("forwarded");
+        // The edge sees the time the request has left, not the device's full deadline.
+        let left = Message::decode(&got[1..]).unwrap().header.deadline_us;
+        assert!(left > 0 && left < 500_000, "{left}");
+        // Held past its deadline by an edge that still heartbeats: answered, credit back.
+        device
+            .send_multipart(request_with_deadline(2, 100_000), 0)
+            .unwrap();
+        device
+            .send_multipart(request_with_deadline(2, 100_000), 0)
+            .unwrap();
+        let until = Instant::now() + Duration::from_millis(1500);
+        let mut seen = Vec::new();
+        while Instant::now() < until && seen.len() < 3 {
+            heartbeat(&edge);
+            seen.extend(replies(&device, 20));
+        }
+        assert!(seen.contains(&(2, Some(ErrorCode::BadField))), "{seen:?}");
+        assert!(
+            seen.contains(&(1, Some(ErrorCode::Unavailable))),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().any(|(id, c)| *id == 2
+                && matches!(c, Some(ErrorCode::Unavailable | ErrorCode::Expired))),
+            "{seen:?}"
+        );
+        // A queued request fails at once when the last edge is lost.
+        let busy = take_request(&edge, 300);
+        device
+            .send_multipart(request_with_deadline(3, 0), 0)
+            .unwrap();
+        device
+            .send_multipart(request_with_deadline(4, 0), 0)
+            .unwrap();
+        let held = busy
+            .or_else(|| take_request(&edge, 500))
+            .expect("one forwarded");
+        let held_id = Message::decode(&held[1..]).unwrap().header.request_id;
+        // The edge falls silent: both the held and the queued request are answered.
+        let answered = replies(&device, 1000);
+        let ids: Vec<u64> = answered.iter().map(|(id, _)| *id).collect();
+        assert!(
+            ids.contains(&3) && ids.contains(&4),
+            "{answered:?} (held {held_id})"
+        );
+        assert!(
+            answered
+                .iter()
+                .all(|(_, c)| *c == Some(ErrorCode::Unavailable)),
+            "{answered:?}"
+        );
+        let stats = b.stop();
+        assert_eq!(stats.queued, 0);
     }
 
     #[test]

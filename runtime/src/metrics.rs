@@ -1,6 +1,6 @@
 //! Prometheus metrics for the edge and the broker (`--metrics ADDR`): the counters of
-//! their stats and histograms of queue and compute time, in the text exposition format
-//! (`prometheus-client`) over HTTP (`tiny_http`) at `GET /metrics`.
+//! their stats and histograms of queue and compute time, in the OpenMetrics text format
+//! (`prometheus-client`; Prometheus reads it) over HTTP (`tiny_http`) at `GET /metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -244,7 +244,8 @@ pub fn serve_metrics(
                     if request.url() == "/metrics" && *request.method() == tiny_http::Method::Get {
                         let content_type = tiny_http::Header::from_bytes(
                             "Content-Type",
-                            "text/plain; version=0.0.4; charset=utf-8",
+                            // prometheus-client writes OpenMetrics text (`# EOF`, `_total`).
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )
                         .expect("a valid header");
                         tiny_http::Response::from_string(render()).with_header(content_type)
@@ -299,7 +300,10 @@ mod tests {
             text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
             "{text}"
         );
-        assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+        assert!(
+            text.contains("application/openmetrics-text; version=1.0.0"),
+            "{text}"
+        );
         assert!(text.contains("edgent_edge_requests_total 12"), "{text}");
         assert!(
             text.contains("edgent_edge_errors_total{code=\"busy\"} 2"),

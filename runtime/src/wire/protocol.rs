@@ -370,21 +370,8 @@ impl Header {
         }
         let dtype = Dtype::from_u8(b[6])
             .ok_or_else(|| fail(ErrorCode::BadDtype, format!("unknown dtype {}", b[6])))?;
+        // The dtype checks (code 6) before the shape checks (code 7).
         let ndim = b[7] as usize;
-        if ndim > MAX_DIMS {
-            return Err(fail(
-                ErrorCode::BadShape,
-                format!("ndim {ndim} is over {MAX_DIMS}"),
-            ));
-        }
-        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let dims: Vec<u32> = (0..MAX_DIMS).map(|i| word(64 + 4 * i)).collect();
-        if dims[..ndim].contains(&0) || dims[ndim..].iter().any(|&d| d != 0) {
-            return Err(fail(
-                ErrorCode::BadShape,
-                format!("shape {dims:?} with ndim {ndim}: used dimensions must be > 0, unused 0"),
-            ));
-        }
         if (dtype == Dtype::None) != (ndim == 0) {
             return Err(fail(
                 ErrorCode::BadDtype,
@@ -402,6 +389,20 @@ impl Header {
                 ));
             }
             _ => {}
+        }
+        if ndim > MAX_DIMS {
+            return Err(fail(
+                ErrorCode::BadShape,
+                format!("ndim {ndim} is over {MAX_DIMS}"),
+            ));
+        }
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let dims: Vec<u32> = (0..MAX_DIMS).map(|i| word(64 + 4 * i)).collect();
+        if dims[..ndim].contains(&0) || dims[ndim..].iter().any(|&d| d != 0) {
+            return Err(fail(
+                ErrorCode::BadShape,
+                format!("shape {dims:?} with ndim {ndim}: used dimensions must be > 0, unused 0"),
+            ));
         }
         if kind == MessageType::Ping && ndim > 1 {
             return Err(fail(
