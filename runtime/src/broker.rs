@@ -128,6 +128,8 @@ struct Held {
 
 /// An edge the broker knows.
 struct Edge {
+    /// The CURVE key it authenticated with (`None` under NULL).
+    key: Option<[u8; 32]>,
     workers: usize,
     /// Requests it holds, by (device routing id, request id).
     outstanding: HashMap<(Vec<u8>, u64), Held>,
@@ -266,7 +268,7 @@ pub fn broker(
                 let allowed = zap
                     .as_ref()
                     .is_none_or(|z| z.still_allowed(ZAP_DOMAIN_EDGES, user.as_ref()));
-                state.on_edge(frames, allowed, &front, &back);
+                state.on_edge(frames, user, allowed, &front, &back);
             }
         }
         if items[1].is_readable() {
@@ -284,6 +286,10 @@ pub fn broker(
             }
         }
         state.check_edges(&front, &back, &config.heartbeat);
+        if let Some(z) = &zap {
+            // An edge whose key was removed gets no more requests, even if it is idle.
+            state.drop_revoked(|key| z.still_allowed(ZAP_DOMAIN_EDGES, Some(key)), &front);
+        }
         state.dispatch(&front, &back);
         state.expire(&front);
         if metrics.is_some() && last_published.elapsed() >= Duration::from_millis(100) {
@@ -422,6 +428,7 @@ impl State {
     fn on_edge(
         &mut self,
         mut frames: Vec<Vec<u8>>,
+        key: Option<[u8; 32]>,
         allowed: bool,
         front: &zmq::Socket,
         back: &zmq::Socket,
@@ -460,6 +467,7 @@ impl State {
                             self.edges.insert(
                                 id.clone(),
                                 Edge {
+                                    key,
                                     workers,
                                     outstanding: HashMap::new(),
                                     last_heard: now,
@@ -632,6 +640,21 @@ impl State {
                 ErrorCode::Unavailable,
                 "the edge holding the request did not answer in time; run locally",
             );
+        }
+    }
+
+    /// Drops the edges whose key `allowed` no longer admits.
+    fn drop_revoked(&mut self, allowed: impl Fn(&[u8; 32]) -> bool, front: &zmq::Socket) {
+        let revoked: Vec<Vec<u8>> = self
+            .edges
+            .iter()
+            .filter(|(_, e)| e.key.as_ref().is_some_and(|k| !allowed(k)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in revoked {
+            if self.drop_edge(&id, front, "the edge's key was removed from the allow-list") {
+                self.stats.edges_lost += 1;
+            }
         }
     }
 
@@ -997,6 +1020,62 @@ mod tests {
         );
         let stats = b.stop();
         assert_eq!((stats.pongs, stats.refused, stats.forwarded), (1, 1, 0));
+    }
+
+    #[test]
+    fn an_edge_whose_key_is_removed_gets_no_more_requests() {
+        let pair = || {
+            let k = zmq::CurveKeyPair::new().unwrap();
+            KeyPair {
+                public: k.public_key,
+                secret: k.secret_key,
+            }
+        };
+        let (server, device, edge) = (pair(), pair(), pair());
+        let dir = tempfile::tempdir().unwrap();
+        let edges = dir.path().join("edges.pub");
+        std::fs::write(&edges, crate::wire::transport::z85(&edge.public) + "\n").unwrap();
+        let b = Running::start(
+            Security::Curve {
+                own: server.clone(),
+                server: None,
+                allow: AllowList::new([device.public]),
+            },
+            Security::Curve {
+                own: server.clone(),
+                server: None,
+                allow: AllowList::load(&edges).unwrap(),
+            },
+        );
+        let client = |own: &KeyPair| Security::Curve {
+            own: own.clone(),
+            server: Some(server.public),
+            allow: AllowList::default(),
+        };
+        let e = b.dealer(&b.back, &client(&edge));
+        e.send(control::ready(1), 0).unwrap();
+        let d = b.dealer(&b.front, &client(&device));
+        assert!(take_request(&e, 300).is_none());
+        d.send_multipart(request(1), 0).unwrap();
+        let got = take_request(&e, 2000).expect("the listed edge serves");
+        let mut out = vec![got[0].clone()];
+        out.extend(Message::error(DIGEST, 1, ErrorCode::Internal, "test").encode());
+        e.send_multipart(out, 0).unwrap();
+        assert!(recv(&d, 2000).is_some());
+        // Another key replaces the edge's in the file; the idle edge, still heartbeating
+        // on its open connection, is dropped and gets nothing more.
+        std::fs::write(&edges, crate::wire::transport::z85(&device.public) + "\n").unwrap();
+        assert!(take_request(&e, 400).is_none());
+        d.send_multipart(request(2), 0).unwrap();
+        assert!(
+            take_request(&e, 500).is_none(),
+            "a removed edge key got a request"
+        );
+        let reply = recv(&d, 2000).expect("answered");
+        assert_eq!(error_code(&reply), Some(ErrorCode::Unavailable));
+        let stats = b.stop();
+        assert_eq!(stats.edges_lost, 1, "{stats:?}");
+        assert!(stats.allow_reloads >= 1);
     }
 
     #[test]

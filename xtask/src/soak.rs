@@ -308,6 +308,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         .count();
     let sum = |key: &str| -> u64 { reports.iter().filter_map(|r| r[key].as_u64()).sum() };
     let images = sum("images");
+    let answers: u64 = traces.iter().map(|t| t.len() as u64).sum();
     let met: f64 = reports
         .iter()
         .map(|r| {
@@ -329,7 +330,8 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         "devices": args.devices + 1,
         "edge_kills": kills,
         "requests": images,
-        "answers": images,
+        // One trace line per answer the device returned.
+        "answers": answers,
         "answers_in_deadline": met.round() as u64,
         "accuracy": correct / images.max(1) as f64,
         "from_edge": sum("from_edge"),
@@ -356,6 +358,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("soak.json"), serde_json::to_vec_pretty(&summary)?)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     println!("(keys, traces, logs and soak.json in {})", dir.display());
+    ensure!(answers == images, "{images} requests but {answers} answers");
     let late = images - met.round() as u64;
     ensure!(late == 0, "{late} answers after their deadline");
     ensure!(
