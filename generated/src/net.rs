@@ -39,11 +39,7 @@ impl KeyArgs {
         }
         let own = load_keypair(need(self.key.as_deref(), "--key", "a server")?)?;
         let allow = AllowList::load(need(allow, flag, "a server")?)?;
-        let security = Security::Curve {
-            own,
-            server: None,
-            allow,
-        };
+        let security = Security::curve_server(own, allow);
         security.check()?;
         Ok(security)
     }
@@ -59,11 +55,7 @@ impl KeyArgs {
         let server = *load_public_keys(server_path)?
             .first()
             .context("no key in the server key file")?;
-        let security = Security::Curve {
-            own,
-            server: Some(server),
-            allow: AllowList::default(),
-        };
+        let security = Security::curve_client(own, server);
         security.check()?;
         Ok(security)
     }

@@ -770,6 +770,23 @@ mod tests {
         }
     }
 
+    /// A fake edge's reply to a request it took: `msg` behind the device's routing id.
+    fn reply_to(edge: &zmq::Socket, taken: &[Vec<u8>], msg: Message) {
+        let mut out = vec![taken[0].clone()];
+        out.extend(msg.encode());
+        edge.send_multipart(out, 0).unwrap();
+    }
+
+    /// An (empty) result for request `id`, exit 1.
+    fn result(id: u64) -> Message {
+        let mut header = Header::new(MessageType::Result, DIGEST, id);
+        header.exit = 1;
+        Message {
+            header,
+            payload: Payload::Text(String::new()),
+        }
+    }
+
     fn request(id: u64) -> [Vec<u8>; 2] {
         Message::infer(DIGEST, id, 1, 0, 0, &[4], Payload::U8(vec![1, 2, 3, 4])).encode()
     }
@@ -832,34 +849,14 @@ mod tests {
         let reply = recv(&device, 1000).unwrap();
         assert_eq!(error_code(&reply), Some(ErrorCode::Unavailable));
         // A late reply from the dropped edge is not passed on.
-        let mut late = vec![got[0].clone()];
-        let mut result = Header::new(MessageType::Result, DIGEST, 7);
-        result.exit = 1;
-        late.extend(
-            Message {
-                header: result,
-                payload: Payload::Text(String::new()),
-            }
-            .encode(),
-        );
-        edge.send_multipart(late, 0).unwrap();
+        reply_to(&edge, &got, result(7));
         // A restarted edge (a new connection) rejoins, and serves.
         let edge2 = b.dealer(&b.back, &Security::Null);
         edge2.send(control::ready(1), 0).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         device.send_multipart(request(9), 0).unwrap();
         let got = take_request(&edge2, 2000).expect("the new edge gets requests");
-        let mut out = vec![got[0].clone()];
-        let mut result = Header::new(MessageType::Result, DIGEST, 9);
-        result.exit = 1;
-        out.extend(
-            Message {
-                header: result,
-                payload: Payload::Text(String::new()),
-            }
-            .encode(),
-        );
-        edge2.send_multipart(out, 0).unwrap();
+        reply_to(&edge2, &got, result(9));
         let reply = recv(&device, 2000).unwrap();
         let m = Message::decode(&reply).unwrap();
         assert_eq!(
@@ -981,10 +978,12 @@ mod tests {
         }
         assert_eq!(taken.len(), 1, "100 READYs are still one worker");
         // Answering frees the worker for the next request.
-        let mut out = vec![taken[0][0].clone()];
         let id = Message::decode(&taken[0][1..]).unwrap().header.request_id;
-        out.extend(Message::error(DIGEST, id, ErrorCode::Internal, "test").encode());
-        edge.send_multipart(out, 0).unwrap();
+        reply_to(
+            &edge,
+            &taken[0],
+            Message::error(DIGEST, id, ErrorCode::Internal, "test"),
+        );
         let next = take_request(&edge, 2000).expect("the next request follows the reply");
         assert_ne!(Message::decode(&next[1..]).unwrap().header.request_id, id);
         assert_eq!(b.stop().forwarded, 2);
@@ -1024,43 +1023,27 @@ mod tests {
 
     #[test]
     fn an_edge_whose_key_is_removed_gets_no_more_requests() {
-        let pair = || {
-            let k = zmq::CurveKeyPair::new().unwrap();
-            KeyPair {
-                public: k.public_key,
-                secret: k.secret_key,
-            }
-        };
+        let pair = || KeyPair::generate().unwrap();
         let (server, device, edge) = (pair(), pair(), pair());
         let dir = tempfile::tempdir().unwrap();
         let edges = dir.path().join("edges.pub");
         std::fs::write(&edges, crate::wire::transport::z85(&edge.public) + "\n").unwrap();
         let b = Running::start(
-            Security::Curve {
-                own: server.clone(),
-                server: None,
-                allow: AllowList::new([device.public]),
-            },
-            Security::Curve {
-                own: server.clone(),
-                server: None,
-                allow: AllowList::load(&edges).unwrap(),
-            },
+            Security::curve_server(server.clone(), AllowList::new([device.public])),
+            Security::curve_server(server.clone(), AllowList::load(&edges).unwrap()),
         );
-        let client = |own: &KeyPair| Security::Curve {
-            own: own.clone(),
-            server: Some(server.public),
-            allow: AllowList::default(),
-        };
+        let client = |own: &KeyPair| Security::curve_client(own.clone(), server.public);
         let e = b.dealer(&b.back, &client(&edge));
         e.send(control::ready(1), 0).unwrap();
         let d = b.dealer(&b.front, &client(&device));
         assert!(take_request(&e, 300).is_none());
         d.send_multipart(request(1), 0).unwrap();
         let got = take_request(&e, 2000).expect("the listed edge serves");
-        let mut out = vec![got[0].clone()];
-        out.extend(Message::error(DIGEST, 1, ErrorCode::Internal, "test").encode());
-        e.send_multipart(out, 0).unwrap();
+        reply_to(
+            &e,
+            &got,
+            Message::error(DIGEST, 1, ErrorCode::Internal, "test"),
+        );
         assert!(recv(&d, 2000).is_some());
         // Another key replaces the edge's in the file; the idle edge, still heartbeating
         // on its open connection, is dropped and gets nothing more.
@@ -1081,24 +1064,12 @@ mod tests {
     #[test]
     fn a_device_key_cannot_register_as_an_edge() {
         assert!(zmq::has("curve").unwrap());
-        let pair = || {
-            let k = zmq::CurveKeyPair::new().unwrap();
-            KeyPair {
-                public: k.public_key,
-                secret: k.secret_key,
-            }
-        };
+        let pair = || KeyPair::generate().unwrap();
         let (server, device, edge) = (pair(), pair(), pair());
-        let server_side = |allow: &KeyPair| Security::Curve {
-            own: server.clone(),
-            server: None,
-            allow: AllowList::new([allow.public]),
+        let server_side = |allow: &KeyPair| {
+            Security::curve_server(server.clone(), AllowList::new([allow.public]))
         };
-        let client = |own: &KeyPair| Security::Curve {
-            own: own.clone(),
-            server: Some(server.public),
-            allow: AllowList::default(),
-        };
+        let client = |own: &KeyPair| Security::curve_client(own.clone(), server.public);
         let b = Running::start(server_side(&device), server_side(&edge));
         let intruder = b.dealer(&b.back, &client(&device));
         intruder.send(control::ready(8), 0).unwrap();

@@ -63,13 +63,7 @@ fn threads(prefix: &str) -> usize {
 
 #[test]
 fn panics_are_answered_late_jobs_skipped_and_nothing_outlives_serve() {
-    let pair = || {
-        let k = zmq::CurveKeyPair::new().unwrap();
-        KeyPair {
-            public: k.public_key,
-            secret: k.secret_key,
-        }
-    };
+    let pair = || KeyPair::generate().unwrap();
     let (server, client) = (pair(), pair());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -92,11 +86,7 @@ fn panics_are_answered_late_jobs_skipped_and_nothing_outlives_serve() {
         endpoint: Endpoint::Bind(format!("tcp://127.0.0.1:{port}")),
         workers: 2,
         queue: 8,
-        security: Security::Curve {
-            own: server.clone(),
-            server: None,
-            allow: AllowList::new([client.public]),
-        },
+        security: Security::curve_server(server.clone(), AllowList::new([client.public])),
         reload: None,
         heartbeat: Heartbeat::default(),
         metrics: None,
@@ -123,13 +113,9 @@ fn panics_are_answered_late_jobs_skipped_and_nothing_outlives_serve() {
     let context = zmq::Context::new();
     let device = context.socket(zmq::DEALER).unwrap();
     device.set_linger(0).unwrap();
-    Security::Curve {
-        own: client,
-        server: Some(server.public),
-        allow: AllowList::default(),
-    }
-    .apply_client(&device)
-    .unwrap();
+    Security::curve_client(client, server.public)
+        .apply_client(&device)
+        .unwrap();
     device.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
     let ask = |id: u64, exit: u8, deadline_us: u32| {
         let request = Message::infer(

@@ -64,6 +64,17 @@ pub struct KeyPair {
     pub secret: [u8; 32],
 }
 
+impl KeyPair {
+    /// A new random key pair.
+    pub fn generate() -> Result<Self, TransportError> {
+        let pair = zmq::CurveKeyPair::new().map_err(zmq_err("generating a CURVE key pair"))?;
+        Ok(Self {
+            public: pair.public_key,
+            secret: pair.secret_key,
+        })
+    }
+}
+
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -134,7 +145,7 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TransportErr
         path: dir.to_path_buf(),
         source,
     })?;
-    let pair = zmq::CurveKeyPair::new().map_err(zmq_err("generating a CURVE key pair"))?;
+    let pair = KeyPair::generate()?;
     let (secret_path, public_path) = (
         dir.join(format!("{name}.key")),
         dir.join(format!("{name}.pub")),
@@ -143,14 +154,14 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TransportErr
         &secret_path,
         &format!(
             "# Edgent CurveZMQ secret key: keep private\npublic {}\nsecret {}\n",
-            z85(&pair.public_key),
-            z85(&pair.secret_key)
+            z85(&pair.public),
+            z85(&pair.secret)
         ),
         true,
     )?;
     write(
         &public_path,
-        &format!("# Edgent CurveZMQ public key\n{}\n", z85(&pair.public_key)),
+        &format!("# Edgent CurveZMQ public key\n{}\n", z85(&pair.public)),
         false,
     )?;
     Ok((secret_path, public_path))
@@ -298,6 +309,24 @@ pub enum Security {
 }
 
 impl Security {
+    /// A CURVE server with key pair `own` admitting `allow`.
+    pub fn curve_server(own: KeyPair, allow: AllowList) -> Self {
+        Security::Curve {
+            own,
+            server: None,
+            allow,
+        }
+    }
+
+    /// A CURVE client with key pair `own` of the server whose public key is `server`.
+    pub fn curve_client(own: KeyPair, server: [u8; 32]) -> Self {
+        Security::Curve {
+            own,
+            server: Some(server),
+            allow: AllowList::default(),
+        }
+    }
+
     /// Checks that libzmq can do what this asks.
     pub fn check(&self) -> Result<(), TransportError> {
         match self {
@@ -578,6 +607,36 @@ pub fn recv_authenticated(socket: &zmq::Socket, flags: i32) -> Result<Authentica
 mod tests {
     use super::*;
 
+    /// A ROUTER that is a CURVE server with `own`, on a loopback port (CURVE and ZAP apply
+    /// to tcp and ipc; inproc has no handshake). Returns it and its endpoint.
+    fn curve_router(ctx: &zmq::Context, own: &KeyPair) -> (zmq::Socket, String) {
+        let server = ctx.socket(zmq::ROUTER).unwrap();
+        server.set_linger(0).unwrap();
+        Security::curve_server(own.clone(), AllowList::default())
+            .apply_server(&server, ZAP_DOMAIN)
+            .unwrap();
+        server.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = server.get_last_endpoint().unwrap().unwrap();
+        (server, endpoint)
+    }
+
+    /// A DEALER that is a CURVE client with `own` of `server` at `endpoint`.
+    fn curve_dealer(
+        ctx: &zmq::Context,
+        own: &KeyPair,
+        server: &KeyPair,
+        endpoint: &str,
+    ) -> zmq::Socket {
+        let s = ctx.socket(zmq::DEALER).unwrap();
+        s.set_linger(0).unwrap();
+        s.set_reconnect_ivl(50).unwrap();
+        Security::curve_client(own.clone(), server.public)
+            .apply_client(&s)
+            .unwrap();
+        s.connect(endpoint).unwrap();
+        s
+    }
+
     #[test]
     fn keygen_writes_files_that_load_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -623,42 +682,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("allow.pub");
         let ctx = zmq::Context::new();
-        let keys: Vec<zmq::CurveKeyPair> =
-            (0..3).map(|_| zmq::CurveKeyPair::new().unwrap()).collect();
+        let keys: Vec<KeyPair> = (0..3).map(|_| KeyPair::generate().unwrap()).collect();
         let (server_keys, a, b) = (&keys[0], &keys[1], &keys[2]);
-        std::fs::write(&file, z85(&a.public_key) + "\n").unwrap();
+        std::fs::write(&file, z85(&a.public) + "\n").unwrap();
         let allow = AllowList::load(&file).unwrap();
         let reload = Arc::new(AtomicBool::new(false));
         let zap = start_zap(&ctx, &[(ZAP_DOMAIN, &allow)], Some(Arc::clone(&reload))).unwrap();
-        let server = ctx.socket(zmq::ROUTER).unwrap();
-        server.set_linger(0).unwrap();
-        let own = |k: &zmq::CurveKeyPair| KeyPair {
-            public: k.public_key,
-            secret: k.secret_key,
-        };
-        Security::Curve {
-            own: own(server_keys),
-            server: None,
-            allow: allow.clone(),
-        }
-        .apply_server(&server, ZAP_DOMAIN)
-        .unwrap();
-        server.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = server.get_last_endpoint().unwrap().unwrap();
-        let client = |k: &zmq::CurveKeyPair| {
-            let s = ctx.socket(zmq::DEALER).unwrap();
-            s.set_linger(0).unwrap();
-            s.set_reconnect_ivl(50).unwrap();
-            Security::Curve {
-                own: own(k),
-                server: Some(server_keys.public_key),
-                allow: AllowList::default(),
-            }
-            .apply_client(&s)
-            .unwrap();
-            s.connect(&endpoint).unwrap();
-            s
-        };
+        let (server, endpoint) = curve_router(&ctx, server_keys);
+        let client = |k: &KeyPair| curve_dealer(&ctx, k, server_keys, &endpoint);
         // Whose message the server gets within `ms`, if any.
         let served = |ms: i64| {
             (server.poll(zmq::POLLIN, ms).unwrap() > 0)
@@ -672,14 +703,14 @@ mod tests {
         };
         ca.send("a", 0).unwrap();
         send(&cb, "b");
-        assert_eq!(served(3000), Some((2, Some(a.public_key))));
+        assert_eq!(served(3000), Some((2, Some(a.public))));
         assert_eq!(served(300), None, "b is not listed");
-        assert!(zap.still_allowed(ZAP_DOMAIN, Some(&a.public_key)));
+        assert!(zap.still_allowed(ZAP_DOMAIN, Some(&a.public)));
 
         // Swap a for b in the file: in force within a second, without a restart. (A
         // client refused at its handshake does not retry, libzmq 4.3: b connects anew
         // each try, as a device that reconnects would.)
-        std::fs::write(&file, z85(&b.public_key) + "\n").unwrap();
+        std::fs::write(&file, z85(&b.public) + "\n").unwrap();
         let changed = Instant::now();
 
         let mut b_served = None;
@@ -687,7 +718,7 @@ mod tests {
             let cb = client(b);
             send(&cb, "b");
             if let Some((_, Some(user))) = served(200)
-                && user == b.public_key
+                && user == b.public
             {
                 b_served = Some(changed.elapsed());
             }
@@ -699,7 +730,7 @@ mod tests {
             "added key working after {took:?}"
         );
         assert!(
-            !zap.still_allowed(ZAP_DOMAIN, Some(&a.public_key)),
+            !zap.still_allowed(ZAP_DOMAIN, Some(&a.public)),
             "a removed key stops working on its open connection"
         );
         assert!(zap.counters.revoked.load(Ordering::Relaxed) >= 1);
@@ -707,7 +738,7 @@ mod tests {
 
         // SIGHUP's flag reloads even when the modification time did not change.
         let stamp = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::fs::write(&file, z85(&a.public_key) + "\n").unwrap();
+        std::fs::write(&file, z85(&a.public) + "\n").unwrap();
         std::fs::File::options()
             .write(true)
             .open(&file)
@@ -715,14 +746,14 @@ mod tests {
             .set_modified(stamp)
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(!allow.contains(&a.public_key), "same mtime: not noticed");
+        assert!(!allow.contains(&a.public), "same mtime: not noticed");
         reload.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(300));
-        assert!(allow.contains(&a.public_key) && !allow.contains(&b.public_key));
+        assert!(allow.contains(&a.public) && !allow.contains(&b.public));
         // A broken file keeps the keys in force.
         std::fs::write(&file, "not a key\n").unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(allow.contains(&a.public_key));
+        assert!(allow.contains(&a.public));
         assert!(zap.counters.reload_errors.load(Ordering::Relaxed) >= 1);
         drop(zap);
     }
@@ -731,40 +762,12 @@ mod tests {
     fn curve_pair_talks_and_unlisted_key_gets_nothing() {
         assert!(zmq::has("curve").unwrap(), "Debian's libzmq has CURVE");
         let ctx = zmq::Context::new();
-        let server_keys = zmq::CurveKeyPair::new().unwrap();
-        let good = zmq::CurveKeyPair::new().unwrap();
-        let bad = zmq::CurveKeyPair::new().unwrap();
-        let pair = |k: &zmq::CurveKeyPair| KeyPair {
-            public: k.public_key,
-            secret: k.secret_key,
-        };
-        let allow = AllowList::new([good.public_key]);
+        let [server_keys, good, bad] = [(); 3].map(|_| KeyPair::generate().unwrap());
+        let allow = AllowList::new([good.public]);
         let zap = start_zap(&ctx, &[(ZAP_DOMAIN, &allow)], None).unwrap();
         let counters = &zap.counters;
-        let server = ctx.socket(zmq::ROUTER).unwrap();
-        Security::Curve {
-            own: pair(&server_keys),
-            server: None,
-            allow: AllowList::default(),
-        }
-        .apply_server(&server, ZAP_DOMAIN)
-        .unwrap();
-        // CURVE and ZAP apply to tcp and ipc; inproc has no security handshake.
-        server.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = server.get_last_endpoint().unwrap().unwrap();
-        let client = |k: &zmq::CurveKeyPair| {
-            let s = ctx.socket(zmq::DEALER).unwrap();
-            s.set_linger(0).unwrap();
-            Security::Curve {
-                own: pair(k),
-                server: Some(server_keys.public_key),
-                allow: AllowList::default(),
-            }
-            .apply_client(&s)
-            .unwrap();
-            s.connect(&endpoint).unwrap();
-            s
-        };
+        let (server, endpoint) = curve_router(&ctx, &server_keys);
+        let client = |k: &KeyPair| curve_dealer(&ctx, k, &server_keys, &endpoint);
         let denied = client(&bad);
         denied.send("hello", 0).unwrap();
         let admitted = client(&good);
