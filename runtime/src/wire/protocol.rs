@@ -469,6 +469,44 @@ impl Message {
         frames: &[F],
         accept: &Accept,
     ) -> Result<Self, ProtocolError> {
+        let header = Self::check_framing(frames, accept)?;
+        let bytes = frames[1].as_ref();
+        let fail = |code, text: String| ProtocolError {
+            code,
+            text,
+            request_id: header.request_id,
+        };
+        let payload = match header.dtype {
+            Dtype::None => Payload::Text(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| fail(ErrorCode::BadLength, "text payload is not UTF-8".into()))?,
+            ),
+            Dtype::U8 => Payload::U8(bytes.to_vec()),
+            Dtype::F32 => {
+                let values: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(fail(
+                        ErrorCode::NonFinite,
+                        format!("element {i} is {} (tensors must be finite)", values[i]),
+                    ));
+                }
+                Payload::F32(values)
+            }
+        };
+        Ok(Self { header, payload })
+    }
+
+    /// The checks of [`Message::decode_with`] that need no pass over the payload: frames,
+    /// header, and the payload's length against the shape and the limit (codes 1–8, but
+    /// not text's UTF-8 or tensors' finiteness). Returns the header. A broker uses it to
+    /// refuse what is malformed without reading tensors it only forwards.
+    pub fn check_framing<F: AsRef<[u8]>>(
+        frames: &[F],
+        accept: &Accept,
+    ) -> Result<Header, ProtocolError> {
         if frames.len() != 2 {
             let mut err = ProtocolError::new(
                 ErrorCode::BadFrames,
@@ -499,7 +537,7 @@ impl Message {
                 ),
             ));
         }
-        let payload = match header.dtype {
+        match header.dtype {
             Dtype::None if header.kind != MessageType::Error && !bytes.is_empty() => {
                 return Err(fail(
                     ErrorCode::BadLength,
@@ -510,10 +548,7 @@ impl Message {
                     ),
                 ));
             }
-            Dtype::None => Payload::Text(
-                String::from_utf8(bytes.to_vec())
-                    .map_err(|_| fail(ErrorCode::BadLength, "text payload is not UTF-8".into()))?,
-            ),
+            Dtype::None => {}
             dtype => {
                 let expected = header
                     .elements()
@@ -538,24 +573,9 @@ impl Message {
                         ),
                     ));
                 }
-                if dtype == Dtype::U8 {
-                    Payload::U8(bytes.to_vec())
-                } else {
-                    let values: Vec<f32> = bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                        .collect();
-                    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                        return Err(fail(
-                            ErrorCode::NonFinite,
-                            format!("element {i} is {} (tensors must be finite)", values[i]),
-                        ));
-                    }
-                    Payload::F32(values)
-                }
             }
-        };
-        Ok(Self { header, payload })
+        }
+        Ok(header)
     }
 
     /// An inference request.
@@ -718,6 +738,35 @@ mod tests {
                 .unwrap_err()
                 .code,
             ErrorCode::BadType
+        );
+    }
+
+    #[test]
+    fn framing_checks_refuse_what_decode_refuses_short_of_reading_values() {
+        let accept = Accept::requests(MAX_PAYLOAD);
+        let [h, p] = request().encode();
+        assert_eq!(
+            Message::check_framing(&[h.clone(), p.clone()], &accept).unwrap(),
+            request().header
+        );
+        for frames in [
+            vec![h.clone()],
+            vec![h.clone(), p[..12].to_vec()],
+            vec![h[..79].to_vec(), p.clone()],
+        ] {
+            assert_eq!(
+                Message::check_framing(&frames, &accept).unwrap_err().code,
+                Message::decode_with(&frames, &accept).unwrap_err().code
+            );
+        }
+        // Values are the decoder's (and the edge's) business.
+        let mut nan = p.clone();
+        nan[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let frames = [h, nan];
+        assert!(Message::check_framing(&frames, &accept).is_ok());
+        assert_eq!(
+            Message::decode_with(&frames, &accept).unwrap_err().code,
+            ErrorCode::NonFinite
         );
     }
 
