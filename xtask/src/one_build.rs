@@ -5,6 +5,7 @@
 //! then compiles burn again (13 minutes on 2 cores). The `workspace-hack` crate keeps the
 //! feature sets equal; this check catches a dependency change that breaks that.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -48,11 +49,15 @@ fn commands() -> Vec<(String, Vec<&'static str>)> {
     commands
 }
 
-/// Runs each build in turn and fails if any of them compiles a burn crate: every one
-/// follows a build of this xtask (which links burn), so each should find burn fresh.
+/// Runs each build in turn and fails if any of them needs its own build of a burn crate:
+/// one it compiles (every command follows a build of this xtask, which links burn), or one
+/// whose artifact name differs from the tests' build. Cargo puts a hash of the resolved
+/// features in the name, so the second check holds even where an earlier run left both
+/// builds in `target/` and cargo finds each fresh.
 pub fn run(_args: OneBuildArgs) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut failures = Vec::new();
+    let mut reference: Option<BTreeMap<String, Vec<String>>> = None;
     for (what, args) in commands() {
         println!("cargo {} ({what})", args.join(" "));
         let mut child = Command::new(&cargo)
@@ -64,21 +69,36 @@ pub fn run(_args: OneBuildArgs) -> anyhow::Result<()> {
             .context("cannot run cargo")?;
         let stdout = child.stdout.take().expect("piped");
         let mut rebuilt = Vec::new();
+        let mut artifacts = BTreeMap::new();
         for line in BufReader::new(stdout).lines() {
-            if let Some(name) = rebuilt_burn_crate(&line?) {
-                rebuilt.push(name);
+            if let Some(artifact) = burn_artifact(&line?) {
+                if !artifact.fresh {
+                    rebuilt.push(artifact.name.clone());
+                }
+                artifacts.insert(artifact.name, artifact.files);
             }
         }
         let status = child.wait()?;
         if !status.success() {
             bail!("`cargo {}` failed ({status})", args.join(" "));
         }
-        if rebuilt.is_empty() {
-            println!("  burn: fresh");
+        let other = match &reference {
+            Some(reference) => other_builds(reference, &artifacts),
+            None => Vec::new(),
+        };
+        if rebuilt.is_empty() && other.is_empty() {
+            println!("  burn: fresh, the tests' build");
         } else {
-            println!("  burn rebuilt: {}", rebuilt.join(", "));
-            failures.push(format!("{what} rebuilt {}", rebuilt.join(", ")));
+            if !rebuilt.is_empty() {
+                println!("  burn rebuilt: {}", rebuilt.join(", "));
+                failures.push(format!("{what} rebuilt {}", rebuilt.join(", ")));
+            }
+            if !other.is_empty() {
+                println!("  burn built with other features: {}", other.join(", "));
+                failures.push(format!("{what} uses its own build of {}", other.join(", ")));
+            }
         }
+        reference.get_or_insert(artifacts);
     }
     if !failures.is_empty() {
         bail!(
@@ -127,35 +147,103 @@ fn offline_dependencies(tree: &str) -> Vec<String> {
     found
 }
 
-/// The burn crate a line of cargo's JSON output says was compiled (not found fresh).
-fn rebuilt_burn_crate(line: &str) -> Option<String> {
+/// A burn crate cargo built or found fresh in one command.
+#[derive(Debug, PartialEq)]
+struct BurnArtifact {
+    /// The crate's target name (`burn_flex`).
+    name: String,
+    /// Whether cargo found it built (not compiled now).
+    fresh: bool,
+    /// The files it produced; their names carry the hash of the features resolved.
+    files: Vec<String>,
+}
+
+/// The burn crate a line of cargo's JSON output reports, if any.
+fn burn_artifact(line: &str) -> Option<BurnArtifact> {
     let message: serde_json::Value = serde_json::from_str(line).ok()?;
-    if message["reason"] != "compiler-artifact" || message["fresh"] != false {
+    if message["reason"] != "compiler-artifact" {
         return None;
     }
     let name = message["target"]["name"].as_str()?;
-    name.starts_with("burn").then(|| name.to_string())
+    if !name.starts_with("burn") {
+        return None;
+    }
+    let files = message["filenames"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|file| file.as_str())
+                .filter_map(|file| file.rsplit('/').next())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(BurnArtifact {
+        name: name.to_string(),
+        fresh: message["fresh"] == true,
+        files,
+    })
+}
+
+/// The burn crates this command built under other names (other features) than the tests did.
+fn other_builds(
+    reference: &BTreeMap<String, Vec<String>>,
+    artifacts: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    artifacts
+        .iter()
+        .filter(|(name, files)| reference.get(*name).is_some_and(|seen| seen != *files))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn line(name: &str, fresh: bool, file: &str) -> String {
+        format!(
+            r#"{{"reason":"compiler-artifact","fresh":{fresh},"target":{{"name":"{name}"}},"filenames":["/t/release/deps/{file}"]}}"#
+        )
+    }
+
     #[test]
-    fn only_compiled_burn_crates_count() {
-        let line = |name: &str, fresh: bool| {
-            format!(
-                r#"{{"reason":"compiler-artifact","fresh":{fresh},"target":{{"name":"{name}"}}}}"#
-            )
-        };
+    fn burn_artifacts_are_read_with_their_file_names() {
         assert_eq!(
-            rebuilt_burn_crate(&line("burn_flex", false)).as_deref(),
-            Some("burn_flex")
+            burn_artifact(&line("burn_flex", false, "libburn_flex-1a.rlib")),
+            Some(BurnArtifact {
+                name: "burn_flex".into(),
+                fresh: false,
+                files: vec!["libburn_flex-1a.rlib".into()],
+            })
         );
-        assert_eq!(rebuilt_burn_crate(&line("burn_flex", true)), None);
-        assert_eq!(rebuilt_burn_crate(&line("runtime", false)), None);
-        assert_eq!(rebuilt_burn_crate(r#"{"reason":"build-finished"}"#), None);
-        assert_eq!(rebuilt_burn_crate("Compiling burn"), None);
+        assert!(burn_artifact(&line("burn_flex", true, "x")).unwrap().fresh);
+        assert_eq!(burn_artifact(&line("runtime", false, "x")), None);
+        assert_eq!(burn_artifact(r#"{"reason":"build-finished"}"#), None);
+        assert_eq!(burn_artifact("Compiling burn"), None);
+    }
+
+    #[test]
+    fn a_fresh_build_under_another_hash_is_another_build() {
+        let build = |lines: &[String]| {
+            lines
+                .iter()
+                .filter_map(|line| burn_artifact(line))
+                .map(|artifact| (artifact.name, artifact.files))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let tests = build(&[
+            line("burn_core", true, "libburn_core-aa.rlib"),
+            line("burn_nn", true, "libburn_nn-bb.rlib"),
+        ]);
+        let same = build(&[line("burn_nn", true, "libburn_nn-bb.rlib")]);
+        let other = build(&[
+            line("burn_core", true, "libburn_core-cc.rlib"),
+            line("burn_nn", true, "libburn_nn-bb.rlib"),
+        ]);
+        assert!(other_builds(&tests, &same).is_empty());
+        assert_eq!(other_builds(&tests, &other), ["burn_core"]);
     }
 
     #[test]
