@@ -3,6 +3,7 @@
 //! (CurveZMQ keys, the ZAP allow-list), and the structure-aware [`mutate`] engine the fuzzer
 //! feeds the decoder with.
 
+pub mod encoding;
 pub mod mutate;
 pub mod protocol;
 pub mod transport;
