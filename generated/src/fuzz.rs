@@ -406,8 +406,14 @@ impl LiveEdge {
         if let Some(mut stdout) = self.child.stdout.take() {
             stdout.read_to_string(&mut out)?;
         }
-        serde_json::from_str(out.trim())
-            .with_context(|| format!("the edge's final counters `{out}`"))
+        serde_json::from_str(out.trim()).with_context(|| {
+            let log: Vec<String> = self.log.try_iter().collect();
+            let tail = &log[log.len().saturating_sub(20)..];
+            format!(
+                "the edge's final counters `{out}`; the end of its log:\n{}",
+                tail.join("\n")
+            )
+        })
     }
 }
 

@@ -112,15 +112,31 @@ pub struct BrokerStats {
 struct Request {
     device: Vec<u8>,
     request_id: u64,
-    digest: [u8; 32],
+    to: ReplyTo,
     received: Instant,
     body: Vec<Vec<u8>>,
     expires: Option<Instant>,
 }
 
+/// What an answer to a request echoes: its plan digest, in its protocol version.
+#[derive(Debug, Clone, Copy)]
+struct ReplyTo {
+    digest: [u8; 32],
+    version: u8,
+}
+
+impl ReplyTo {
+    fn of(h: &Header) -> Self {
+        Self {
+            digest: h.plan_digest,
+            version: h.version,
+        }
+    }
+}
+
 /// A request an edge holds.
 struct Held {
-    digest: [u8; 32],
+    to: ReplyTo,
     forwarded: Instant,
     /// When the broker stops waiting: the request's deadline, or [`HOLD_LIMIT`].
     give_up: Instant,
@@ -323,13 +339,17 @@ impl State {
         &mut self,
         front: &zmq::Socket,
         device: &[u8],
-        digest: [u8; 32],
+        to: ReplyTo,
         request_id: u64,
         code: ErrorCode,
         text: &str,
     ) {
         let mut out = vec![device.to_vec()];
-        out.extend(Message::error(digest, request_id, code, text).encode());
+        out.extend(
+            Message::error(to.digest, request_id, code, text)
+                .in_version(to.version)
+                .encode(),
+        );
         let _ = front.send_multipart(out, zmq::DONTWAIT);
         match code {
             ErrorCode::Busy => self.stats.busy += 1,
@@ -355,11 +375,17 @@ impl State {
         // the edge checks the values and the plan.
         let h = match Message::check_framing(&body, accept) {
             Ok(header) => header,
-            Err(e) => return self.answer(front, &device, [0; 32], e.request_id, e.code, &e.text),
+            Err(e) => {
+                let to = ReplyTo {
+                    digest: [0; 32],
+                    version: e.version,
+                };
+                return self.answer(front, &device, to, e.request_id, e.code, &e.text);
+            }
         };
         if h.kind == MessageType::Ping {
             if let Err((code, text)) = check_fields(&h) {
-                return self.answer(front, &device, h.plan_digest, h.request_id, code, &text);
+                return self.answer(front, &device, ReplyTo::of(&h), h.request_id, code, &text);
             }
             let mut out = vec![device];
             out.extend(
@@ -367,6 +393,7 @@ impl State {
                     header: Header::new(MessageType::Pong, h.plan_digest, h.request_id),
                     payload: Payload::Text(String::new()),
                 }
+                .in_version(h.version)
                 .encode(),
             );
             if front.send_multipart(out, zmq::DONTWAIT).is_ok() {
@@ -378,7 +405,7 @@ impl State {
             return self.answer(
                 front,
                 &device,
-                h.plan_digest,
+                ReplyTo::of(&h),
                 h.request_id,
                 ErrorCode::Unavailable,
                 "no edge is connected to the broker; run locally",
@@ -397,7 +424,7 @@ impl State {
             return self.answer(
                 front,
                 &device,
-                h.plan_digest,
+                ReplyTo::of(&h),
                 h.request_id,
                 ErrorCode::BadField,
                 "request id already in use by a request of this device that is not answered yet",
@@ -407,7 +434,7 @@ impl State {
             return self.answer(
                 front,
                 &device,
-                h.plan_digest,
+                ReplyTo::of(&h),
                 h.request_id,
                 ErrorCode::Busy,
                 "every edge is busy and the broker's queue is full; run locally or retry",
@@ -418,7 +445,7 @@ impl State {
         self.queue.push_back(Request {
             device,
             request_id: h.request_id,
-            digest: h.plan_digest,
+            to: ReplyTo::of(&h),
             received: Instant::now(),
             body,
             expires,
@@ -540,7 +567,7 @@ impl State {
                         .queue
                         .observe(now.duration_since(request.received).as_secs_f64());
                     let held = Held {
-                        digest: request.digest,
+                        to: request.to,
                         forwarded: now,
                         give_up: request.expires.unwrap_or(now + HOLD_LIMIT),
                     };
@@ -575,7 +602,7 @@ impl State {
             self.answer(
                 front,
                 &r.device,
-                r.digest,
+                r.to,
                 r.request_id,
                 ErrorCode::Unavailable,
                 "no edge is connected to the broker any more; run locally",
@@ -587,7 +614,7 @@ impl State {
         self.answer(
             front,
             &r.device,
-            r.digest,
+            r.to,
             r.request_id,
             ErrorCode::Expired,
             "waited at the broker past its deadline; not run",
@@ -627,15 +654,15 @@ impl State {
                 .collect();
             for key in keys {
                 if let Some(held) = edge.outstanding.remove(&key) {
-                    overdue.push((key, held.digest));
+                    overdue.push((key, held.to));
                 }
             }
         }
-        for ((device, request_id), digest) in overdue {
+        for ((device, request_id), to) in overdue {
             self.answer(
                 front,
                 &device,
-                digest,
+                to,
                 request_id,
                 ErrorCode::Unavailable,
                 "the edge holding the request did not answer in time; run locally",
@@ -665,11 +692,11 @@ impl State {
             return false;
         };
         self.order.retain(|e| e != id);
-        for ((device, request_id), Held { digest, .. }) in edge.outstanding {
+        for ((device, request_id), Held { to, .. }) in edge.outstanding {
             self.answer(
                 front,
                 &device,
-                digest,
+                to,
                 request_id,
                 ErrorCode::Unavailable,
                 &format!("{why}; run locally"),

@@ -15,7 +15,8 @@ use crate::engine::{Activation, Engine};
 use crate::metrics::{Timings, edge_text, serve_metrics};
 use crate::model::normalize;
 use crate::slowdown::run_slice;
-use crate::wire::protocol::{Accept, Dtype, ErrorCode, Header, Message, MessageType, Payload};
+use crate::wire::encoding::Values;
+use crate::wire::protocol::{Accept, ErrorCode, Header, Message, MessageType, Payload};
 use crate::wire::transport::{
     AllowList, Security, TransportError, ZAP_DOMAIN, ZapCounters, recv_authenticated, start_zap,
     zmq_err,
@@ -36,14 +37,22 @@ pub struct ServedPlan {
 }
 
 /// Bytes of the largest tensor a device may send for `table`: the raw `u8` image, or
-/// the largest `f32` activation entering any layer of any exit.
+/// the largest activation entering any layer of any exit in its largest encoding (`f32`;
+/// a quantised tensor is smaller even with its scales, a compressed one is refused when it
+/// does not inflate to exactly its tensor).
 pub fn largest_tensor_bytes(table: &LayerTable) -> usize {
     let image: usize = table.input.iter().product();
     table
         .exits
         .iter()
         .flat_map(|e| e.layers.iter())
-        .map(|l| l.input.iter().product::<usize>() * Dtype::F32.size())
+        .filter_map(|l| {
+            let elements = l.input.iter().product::<usize>();
+            Values::ALL
+                .into_iter()
+                .filter_map(|v| v.body_len(elements, v.groups(&l.input)))
+                .max()
+        })
         .fold(image, usize::max)
 }
 
@@ -124,7 +133,7 @@ pub struct EdgeCounters {
     /// Results sent.
     pub results: AtomicU64,
     /// Error replies sent, by code (index = code).
-    pub errors: [AtomicU64; 19],
+    pub errors: [AtomicU64; ErrorCode::ALL.len() + 1],
     /// Pings answered.
     pub pings: AtomicU64,
     /// Total queue time of served requests, µs.
@@ -549,30 +558,32 @@ pub enum Admission {
 /// `bad_field`, `bad_exit`, `bad_partition`, `bad_dtype`, `wrong_shape`. Never panics,
 /// never allocates more than the frames plus one tensor of at most `plan.max_payload`.
 pub fn admission<F: AsRef<[u8]>>(body: &[F], table: &LayerTable, plan: &ServedPlan) -> Admission {
-    let refuse = |request_id: u64, code: ErrorCode, text: &str| {
-        Admission::Answer(Message::error(plan.digest, request_id, code, text))
+    let refuse = |request_id: u64, version: u8, code: ErrorCode, text: &str| {
+        Admission::Answer(Message::error(plan.digest, request_id, code, text).in_version(version))
     };
     let msg = match Message::decode_with(body, &Accept::requests(plan.max_payload)) {
         Ok(msg) => msg,
-        Err(e) => return refuse(e.request_id, e.code, &e.text),
+        Err(e) => return refuse(e.request_id, e.version, e.code, &e.text),
     };
     let h = msg.header;
     if h.kind == MessageType::Ping {
         if let Err((code, text)) = check_fields(&h) {
-            return refuse(h.request_id, code, &text);
+            return refuse(h.request_id, h.version, code, &text);
         }
-        return Admission::Answer(Message {
-            header: Header::new(MessageType::Pong, plan.digest, h.request_id),
-            payload: Payload::Text(String::new()),
-        });
+        return Admission::Answer(
+            Message {
+                header: Header::new(MessageType::Pong, plan.digest, h.request_id),
+                payload: Payload::Text(String::new()),
+            }
+            .in_version(h.version),
+        );
     }
     if let Err((code, text)) = check_request(&h, table, plan) {
-        return refuse(h.request_id, code, &text);
+        return refuse(h.request_id, h.version, code, &text);
     }
     let input = match msg.payload {
         Payload::U8(pixels) => normalize(&pixels, &plan.mean, &plan.std),
-        Payload::F32(values) => values,
-        Payload::Text(_) => unreachable!("check_request demands a tensor"),
+        tensor => tensor.to_f32().expect("check_request demands a tensor"),
     };
     Admission::Run { header: h, input }
 }
@@ -695,13 +706,15 @@ fn check_request(
             ),
         ));
     }
-    let dtype = if p == 0 { Dtype::U8 } else { Dtype::F32 };
-    if h.dtype != dtype {
+    let encoding = h.encoding();
+    if !encoding.is_some_and(|e| crate::wire::encoding::Encoding::at_partition(p).contains(&e)) {
         return Err((
             ErrorCode::BadDtype,
             format!(
-                "partition {p} takes {dtype:?} (raw u8 image at 0, f32 activations after), got {:?}",
-                h.dtype
+                "partition {p} takes {} (the u8 image at 0, f32, f16, q8 or q8c activations after; each optionally compressed), got {:?}{}",
+                if p == 0 { "u8" } else { "an activation" },
+                h.dtype,
+                if h.compressed { " compressed" } else { "" }
             ),
         ));
     }
@@ -793,11 +806,12 @@ fn run_job(
             let values = logits.to_values();
             let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
             let mut header = Header::new(MessageType::Result, plan.digest, h.request_id);
+            header.version = h.version;
             header.exit = h.exit;
             header.partition = h.partition;
             header.edge_us = us(took);
             header.queue_us = us(queued);
-            header.dtype = Dtype::F32;
+            header.dtype = crate::wire::protocol::Dtype::F32;
             header.shape = vec![values.len() as u32];
             counters.results.fetch_add(1, Ordering::Relaxed);
             counters
@@ -822,6 +836,7 @@ fn run_job(
                 ErrorCode::Internal,
                 &format!("running exit {exit} layers [{p}, {n}) failed: {e}"),
             )
+            .in_version(h.version)
         }
     }
 }

@@ -28,10 +28,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::LayerTable;
 use crate::edge::{Admission, ServedPlan, admission};
 use crate::model::normalize;
+use crate::wire::encoding::Encoding;
 use crate::wire::mutate::{Corpus, Frames, Mutation, Origin, Shapes};
 use crate::wire::protocol::{
-    Accept, Dtype, ErrorCode, HEADER_LEN, Header, MAGIC, MAX_DIMS, Message, MessageType, Payload,
-    ProtocolError, VERSION,
+    Accept, COMPRESSED, ErrorCode, HEADER_LEN, Header, MAGIC, MAX_DIMS, Message, MessageType,
+    OLDEST_VERSION, Payload, ProtocolError, VERSION,
 };
 
 /// The shapes valid requests for `plan` have, for [`Corpus::new`].
@@ -122,7 +123,8 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
     if h[0..4] != MAGIC {
         return Expected::Code(BadMagic);
     }
-    if h[4] != VERSION {
+    let version = h[4];
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Expected::Code(BadVersion);
     }
     let kind = match h[5] {
@@ -136,21 +138,30 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
     if !accept.kinds.contains(&kind) {
         return Expected::Code(BadType);
     }
-    let (dtype, ndim) = (h[6], usize::from(h[7]));
+    let (compressed, dtype, ndim) = (
+        h[6] & COMPRESSED != 0,
+        h[6] & !COMPRESSED,
+        usize::from(h[7]),
+    );
     let dims: Vec<u32> = (0..MAX_DIMS).map(|i| u32_at(h, 64 + 4 * i)).collect();
     let mut failing = Vec::new();
-    if dtype > 2 {
+    // dtypes: 0 none, 1 u8, 2 f32 (version 1 and 2); 3 f16, 4 q8, 5 q8c and the
+    // compression bit (version 2 only).
+    if dtype > 5 || (version == 1 && (compressed || dtype > 2)) || (compressed && dtype == 0) {
         failing.push(BadDtype);
     }
     if ndim > MAX_DIMS || dims[..ndim].contains(&0) || dims[ndim..].iter().any(|&d| d != 0) {
         failing.push(BadShape);
     }
-    if dtype <= 2 && (dtype == 0) != (ndim == 0) {
+    if dtype <= 5 && (dtype == 0) != (ndim == 0) {
+        failing.push(BadDtype);
+    }
+    if dtype == 5 && ndim < 2 {
         failing.push(BadDtype);
     }
     let tensor_ok = match kind {
-        MessageType::Ping => dtype <= 1,
-        MessageType::Pong => dtype == 0,
+        MessageType::Ping => dtype <= 1 && !compressed,
+        MessageType::Pong => dtype == 0 && !compressed,
         _ => true,
     };
     if !tensor_ok {
@@ -186,7 +197,12 @@ fn expected_decode<F: AsRef<[u8]>>(
     if p.len() > limit {
         return Expected::Code(BadLength);
     }
-    let (kind, dtype, ndim) = (h[5], h[6], usize::from(h[7]));
+    let (kind, compressed, dtype, ndim) = (
+        h[5],
+        h[6] & COMPRESSED != 0,
+        h[6] & !COMPRESSED,
+        usize::from(h[7]),
+    );
     if dtype == 0 {
         let text_ok =
             (kind == MessageType::Error as u8 || p.is_empty()) && std::str::from_utf8(p).is_ok();
@@ -196,22 +212,88 @@ fn expected_decode<F: AsRef<[u8]>>(
             Expected::Code(BadLength)
         };
     }
-    let size: u128 = if dtype == 1 { 1 } else { 4 };
-    let needed = (0..ndim)
+    let elements = (0..ndim)
         .map(|i| u128::from(u32_at(h, 64 + 4 * i)))
-        .product::<u128>()
-        * size;
-    if needed > limit as u128 || needed != p.len() as u128 {
+        .product::<u128>();
+    // Bytes per element, and 5 bytes (f32 scale, u8 zero point) per quantisation group.
+    let (size, groups): (u128, u128) = match dtype {
+        1 => (1, 0),
+        2 => (4, 0),
+        3 => (2, 0),
+        4 => (1, 1),
+        _ => (1, u128::from(u32_at(h, 64))),
+    };
+    let needed = elements * size + 5 * groups;
+    if needed > limit as u128 || (!compressed && needed != p.len() as u128) {
         return Expected::Code(BadLength);
     }
-    let all_finite = || {
-        p.chunks_exact(4)
-            .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+    if compressed && p.is_empty() {
+        return Expected::Code(BadLength);
+    }
+    let inflated;
+    let body = if compressed {
+        match inflate(p, needed as usize) {
+            Some(body) => {
+                inflated = body;
+                inflated.as_slice()
+            }
+            None => return Expected::Code(BadCompression),
+        }
+    } else {
+        p
     };
-    if dtype == 2 && !*finite.get_or_init(all_finite) {
+    if matches!(dtype, 4 | 5) {
+        let scales = &body[..4 * groups as usize];
+        let bad = scales.chunks_exact(4).any(|c| {
+            let s = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            !(s.is_finite() && s > 0.0)
+        });
+        if bad {
+            return Expected::Code(BadQuantization);
+        }
+    }
+    let all_finite = || match dtype {
+        2 => body
+            .chunks_exact(4)
+            .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+        // binary16: exponent bits all ones is infinity or NaN.
+        3 => body
+            .chunks_exact(2)
+            .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
+        _ => true,
+    };
+    if matches!(dtype, 2 | 3) && !*finite.get_or_init(all_finite) {
         return Expected::Code(NonFinite);
     }
     Expected::Ok
+}
+
+/// A zstd payload inflated through the streaming decoder (not the edge's bulk one): the
+/// bytes when it gives exactly `expected` bytes, `None` when it is corrupt or another size.
+fn inflate(payload: &[u8], expected: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(payload).ok()?;
+    let mut out = Vec::new();
+    decoder
+        .take(expected as u64 + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() == expected).then_some(out)
+}
+
+/// The protocol version an answer to `frames` must be written in: the request's, when its
+/// header is long enough, has the magic and a version this build speaks; else [`VERSION`].
+fn expected_version<F: AsRef<[u8]>>(frames: &[F]) -> u8 {
+    match frames.first().map(AsRef::as_ref) {
+        Some(h)
+            if h.len() == HEADER_LEN
+                && h[0..4] == MAGIC
+                && (OLDEST_VERSION..=VERSION).contains(&h[4]) =>
+        {
+            h[4]
+        }
+        _ => VERSION,
+    }
 }
 
 /// The request id an error about `frames` must carry: the header's, once the header is
@@ -242,9 +324,16 @@ fn check_decoder<F: AsRef<[u8]>>(
     match Message::decode_with(frames, accept) {
         Ok(msg) if expected == Expected::Ok => {
             let again = msg.encode();
-            if again.len() != frames.len()
-                || again.iter().zip(frames).any(|(a, b)| a[..] != *b.as_ref())
-            {
+            // A compressed payload may have been compressed otherwise (another level, another
+            // encoder): it must decode to the same message, not re-encode to the same bytes.
+            let same = if msg.header.compressed {
+                again[0] == *frames[0].as_ref()
+                    && Message::decode_with(&again, accept).as_ref() == Ok(&msg)
+            } else {
+                again.len() == frames.len()
+                    && again.iter().zip(frames).all(|(a, b)| a[..] == *b.as_ref())
+            };
+            if !same {
                 return Err(format!(
                     "{which}: {:?} re-encodes to other frames",
                     msg.header
@@ -270,6 +359,21 @@ fn check_decoder<F: AsRef<[u8]>>(
                     "{which}'s {} error carries request id {}, the header {id}",
                     e.code.name(),
                     e.request_id
+                ));
+            }
+            let whole_header = frames
+                .first()
+                .is_some_and(|h| expected_header(h.as_ref(), &Accept::ANY) == Expected::Ok);
+            let version = if e.code == ErrorCode::BadFrames && !whole_header {
+                VERSION
+            } else {
+                expected_version(frames)
+            };
+            if e.version != version {
+                return Err(format!(
+                    "{which}'s {} error is for version {}, the request's is {version}",
+                    e.code.name(),
+                    e.version
                 ));
             }
             check_reply(&Message::error([0; 32], e.request_id, e.code, &e.text))?;
@@ -323,7 +427,10 @@ fn expected_plan_code(h: &Header, table: &LayerTable, plan: &ServedPlan) -> Opti
     if p >= spec.len() {
         return Some(ErrorCode::BadPartition);
     }
-    if h.dtype != if p == 0 { Dtype::U8 } else { Dtype::F32 } {
+    if !h
+        .encoding()
+        .is_some_and(|e| Encoding::at_partition(p).contains(&e))
+    {
         return Some(ErrorCode::BadDtype);
     }
     let boundary = spec.boundary_shape(p);
@@ -359,7 +466,8 @@ pub fn check<F: AsRef<[u8]>>(
         Ok(msg) => msg,
         Err(e) => {
             // Refused by the decoder: admission answers the decoder's error.
-            let expected = Message::error(plan.digest, e.request_id, e.code, &e.text);
+            let expected =
+                Message::error(plan.digest, e.request_id, e.code, &e.text).in_version(e.version);
             return match admitted {
                 Admission::Answer(reply) if reply == expected => Ok(Checked {
                     decoded,
@@ -382,6 +490,7 @@ pub fn check<F: AsRef<[u8]>>(
             if rh.kind != MessageType::Error
                 || rh.code != code as u16
                 || rh.request_id != h.request_id
+                || rh.version != h.version
             {
                 return Err(format!(
                     "PROTOCOL.md refuses {h:?} with {}, admission answered {rh:?}",
@@ -394,7 +503,8 @@ pub fn check<F: AsRef<[u8]>>(
             let pong = Message {
                 header: Header::new(MessageType::Pong, plan.digest, h.request_id),
                 payload: Payload::Text(String::new()),
-            };
+            }
+            .in_version(h.version);
             if reply != pong {
                 return Err(format!("a clean Ping {h:?} was answered {reply:?}"));
             }
@@ -457,7 +567,7 @@ fn check_run(
             input.len()
         ));
     }
-    let bytes = elements * header.dtype.size();
+    let bytes = header.body_len().unwrap_or(usize::MAX);
     if bytes > plan.max_payload {
         return Err(format!(
             "admitted a {bytes}-byte tensor over the {}-byte limit",
@@ -473,8 +583,8 @@ fn check_run(
             }
             normalize(pixels, &plan.mean, &plan.std) == input
         }
-        Payload::F32(values) => values == input,
         Payload::Text(_) => false,
+        tensor => tensor.to_f32().as_deref() == Some(input),
     };
     if !same {
         return Err("the run's input is not the request's tensor".into());
@@ -720,6 +830,7 @@ mod tests {
     use super::*;
     use crate::BranchyAlexNetConfig;
     use crate::edge::largest_tensor_bytes;
+    use crate::wire::protocol::Dtype;
 
     fn setup() -> (LayerTable, ServedPlan) {
         let table = BranchyAlexNetConfig::new().layer_table();

@@ -350,9 +350,7 @@ pub fn decompress(compressed: &[u8], expected: usize) -> Result<Vec<u8>, Inflate
         Ok(n) if n > expected => Err(InflateError::TooLarge { expected }),
         Ok(got) => Err(InflateError::TooShort { got, expected }),
         // zstd reports "Destination buffer is too small" when the output would not fit.
-        Err(e) if e.to_string().contains("too small") => {
-            Err(InflateError::TooLarge { expected })
-        }
+        Err(e) if e.to_string().contains("too small") => Err(InflateError::TooLarge { expected }),
         Err(e) => Err(InflateError::Corrupt(e.to_string())),
     }
 }
@@ -369,14 +367,25 @@ mod tests {
             assert_eq!(serde_json::from_str::<Encoding>(&json).unwrap(), *e);
         }
         assert_eq!("q8c+zstd".parse(), Ok(Encoding::new(Values::Q8c, true)));
-        assert!("f64".parse::<Encoding>().unwrap_err().contains("unknown encoding"));
+        assert!(
+            "f64"
+                .parse::<Encoding>()
+                .unwrap_err()
+                .contains("unknown encoding")
+        );
         assert!("f32+lz4".parse::<Encoding>().is_err());
     }
 
     #[test]
     fn quantisation_keeps_zero_exact_and_errs_by_at_most_half_a_step() {
         let x: Vec<f32> = (0..64)
-            .map(|i| if i % 3 == 0 { 0.0 } else { (i as f32 * 0.37).sin() * 4.0 })
+            .map(|i| {
+                if i % 3 == 0 {
+                    0.0
+                } else {
+                    (i as f32 * 0.37).sin() * 4.0
+                }
+            })
             .collect();
         for groups in [1, 4] {
             let q = Quantized::quantize(&x, groups);
@@ -415,7 +424,9 @@ mod tests {
 
     #[test]
     fn the_lossless_stage_round_trips_and_is_bounded() {
-        let body: Vec<u8> = (0..4096u32).map(|i| (i % 7 == 0) as u8 * (i as u8)).collect();
+        let body: Vec<u8> = (0..4096u32)
+            .map(|i| (i % 7 == 0) as u8 * (i as u8))
+            .collect();
         let packed = compress(&body);
         assert!(packed.len() < body.len() / 2);
         assert_eq!(decompress(&packed, body.len()).unwrap(), body);

@@ -3,13 +3,24 @@
 //! Every message is two ZeroMQ frames: an 80-byte little-endian [`Header`] and a payload
 //! (tensor bytes, or UTF-8 text for errors). Decoding validates everything and answers with
 //! an [`ErrorCode`] a peer can send back; it never panics on bytes from the network.
+//!
+//! Version 2 adds encodings of the tensor ([`super::encoding`]): `f16`, 8-bit quantised
+//! `q8`/`q8c` and a lossless (zstd) stage flagged in the dtype byte. A version-1 message is
+//! a version-2 message without them, and is still served: replies carry the request's
+//! version.
 
 use std::fmt;
 
+use super::encoding::{self, Encoding, InflateError, Quantized, Values};
+
 /// First four bytes of every header.
 pub const MAGIC: [u8; 4] = *b"EDGT";
-/// Protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// Protocol version this build speaks (and sends).
+pub const VERSION: u8 = 2;
+/// The oldest version still served: version 1 has only `u8` and `f32` tensors.
+pub const OLDEST_VERSION: u8 = 1;
+/// Bit of the `dtype` byte saying the payload went through the lossless stage (version 2).
+pub const COMPRESSED: u8 = 0x80;
 /// Length of the header frame, bytes.
 pub const HEADER_LEN: usize = 80;
 /// Most dimensions a tensor may have.
@@ -89,6 +100,12 @@ pub enum Dtype {
     U8 = 1,
     /// IEEE-754 binary32, little-endian.
     F32 = 2,
+    /// IEEE-754 binary16, little-endian (version 2).
+    F16 = 3,
+    /// 8-bit affine quantisation, one scale and zero point (version 2).
+    Q8 = 4,
+    /// 8-bit affine quantisation, a scale and zero point per channel (version 2).
+    Q8c = 5,
 }
 
 impl Dtype {
@@ -97,16 +114,39 @@ impl Dtype {
             0 => Self::None,
             1 => Self::U8,
             2 => Self::F32,
+            3 => Self::F16,
+            4 => Self::Q8,
+            5 => Self::Q8c,
             _ => return None,
         })
     }
 
-    /// Bytes per element (text counts as bytes).
-    pub fn size(self) -> usize {
-        match self {
-            Self::None | Self::U8 => 1,
-            Self::F32 => 4,
+    /// How these values are encoded (`None` for no tensor).
+    pub fn values(self) -> Option<Values> {
+        Some(match self {
+            Self::None => return None,
+            Self::U8 => Values::U8,
+            Self::F32 => Values::F32,
+            Self::F16 => Values::F16,
+            Self::Q8 => Values::Q8,
+            Self::Q8c => Values::Q8c,
+        })
+    }
+
+    /// The dtype of encoded values.
+    pub fn of(values: Values) -> Self {
+        match values {
+            Values::U8 => Self::U8,
+            Values::F32 => Self::F32,
+            Values::F16 => Self::F16,
+            Values::Q8 => Self::Q8,
+            Values::Q8c => Self::Q8c,
         }
+    }
+
+    /// Whether version 1 has this dtype.
+    pub fn in_version_1(self) -> bool {
+        matches!(self, Self::None | Self::U8 | Self::F32)
     }
 }
 
@@ -151,11 +191,16 @@ pub enum ErrorCode {
     Unavailable = 17,
     /// The request waited past its `deadline_us` before a worker took it, so it was not run.
     Expired = 18,
+    /// A compressed payload is not a zstd stream, is truncated or corrupt, or inflates to
+    /// another size than the tensor's (decoding stops at the tensor's size).
+    BadCompression = 19,
+    /// A quantisation scale is not a finite number above 0.
+    BadQuantization = 20,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::BadFrames,
         Self::BadHeaderLength,
         Self::BadMagic,
@@ -174,6 +219,8 @@ impl ErrorCode {
         Self::BadField,
         Self::Unavailable,
         Self::Expired,
+        Self::BadCompression,
+        Self::BadQuantization,
     ];
 
     /// The code for a number, if it is one.
@@ -202,6 +249,8 @@ impl ErrorCode {
             Self::BadField => "bad_field",
             Self::Unavailable => "unavailable",
             Self::Expired => "expired",
+            Self::BadCompression => "bad_compression",
+            Self::BadQuantization => "bad_quantization",
         }
     }
 }
@@ -215,6 +264,9 @@ pub struct ProtocolError {
     pub text: String,
     /// The request id, when the header got far enough to carry one (else 0).
     pub request_id: u64,
+    /// The protocol version of the refused message when it is one this build speaks (the
+    /// reply is written in it), else [`VERSION`].
+    pub version: u8,
 }
 
 impl ProtocolError {
@@ -223,6 +275,7 @@ impl ProtocolError {
             code,
             text: text.into(),
             request_id: 0,
+            version: VERSION,
         }
     }
 }
@@ -244,10 +297,14 @@ impl std::error::Error for ProtocolError {}
 /// The fixed header frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Protocol version, [`OLDEST_VERSION`] to [`VERSION`]; a reply has its request's.
+    pub version: u8,
     /// What the message is.
     pub kind: MessageType,
     /// Element type of the payload.
     pub dtype: Dtype,
+    /// Whether the payload went through the lossless stage (the `dtype` byte's top bit).
+    pub compressed: bool,
     /// SHA-256 of the plan both sides were generated from.
     pub plan_digest: [u8; 32],
     /// Chosen by the device; echoed in the reply.
@@ -272,8 +329,10 @@ impl Header {
     /// A header of `kind` with everything else zero.
     pub fn new(kind: MessageType, plan_digest: [u8; 32], request_id: u64) -> Self {
         Self {
+            version: VERSION,
             kind,
             dtype: Dtype::None,
+            compressed: false,
             plan_digest,
             request_id,
             exit: 0,
@@ -296,6 +355,30 @@ impl Header {
             })
     }
 
+    /// How the tensor is encoded (`None` for no tensor).
+    pub fn encoding(&self) -> Option<Encoding> {
+        Some(Encoding::new(self.dtype.values()?, self.compressed))
+    }
+
+    /// Sets dtype and lossless flag for `encoding`.
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        self.dtype = Dtype::of(encoding.values);
+        self.compressed = encoding.lossless;
+    }
+
+    /// Bytes of the tensor's body (before the lossless stage): `None` on overflow, 0 for
+    /// no tensor.
+    pub fn body_len(&self) -> Option<usize> {
+        let elements = self.elements()?;
+        match self.dtype.values() {
+            None => Some(0),
+            Some(values) => {
+                let shape: Vec<usize> = self.shape.iter().map(|&d| d as usize).collect();
+                values.body_len(elements, values.groups(&shape))
+            }
+        }
+    }
+
     /// The 80 header bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         assert!(
@@ -304,9 +387,9 @@ impl Header {
         );
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
-        b[4] = VERSION;
+        b[4] = self.version;
         b[5] = self.kind as u8;
-        b[6] = self.dtype as u8;
+        b[6] = self.dtype as u8 | if self.compressed { COMPRESSED } else { 0 };
         b[7] = self.shape.len() as u8;
         b[8..40].copy_from_slice(&self.plan_digest);
         b[40..48].copy_from_slice(&self.request_id.to_le_bytes());
@@ -343,20 +426,23 @@ impl Header {
             ));
         }
         let request_id = u64::from_le_bytes(b[40..48].try_into().expect("8 bytes"));
+        let version = b[4];
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
+            return Err(ProtocolError {
+                code: ErrorCode::BadVersion,
+                text: format!(
+                    "protocol version {version} is not supported (this build speaks {OLDEST_VERSION} to {VERSION})"
+                ),
+                request_id,
+                version: VERSION,
+            });
+        }
         let fail = |code, text: String| ProtocolError {
             code,
             text,
             request_id,
+            version,
         };
-        if b[4] != VERSION {
-            return Err(fail(
-                ErrorCode::BadVersion,
-                format!(
-                    "protocol version {} is not supported (this edge speaks {VERSION})",
-                    b[4]
-                ),
-            ));
-        }
         let kind = MessageType::from_u8(b[5])
             .ok_or_else(|| fail(ErrorCode::BadType, format!("unknown message type {}", b[5])))?;
         if !accept.kinds.contains(&kind) {
@@ -368,8 +454,24 @@ impl Header {
                 ),
             ));
         }
-        let dtype = Dtype::from_u8(b[6])
+        let compressed = b[6] & COMPRESSED != 0;
+        let dtype = Dtype::from_u8(b[6] & !COMPRESSED)
             .ok_or_else(|| fail(ErrorCode::BadDtype, format!("unknown dtype {}", b[6])))?;
+        if version == 1 && (compressed || !dtype.in_version_1()) {
+            return Err(fail(
+                ErrorCode::BadDtype,
+                format!(
+                    "dtype byte {:#04x} needs protocol version 2 (version 1 has only u8 and f32, uncompressed)",
+                    b[6]
+                ),
+            ));
+        }
+        if compressed && dtype == Dtype::None {
+            return Err(fail(
+                ErrorCode::BadDtype,
+                "only a tensor can be compressed, not text or an empty payload".into(),
+            ));
+        }
         // The dtype checks (code 6) before the shape checks (code 7).
         let ndim = b[7] as usize;
         if (dtype == Dtype::None) != (ndim == 0) {
@@ -381,14 +483,24 @@ impl Header {
             ));
         }
         match (kind, dtype) {
-            (MessageType::Ping, Dtype::None | Dtype::U8) | (MessageType::Pong, Dtype::None) => {}
+            (MessageType::Ping, Dtype::None | Dtype::U8) | (MessageType::Pong, Dtype::None)
+                if !compressed => {}
             (MessageType::Ping | MessageType::Pong, _) => {
                 return Err(fail(
                     ErrorCode::BadDtype,
-                    format!("a {kind:?} carries no tensor or (Ping) u8 padding, not {dtype:?}"),
+                    format!(
+                        "a {kind:?} carries no tensor or (Ping) uncompressed u8 padding, not {dtype:?}{}",
+                        if compressed { " compressed" } else { "" }
+                    ),
                 ));
             }
             _ => {}
+        }
+        if dtype == Dtype::Q8c && ndim < 2 {
+            return Err(fail(
+                ErrorCode::BadDtype,
+                format!("q8c has a scale per channel: it needs 2 or more dimensions, not {ndim}"),
+            ));
         }
         if ndim > MAX_DIMS {
             return Err(fail(
@@ -411,8 +523,10 @@ impl Header {
             ));
         }
         Ok(Self {
+            version,
             kind,
             dtype,
+            compressed,
             plan_digest: b[8..40].try_into().expect("32 bytes"),
             request_id,
             exit: b[48],
@@ -426,7 +540,7 @@ impl Header {
     }
 }
 
-/// A message's payload, decoded by its dtype.
+/// A message's payload, decoded by its dtype (and inflated when it was compressed).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// Text (errors) or nothing (pongs): dtype none.
@@ -435,6 +549,46 @@ pub enum Payload {
     U8(Vec<u8>),
     /// `f32` tensor.
     F32(Vec<f32>),
+    /// `f16` tensor, as binary16 bits.
+    F16(Vec<u16>),
+    /// 8-bit quantised tensor (`q8`: one group; `q8c`: one per channel).
+    Q8(Quantized),
+}
+
+impl Payload {
+    /// `values` (an activation) encoded as `values_kind` for a tensor of `shape`; the lossless
+    /// stage is the header's business. `U8` takes the values as bytes (they must be 0–255).
+    pub fn encode_f32(values: &[f32], values_kind: Values, shape: &[usize]) -> Self {
+        match values_kind {
+            Values::U8 => Self::U8(values.iter().map(|&v| v as u8).collect()),
+            Values::F32 => Self::F32(values.to_vec()),
+            Values::F16 => Self::F16(encoding::to_f16(values)),
+            Values::Q8 | Values::Q8c => {
+                Self::Q8(Quantized::quantize(values, values_kind.groups(shape)))
+            }
+        }
+    }
+
+    /// The tensor's values as `f32` (dequantised, widened); `None` for text and `u8`.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        match self {
+            Self::Text(_) | Self::U8(_) => None,
+            Self::F32(v) => Some(v.clone()),
+            Self::F16(bits) => Some(encoding::from_f16(bits)),
+            Self::Q8(q) => Some(q.dequantize()),
+        }
+    }
+
+    /// The body bytes (before any lossless stage).
+    fn body(&self) -> Vec<u8> {
+        match self {
+            Self::Text(t) => t.as_bytes().to_vec(),
+            Self::U8(v) => v.clone(),
+            Self::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Self::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Self::Q8(q) => q.to_bytes(),
+        }
+    }
 }
 
 /// A whole decoded message.
@@ -447,12 +601,14 @@ pub struct Message {
 }
 
 impl Message {
-    /// The two frames of this message.
+    /// The two frames of this message; the payload goes through the lossless stage when
+    /// the header says `compressed`.
     pub fn encode(&self) -> [Vec<u8>; 2] {
-        let payload = match &self.payload {
-            Payload::Text(t) => t.as_bytes().to_vec(),
-            Payload::U8(v) => v.clone(),
-            Payload::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        let body = self.payload.body();
+        let payload = if self.header.compressed {
+            encoding::compress(&body)
+        } else {
+            body
         };
         [self.header.encode().to_vec(), payload]
     }
@@ -470,11 +626,27 @@ impl Message {
         accept: &Accept,
     ) -> Result<Self, ProtocolError> {
         let header = Self::check_framing(frames, accept)?;
-        let bytes = frames[1].as_ref();
         let fail = |code, text: String| ProtocolError {
             code,
             text,
             request_id: header.request_id,
+            version: header.version,
+        };
+        let inflated;
+        let bytes = if header.compressed {
+            let expected = header.body_len().expect("checked by check_framing");
+            inflated = encoding::decompress(frames[1].as_ref(), expected)
+                .map_err(|e: InflateError| fail(ErrorCode::BadCompression, e.to_string()))?;
+            inflated.as_slice()
+        } else {
+            frames[1].as_ref()
+        };
+        let finite = |values: &[f32]| match values.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(fail(
+                ErrorCode::NonFinite,
+                format!("element {i} is {} (tensors must be finite)", values[i]),
+            )),
+            None => Ok(()),
         };
         let payload = match header.dtype {
             Dtype::None => Payload::Text(
@@ -487,13 +659,32 @@ impl Message {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect();
-                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                finite(&values)?;
+                Payload::F32(values)
+            }
+            Dtype::F16 => {
+                let bits: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                finite(&encoding::from_f16(&bits))?;
+                Payload::F16(bits)
+            }
+            Dtype::Q8 | Dtype::Q8c => {
+                let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+                let groups = header
+                    .dtype
+                    .values()
+                    .expect("a tensor dtype")
+                    .groups(&shape);
+                let quantized = Quantized::from_bytes(bytes, groups);
+                if let Some((group, scale)) = quantized.bad_scale() {
                     return Err(fail(
-                        ErrorCode::NonFinite,
-                        format!("element {i} is {} (tensors must be finite)", values[i]),
+                        ErrorCode::BadQuantization,
+                        format!("scale {scale} of group {group} is not a finite number above 0"),
                     ));
                 }
-                Payload::F32(values)
+                Payload::Q8(quantized)
             }
         };
         Ok(Self { header, payload })
@@ -517,6 +708,7 @@ impl Message {
             );
             if let Some(Ok(h)) = frames.first().map(|f| Header::decode(f.as_ref())) {
                 err.request_id = h.request_id;
+                err.version = h.version;
             }
             return Err(err);
         }
@@ -526,6 +718,7 @@ impl Message {
             code,
             text,
             request_id: header.request_id,
+            version: header.version,
         };
         let limit = accept.max_payload;
         if bytes.len() > limit {
@@ -550,20 +743,23 @@ impl Message {
             }
             Dtype::None => {}
             dtype => {
-                let expected = header
-                    .elements()
-                    .and_then(|n| n.checked_mul(dtype.size()))
-                    .filter(|&n| n <= limit)
-                    .ok_or_else(|| {
-                        fail(
+                let expected = header.body_len().filter(|&n| n <= limit).ok_or_else(|| {
+                    fail(
+                        ErrorCode::BadLength,
+                        format!(
+                            "shape {:?} of {dtype:?} needs more than the {limit}-byte limit",
+                            header.shape
+                        ),
+                    )
+                })?;
+                if header.compressed {
+                    if bytes.is_empty() {
+                        return Err(fail(
                             ErrorCode::BadLength,
-                            format!(
-                                "shape {:?} of {dtype:?} needs more than the {limit}-byte limit",
-                                header.shape
-                            ),
-                        )
-                    })?;
-                if bytes.len() != expected {
+                            "a compressed payload is never empty".into(),
+                        ));
+                    }
+                } else if bytes.len() != expected {
                     return Err(fail(
                         ErrorCode::BadLength,
                         format!(
@@ -593,12 +789,22 @@ impl Message {
         header.partition = partition;
         header.deadline_us = deadline_us;
         header.shape = shape.iter().map(|&d| d as u32).collect();
-        header.dtype = match payload {
+        header.dtype = match &payload {
             Payload::U8(_) => Dtype::U8,
             Payload::F32(_) => Dtype::F32,
+            Payload::F16(_) => Dtype::F16,
+            Payload::Q8(q) if q.scales.len() == 1 && shape.len() == 1 => Dtype::Q8,
+            Payload::Q8(q) if q.scales.len() == shape.first().copied().unwrap_or(0) => Dtype::Q8c,
+            Payload::Q8(_) => Dtype::Q8,
             Payload::Text(_) => Dtype::None,
         };
         Self { header, payload }
+    }
+
+    /// This message in protocol version `version` (a reply takes its request's).
+    pub fn in_version(mut self, version: u8) -> Self {
+        self.header.version = version;
+        self
     }
 
     /// An error reply to `request_id`.
@@ -642,7 +848,7 @@ mod tests {
         let [h, p] = request().encode();
         assert_eq!(h.len(), HEADER_LEN);
         assert_eq!(&h[0..4], b"EDGT");
-        assert_eq!(h[4..8], [1, 1, 2, 2]); // version, infer, f32, ndim
+        assert_eq!(h[4..8], [2, 1, 2, 2]); // version, infer, f32, ndim
         assert_eq!(h[40..48], 42u64.to_le_bytes());
         assert_eq!(h[48..50], [3, 5]);
         assert_eq!(h[52..56], 300_000u32.to_le_bytes());
@@ -805,7 +1011,7 @@ mod tests {
     }
 
     fn arb_message() -> impl Strategy<Value = Message> {
-        let shape = prop::collection::vec(1u32..5, 1..=MAX_DIMS);
+        let shape = prop::collection::vec(1u32..5, 2..=MAX_DIMS);
         (
             any::<[u8; 32]>(),
             any::<u64>(),
@@ -813,24 +1019,144 @@ mod tests {
             any::<u8>(),
             any::<u32>(),
             shape,
-            any::<bool>(),
+            prop::sample::select(
+                Encoding::ACTIVATIONS
+                    .iter()
+                    .chain(&Encoding::INPUTS)
+                    .copied()
+                    .collect::<Vec<_>>(),
+            ),
         )
-            .prop_flat_map(|(digest, id, exit, p, deadline, shape, bytes)| {
+            .prop_flat_map(|(digest, id, exit, p, deadline, shape, encoding)| {
                 let n: usize = shape.iter().map(|&d| d as usize).product();
                 let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                let payload = if bytes {
-                    prop::collection::vec(any::<u8>(), n)
-                        .prop_map(Payload::U8)
-                        .boxed()
+                let values = if encoding.values == Values::U8 {
+                    prop::collection::vec((0u8..=255).prop_map(f32::from), n).boxed()
                 } else {
-                    prop::collection::vec(-1e30f32..1e30, n)
-                        .prop_map(Payload::F32)
-                        .boxed()
+                    prop::collection::vec(-1e4f32..1e4, n).boxed()
                 };
-                payload.prop_map(move |payload| {
-                    Message::infer(digest, id, exit, p, deadline, &shape, payload)
+                values.prop_map(move |values| {
+                    let payload = Payload::encode_f32(&values, encoding.values, &shape);
+                    let mut msg = Message::infer(digest, id, exit, p, deadline, &shape, payload);
+                    msg.header.set_encoding(encoding);
+                    msg
                 })
             })
+    }
+
+    /// An Infer of `values` as `encoding`, shape `shape`.
+    fn encoded(values: &[f32], shape: &[usize], encoding: Encoding) -> Message {
+        let payload = Payload::encode_f32(values, encoding.values, shape);
+        let mut msg = Message::infer([7; 32], 9, 2, 4, 0, shape, payload);
+        msg.header.set_encoding(encoding);
+        msg
+    }
+
+    #[test]
+    fn every_encoding_decodes_to_the_values_within_its_precision() {
+        let shape = [4, 8, 8];
+        let values: Vec<f32> = (0..256)
+            .map(|i| ((i as f32 * 0.11).cos() * 3.0).max(0.0)) // a ReLU's output
+            .collect();
+        for encoding in Encoding::ACTIVATIONS {
+            let frames = encoded(&values, &shape, encoding).encode();
+            let back = Message::decode(&frames).unwrap();
+            assert_eq!(back.header.encoding(), Some(encoding));
+            let got = back.payload.to_f32().unwrap();
+            let tolerance = match encoding.values {
+                Values::F32 => 0.0,
+                Values::F16 => 3.0 / 1024.0,
+                _ => 6.0 / 255.0,
+            };
+            for (a, b) in values.iter().zip(&got) {
+                assert!((a - b).abs() <= tolerance, "{encoding}: {a} vs {b}");
+            }
+            if encoding.lossless {
+                let plain = Encoding::new(encoding.values, false);
+                let plain_len = encoded(&values, &shape, plain).encode()[1].len();
+                assert!(frames[1].len() < plain_len, "{encoding} does not compress");
+            }
+        }
+        let q8c = encoded(&values, &shape, Encoding::new(Values::Q8c, false)).encode();
+        assert_eq!(
+            q8c[1].len(),
+            256 + 5 * 4,
+            "a scale and zero point per channel"
+        );
+    }
+
+    #[test]
+    fn a_version_1_message_is_still_served_and_version_2_dtypes_need_version_2() {
+        let mut msg = request();
+        msg.header.version = 1;
+        let frames = msg.encode();
+        assert_eq!(frames[0][4], 1);
+        assert_eq!(Message::decode(&frames).unwrap(), msg);
+        for encoding in ["f16", "q8", "f32+zstd"] {
+            let mut msg = encoded(&[1.0; 4], &[2, 2], encoding.parse().unwrap());
+            msg.header.version = 1;
+            let err = Message::decode(&msg.encode()).unwrap_err();
+            assert_eq!(
+                (err.code, err.version),
+                (ErrorCode::BadDtype, 1),
+                "{encoding}"
+            );
+            assert!(err.text.contains("version 2"), "{}", err.text);
+        }
+        let mut bad = frames[0].clone();
+        bad[4] = 3;
+        let err = Message::decode(&[bad, frames[1].clone()]).unwrap_err();
+        assert_eq!((err.code, err.version), (ErrorCode::BadVersion, VERSION));
+    }
+
+    #[test]
+    fn a_compressed_payload_must_inflate_to_exactly_its_tensor() {
+        let shape = [2, 4, 4];
+        let msg = encoded(&[0.5; 32], &shape, "f32+zstd".parse().unwrap());
+        let [h, p] = msg.encode();
+        let code = |payload: Vec<u8>| Message::decode(&[h.clone(), payload]).unwrap_err().code;
+        // A bomb: a few bytes that would inflate to 1 MiB.
+        assert_eq!(
+            code(encoding::compress(&vec![0; 1 << 20])),
+            ErrorCode::BadCompression
+        );
+        assert_eq!(
+            code(encoding::compress(&[0; 127])),
+            ErrorCode::BadCompression
+        );
+        assert_eq!(code(p[..p.len() - 3].to_vec()), ErrorCode::BadCompression);
+        assert_eq!(code(b"garbage!".to_vec()), ErrorCode::BadCompression);
+        assert_eq!(code(Vec::new()), ErrorCode::BadLength);
+        // Over the limit before inflating anything.
+        let err = Message::decode_with(&[h.clone(), p.clone()], &Accept::requests(64)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadLength);
+        // Inflating to NaN is still caught.
+        let nan: Vec<u8> = [f32::NAN; 32]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(code(encoding::compress(&nan)), ErrorCode::NonFinite);
+    }
+
+    #[test]
+    fn a_bad_scale_or_a_non_finite_half_is_refused() {
+        let shape = [2, 2, 2];
+        for scale in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+            let [h, mut p] = encoded(&[1.0; 8], &shape, "q8c".parse().unwrap()).encode();
+            p[4..8].copy_from_slice(&scale.to_le_bytes());
+            let err = Message::decode(&[h, p]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadQuantization, "{scale}");
+        }
+        let [h, mut p] = encoded(&[1.0; 8], &shape, "f16".parse().unwrap()).encode();
+        p[2..4].copy_from_slice(&0x7c00u16.to_le_bytes());
+        assert_eq!(
+            Message::decode(&[h, p]).unwrap_err().code,
+            ErrorCode::NonFinite
+        );
+        let mut h = encoded(&[1.0; 8], &[8], "q8".parse().unwrap()).encode()[0].clone();
+        h[6] = Dtype::Q8c as u8;
+        let err = Header::decode(&h).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadDtype, "q8c needs channels");
     }
 
     proptest! {
