@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the plan schema; the macro refuses other versions.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// A layer's hyper-parameters, written as `runtime::LayerParams` serialises them: with the
 /// shapes, all the generated engine needs to call the layer's kernel with constants.
@@ -80,7 +80,7 @@ pub struct PlanLayer {
 }
 
 /// One partition point `p` of an exit: the device runs `[0, p)`, the edge `[p, N)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanPartition {
     /// Predicted device time of `[0, p)`, ms.
     pub device_ms: f64,
@@ -89,6 +89,149 @@ pub struct PlanPartition {
     /// Bytes sent to the edge: the raw `u8` image at `p = 0`, the `f32` activation entering
     /// layer `p` for `0 < p < N`, nothing at `p = N`.
     pub bytes: u64,
+    /// The encodings the tensor at `p` can be sent in, measured (none at `p = N`; none in
+    /// a plan made without `cargo xtask encodings`: then only the paper's raw image and
+    /// `f32` activations, at `bytes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encodings: Vec<PlanEncoding>,
+}
+
+/// One encoding of the tensor at a partition, measured over the test set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanEncoding {
+    /// Its name: `u8` or `u8+zstd` at `p = 0`; `f32`, `f16`, `q8` or `q8c`, each optionally
+    /// followed by `+zstd`, after (`runtime::wire::encoding::Encoding`).
+    pub encoding: String,
+    /// Median bytes on the wire over the test images.
+    pub bytes_median: u64,
+    /// 95th percentile of the bytes: what the planner charges, so that 95 % of requests
+    /// send no more than planned.
+    pub bytes_p95: u64,
+    /// Predicted device time of encoding, ms (at the device's slowdown).
+    pub encode_ms: f64,
+    /// Predicted edge time of decoding, ms.
+    pub decode_ms: f64,
+    /// Test accuracy of the exit with the tensor at `p` sent this way, 0 to 1.
+    pub accuracy: f64,
+}
+
+/// The kinds of values an encoding name may start with, and whether each is exact.
+pub const VALUES: [(&str, bool); 5] = [
+    ("u8", true),
+    ("f32", true),
+    ("f16", false),
+    ("q8", false),
+    ("q8c", false),
+];
+
+/// Splits an encoding name into its values and whether zstd follows; `None` for a name
+/// that is not one.
+pub fn parse_encoding(name: &str) -> Option<(&str, bool)> {
+    let (values, zstd) = match name.strip_suffix("+zstd") {
+        Some(values) => (values, true),
+        None => (name, false),
+    };
+    VALUES
+        .iter()
+        .any(|(v, _)| *v == values)
+        .then_some((values, zstd))
+}
+
+/// A route of an exit as the planner sees it: a partition and an encoding (none when
+/// device-only), and its costs with the encoding's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRoute {
+    /// Partition point.
+    pub partition: usize,
+    /// Encoding name; `None` when device-only.
+    pub encoding: Option<String>,
+    /// Device time: layers `[0, p)` and encoding, ms.
+    pub device_ms: f64,
+    /// Edge time: decoding and layers `[p, N)`, ms.
+    pub edge_ms: f64,
+    /// Bytes charged (the 95th percentile).
+    pub bytes: u64,
+}
+
+/// The routes of an exit with one accuracy (`runtime::plan::Family`): the exact ones
+/// (`lossy` `None`) or those sending one lossy kind of values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanFamily {
+    /// The lossy values (`f16`, `q8`, `q8c`), or `None` for the exact family.
+    pub lossy: Option<String>,
+    /// The exit's accuracy through these routes: for a lossy family the worst measured
+    /// over its routes, capped at the exact accuracy (rounding cannot make a model more
+    /// accurate; a measured gain is noise of the test set).
+    pub accuracy: f64,
+    /// The routes, by partition then encoding.
+    pub routes: Vec<PlanRoute>,
+}
+
+impl PlanExit {
+    /// The families of routes Edgent chooses from: the exact family (device-only, every
+    /// exact encoding of every partition, or the paper's routes where nothing was
+    /// measured), then one family per lossy kind of values that was measured.
+    pub fn families(&self) -> Vec<PlanFamily> {
+        let n = self.partitions.len().saturating_sub(1);
+        let mut exact = Vec::new();
+        let mut lossy: Vec<(String, f64, Vec<PlanRoute>)> = Vec::new();
+        for (p, partition) in self.partitions.iter().enumerate() {
+            if p == n {
+                exact.push(PlanRoute {
+                    partition: p,
+                    encoding: None,
+                    device_ms: partition.device_ms,
+                    edge_ms: partition.edge_ms,
+                    bytes: 0,
+                });
+                continue;
+            }
+            if partition.encodings.is_empty() {
+                exact.push(PlanRoute {
+                    partition: p,
+                    encoding: Some(if p == 0 { "u8" } else { "f32" }.to_string()),
+                    device_ms: partition.device_ms,
+                    edge_ms: partition.edge_ms,
+                    bytes: partition.bytes,
+                });
+            }
+            for e in &partition.encodings {
+                let Some((values, _)) = parse_encoding(&e.encoding) else {
+                    continue;
+                };
+                let route = PlanRoute {
+                    partition: p,
+                    encoding: Some(e.encoding.clone()),
+                    device_ms: partition.device_ms + e.encode_ms,
+                    edge_ms: partition.edge_ms + e.decode_ms,
+                    bytes: e.bytes_p95,
+                };
+                if VALUES.iter().any(|(v, exact)| *v == values && *exact) {
+                    exact.push(route);
+                } else if let Some(family) = lossy.iter_mut().find(|f| f.0 == values) {
+                    family.1 = family.1.min(e.accuracy);
+                    family.2.push(route);
+                } else {
+                    lossy.push((values.to_string(), e.accuracy, vec![route]));
+                }
+            }
+        }
+        let mut families = vec![PlanFamily {
+            lossy: None,
+            accuracy: self.accuracy,
+            routes: exact,
+        }];
+        families.extend(
+            lossy
+                .into_iter()
+                .map(|(values, accuracy, routes)| PlanFamily {
+                    lossy: Some(values),
+                    accuracy: accuracy.min(self.accuracy),
+                    routes,
+                }),
+        );
+        families
+    }
 }
 
 /// One exit.
@@ -267,6 +410,47 @@ impl Plan {
                 problems.push(format!(
                     "exit {e}: a partition has a negative or non-finite time"
                 ));
+            }
+            let n = exit.partitions.len().saturating_sub(1);
+            for (p, partition) in exit.partitions.iter().enumerate() {
+                if p == n && !partition.encodings.is_empty() {
+                    problems.push(format!(
+                        "exit {e}: the device-only partition {p} lists encodings, but sends nothing"
+                    ));
+                }
+                for enc in &partition.encodings {
+                    let problem = match parse_encoding(&enc.encoding) {
+                        None => Some(format!("`{}` is not an encoding", enc.encoding)),
+                        Some(("u8", _)) if p != 0 => Some(format!(
+                            "`{}` is the image's, not an activation's",
+                            enc.encoding
+                        )),
+                        Some((values, _)) if p == 0 && values != "u8" => Some(format!(
+                            "`{}` is an activation's, not the image's",
+                            enc.encoding
+                        )),
+                        _ if !(enc.encode_ms.is_finite()
+                            && enc.decode_ms.is_finite()
+                            && enc.encode_ms >= 0.0
+                            && enc.decode_ms >= 0.0) =>
+                        {
+                            Some("a negative or non-finite time".into())
+                        }
+                        _ if !(0.0..=1.0).contains(&enc.accuracy) => {
+                            Some(format!("accuracy {} is not in 0..=1", enc.accuracy))
+                        }
+                        _ if enc.bytes_p95 < enc.bytes_median || enc.bytes_median == 0 => {
+                            Some(format!(
+                                "bytes median {} and p95 {} (the p95 is at least the median, both above 0)",
+                                enc.bytes_median, enc.bytes_p95
+                            ))
+                        }
+                        _ => None,
+                    };
+                    if let Some(problem) = problem {
+                        problems.push(format!("exit {e} partition {p}: {problem}"));
+                    }
+                }
             }
         }
         problems

@@ -1,5 +1,6 @@
 //! The module `edgent_plan!` emits: the plan's constants, the `(exit, partition)` cost
-//! tables with each exit's lower envelope as `static` data, and the `decide` entry point
+//! tables, the families of routes (partition and encoding) with each family's lower
+//! envelope as `static` data, and the `decide` entry point
 //! (DESIGN.md §6). The tokens name `::runtime::plan`, which the invoking crate depends on.
 
 use std::path::Path;
@@ -8,7 +9,9 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, quote};
 
 use crate::envelope::lower_envelope;
-use crate::plan::{Plan, PlanExit, PlanLayer, PlanParams};
+use crate::plan::{
+    Plan, PlanExit, PlanFamily, PlanLayer, PlanParams, PlanRoute, VALUES, parse_encoding,
+};
 
 /// The module `pub mod plan { … }` for `plan`, read from `plan_path` (absolute, so that the
 /// emitted `include_bytes!` finds it and edits to the file rebuild the invoking crate). The
@@ -43,6 +46,16 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
     });
     let tables = plan.exits.iter().map(|e| exit_table(&rt, e));
     let by_accuracy = by_accuracy(&plan.exits).into_iter().map(usize_literal);
+    let families: Vec<(usize, PlanFamily)> = plan
+        .exits
+        .iter()
+        .flat_map(|e| e.families().into_iter().map(move |f| (e.exit, f)))
+        .collect();
+    let family_count = usize_literal(families.len());
+    let family_order = families_by_accuracy(&families)
+        .into_iter()
+        .map(usize_literal);
+    let family_tables = families.iter().map(|(exit, f)| family_table(&rt, *exit, f));
     let device_engine = &plan.device_engine;
     let edge_engine = &plan.edge_engine;
     let engine = engine(plan);
@@ -95,14 +108,22 @@ pub fn expand(plan: &Plan, plan_path: &Path) -> TokenStream {
             pub static ACCURACY: [f64; EXITS] = [#(#accuracy),*];
             /// `LAYER_NAMES[i]`: the layers of exit `i + 1`, in order.
             pub static LAYER_NAMES: [&[&str]; EXITS] = [#(#layer_names),*];
-            /// `TABLES[i]`: costs of every partition of exit `i + 1` and their lower envelope.
+            /// `TABLES[i]`: costs of the paper's routes (raw image, `f32` activations) of every
+            /// partition of exit `i + 1`, for the baselines and the local fallback.
             pub static TABLES: [#rt::ExitTable; EXITS] = [#(#tables),*];
             /// Indices into `TABLES`, most accurate exit first (the deeper one on ties).
             pub static BY_ACCURACY: [usize; EXITS] = [#(#by_accuracy),*];
+            /// Number of families of routes.
+            pub const FAMILY_COUNT: usize = #family_count;
+            /// Every family of routes (partition and encoding) of every exit, with the lower
+            /// envelope of its remote routes.
+            pub static FAMILIES: [#rt::FamilyTable; FAMILY_COUNT] = [#(#family_tables),*];
+            /// Indices into `FAMILIES` in Algorithm 1's order (most accurate first).
+            pub static FAMILIES_BY_ACCURACY: [usize; FAMILY_COUNT] = [#(#family_order),*];
             /// The decision for the current bandwidth (bits/s), round trip (ms) and deadline (ms).
             #[inline]
             pub fn decide(bandwidth_bps: f64, rtt_ms: f64, deadline_ms: f64) -> #rt::Decision {
-                #rt::decide_tables(&TABLES, &BY_ACCURACY, #rt::Link { bandwidth_bps, rtt_ms }, deadline_ms)
+                #rt::decide_tables(&FAMILIES, &FAMILIES_BY_ACCURACY, #rt::Link { bandwidth_bps, rtt_ms }, deadline_ms)
             }
             #engine
         }
@@ -218,39 +239,140 @@ fn layer_call(eng: &TokenStream, layer: &PlanLayer, e: &Literal, i: &Literal) ->
 }
 
 /// One `ExitTable` literal: the pairs `p = 0..=N` and the envelope of the lines of `p < N`.
+fn pair_cost(rt: &TokenStream, device_ms: f64, edge_ms: f64, bytes: u64) -> TokenStream {
+    let device_ms = f64_literal(device_ms);
+    let edge_ms = f64_literal(edge_ms);
+    let bytes = Literal::u64_unsuffixed(bytes);
+    quote!(#rt::PairCost { device_ms: #device_ms, edge_ms: #edge_ms, bytes: #bytes })
+}
+
 fn exit_table(rt: &TokenStream, exit: &PlanExit) -> TokenStream {
     let number = usize_literal(exit.exit);
     let accuracy = f64_literal(exit.accuracy);
-    let pairs = exit.partitions.iter().map(|p| {
-        let device_ms = f64_literal(p.device_ms);
-        let edge_ms = f64_literal(p.edge_ms);
-        let bytes = Literal::u64_unsuffixed(p.bytes);
-        quote!(#rt::PairCost { device_ms: #device_ms, edge_ms: #edge_ms, bytes: #bytes })
-    });
-    let segments = envelope(exit).into_iter().map(|(from_x, p)| {
-        let from_x = f64_literal(from_x);
-        let partition = usize_literal(p);
-        quote!(#rt::Segment { from_x: #from_x, partition: #partition })
-    });
+    let pairs = exit
+        .partitions
+        .iter()
+        .map(|p| pair_cost(rt, p.device_ms, p.edge_ms, p.bytes));
     quote! {
         #rt::ExitTable {
             exit: #number,
             accuracy: #accuracy,
             pairs: &[#(#pairs),*],
-            envelope: &[#(#segments),*],
         }
     }
 }
 
-/// The lower envelope of an exit's remote partitions `p < N` over x = 1/B: the lines
-/// `device_ms + edge_ms + bytes·8000·x` (ms, x in seconds per bit).
-pub fn envelope(exit: &PlanExit) -> Vec<(f64, usize)> {
-    let remote = exit.partitions.len().saturating_sub(1);
-    let lines: Vec<(f64, f64)> = exit.partitions[..remote]
+/// `::runtime::wire::encoding::Values::…` for a kind of values by name.
+fn values_tokens(values: &str) -> TokenStream {
+    let variant = match values {
+        "u8" => quote!(U8),
+        "f32" => quote!(F32),
+        "f16" => quote!(F16),
+        "q8" => quote!(Q8),
+        "q8c" => quote!(Q8c),
+        other => {
+            let message = format!("`{other}` is not a kind of values: run `cargo xtask generate`");
+            return quote!(::core::compile_error!(#message));
+        }
+    };
+    quote!(::runtime::wire::encoding::Values::#variant)
+}
+
+fn route_tokens(rt: &TokenStream, route: &PlanRoute) -> TokenStream {
+    let partition = usize_literal(route.partition);
+    let encoding = match route.encoding.as_deref().map(parse_encoding) {
+        None => quote!(::core::option::Option::None),
+        Some(Some((values, zstd))) => {
+            let values = values_tokens(values);
+            quote!(::core::option::Option::Some(::runtime::wire::encoding::Encoding::new(#values, #zstd)))
+        }
+        Some(None) => {
+            let message = format!(
+                "`{}` is not an encoding: run `cargo xtask generate`",
+                route.encoding.as_deref().unwrap_or_default()
+            );
+            quote!(::core::compile_error!(#message))
+        }
+    };
+    let cost = pair_cost(rt, route.device_ms, route.edge_ms, route.bytes);
+    quote!(#rt::Route { partition: #partition, encoding: #encoding, cost: #cost })
+}
+
+fn family_table(rt: &TokenStream, exit: usize, family: &PlanFamily) -> TokenStream {
+    let number = usize_literal(exit);
+    let accuracy = f64_literal(family.accuracy);
+    let lossy = match &family.lossy {
+        None => quote!(::core::option::Option::None),
+        Some(values) => {
+            let values = values_tokens(values);
+            quote!(::core::option::Option::Some(#values))
+        }
+    };
+    let (remote, local): (Vec<&PlanRoute>, Vec<&PlanRoute>) =
+        family.routes.iter().partition(|r| r.encoding.is_some());
+    let segments = family_envelope(family).into_iter().map(|(from_x, i)| {
+        let from_x = f64_literal(from_x);
+        let route = usize_literal(i);
+        quote!(#rt::Segment { from_x: #from_x, route: #route })
+    });
+    let remote = remote.into_iter().map(|r| route_tokens(rt, r));
+    let local = match local.first() {
+        Some(r) => {
+            let r = route_tokens(rt, r);
+            quote!(::core::option::Option::Some(#r))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        #rt::FamilyTable {
+            exit: #number,
+            lossy: #lossy,
+            accuracy: #accuracy,
+            remote: &[#(#remote),*],
+            envelope: &[#(#segments),*],
+            local: #local,
+        }
+    }
+}
+
+/// The lower envelope of a family's remote routes (those with an encoding, in order) over
+/// x = 1/B: the lines `device_ms + edge_ms + bytes·8000·x` (ms, x in seconds per bit).
+pub fn family_envelope(family: &PlanFamily) -> Vec<(f64, usize)> {
+    let lines: Vec<(f64, f64)> = family
+        .routes
         .iter()
-        .map(|p| (p.device_ms + p.edge_ms, p.bytes as f64 * 8000.0))
+        .filter(|r| r.encoding.is_some())
+        .map(|r| (r.device_ms + r.edge_ms, r.bytes as f64 * 8000.0))
         .collect();
     lower_envelope(&lines)
+}
+
+/// The lower envelope of an exit's exact family (the paper's partitions when nothing else
+/// was measured).
+pub fn envelope(exit: &PlanExit) -> Vec<(f64, usize)> {
+    exit.families()
+        .first()
+        .map(family_envelope)
+        .unwrap_or_default()
+}
+
+/// Indices of `families` (`(exit, family)`) in Algorithm 1's order: most accurate first,
+/// the deeper exit first on ties, then the exact family, then by kind of values (the
+/// order of `runtime::plan::family_order`).
+pub fn families_by_accuracy(families: &[(usize, PlanFamily)]) -> Vec<usize> {
+    let rank = |lossy: &Option<String>| match lossy {
+        None => 0,
+        Some(values) => 1 + VALUES.iter().position(|(v, _)| v == values).unwrap_or(9),
+    };
+    let mut order: Vec<usize> = (0..families.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ((ea, fa), (eb, fb)) = (&families[a], &families[b]);
+        fb.accuracy
+            .total_cmp(&fa.accuracy)
+            .then(eb.cmp(ea))
+            .then(rank(&fa.lossy).cmp(&rank(&fb.lossy)))
+    });
+    order
 }
 
 /// Indices of `exits`, most accurate first, the deeper exit first on ties (the order of
@@ -316,7 +438,7 @@ fn non_finite(v: f64, ty: TokenStream) -> TokenStream {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::plan::{PLAN_VERSION, PlanLayer, PlanPartition};
+    use crate::plan::{PLAN_VERSION, PlanEncoding, PlanLayer, PlanPartition};
     use proc_macro2::TokenTree;
 
     /// A sealed plan for `[1, 4, 4]` inputs and 3 classes with `exits` exits; exit `i` has
@@ -370,6 +492,7 @@ pub(crate) mod tests {
                             p if p == n => 0,
                             p => 4 * layers[p].input.iter().product::<usize>() as u64,
                         },
+                        encodings: sample_encodings(p, n, 0.5 + 0.1 * e as f64 / 3.0),
                     })
                     .collect();
                 PlanExit {
@@ -402,6 +525,30 @@ pub(crate) mod tests {
     }
 
     /// A valid two-exit plan.
+    /// The encodings of the sample plans: the image raw and compressed at 0; `f32` and
+    /// `q8+zstd` (an eighth of the bytes, a point less accurate at the first split) after.
+    fn sample_encodings(p: usize, n: usize, accuracy: f64) -> Vec<PlanEncoding> {
+        let encoding = |name: &str, bytes: u64, encode_ms: f64, accuracy: f64| PlanEncoding {
+            encoding: name.into(),
+            bytes_median: bytes,
+            bytes_p95: bytes + bytes / 10,
+            encode_ms,
+            decode_ms: encode_ms / 2.0,
+            accuracy,
+        };
+        match p {
+            0 => vec![
+                encoding("u8", 16, 0.0, accuracy),
+                encoding("u8+zstd", 9, 0.05, accuracy),
+            ],
+            p if p == n => Vec::new(),
+            p => vec![
+                encoding("f32", 4096, 0.01, accuracy),
+                encoding("q8+zstd", 512, 0.2, accuracy - 0.01 / p as f64),
+            ],
+        }
+    }
+
     pub(crate) fn tiny_plan() -> Plan {
         sample_plan(2)
     }
@@ -511,6 +658,9 @@ pub(crate) mod tests {
                 "LAYER_NAMES",
                 "TABLES",
                 "BY_ACCURACY",
+                "FAMILY_COUNT",
+                "FAMILIES",
+                "FAMILIES_BY_ACCURACY",
                 "decide",
                 "engine"
             ]
@@ -555,7 +705,9 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(
-            text.contains(":: runtime :: plan :: decide_tables (& TABLES , & BY_ACCURACY"),
+            text.contains(
+                ":: runtime :: plan :: decide_tables (& FAMILIES , & FAMILIES_BY_ACCURACY"
+            ),
             "{text}"
         );
     }
@@ -584,6 +736,7 @@ pub(crate) mod tests {
                 "bytes",
                 "from_x",
                 "partition",
+                "route",
             ],
             &mut found,
         );
@@ -599,14 +752,39 @@ pub(crate) mod tests {
                 expected.push(("bytes".into(), p.bytes.to_string()));
                 floats.extend([p.device_ms, p.edge_ms]);
             }
-            let segments = envelope(exit);
-            assert_eq!(segments[0].0, 0.0);
-            for (from_x, p) in segments {
-                expected.push(("from_x".into(), String::new()));
-                expected.push(("partition".into(), p.to_string()));
-                floats.push(from_x);
+        }
+        fn route(r: &PlanRoute, expected: &mut Vec<(String, String)>, floats: &mut Vec<f64>) {
+            expected.push(("partition".into(), r.partition.to_string()));
+            expected.push(("device_ms".into(), String::new()));
+            expected.push(("edge_ms".into(), String::new()));
+            expected.push(("bytes".into(), r.bytes.to_string()));
+            floats.extend([r.device_ms, r.edge_ms]);
+        }
+        let mut families = 0;
+        for exit in &plan.exits {
+            let exit_families = exit.families();
+            assert_eq!(exit_families.len(), 2, "the exact family and q8's");
+            for family in exit_families {
+                families += 1;
+                expected.push(("exit".into(), exit.exit.to_string()));
+                expected.push(("accuracy".into(), String::new()));
+                floats.push(family.accuracy);
+                let segments = family_envelope(&family);
+                assert_eq!(segments[0].0, 0.0);
+                for r in family.routes.iter().filter(|r| r.encoding.is_some()) {
+                    route(r, &mut expected, &mut floats);
+                }
+                for (from_x, i) in segments {
+                    expected.push(("from_x".into(), String::new()));
+                    expected.push(("route".into(), i.to_string()));
+                    floats.push(from_x);
+                }
+                for r in family.routes.iter().filter(|r| r.encoding.is_none()) {
+                    route(r, &mut expected, &mut floats);
+                }
             }
         }
+        assert_eq!(families, 10);
         assert_eq!(found.len(), expected.len(), "{found:?}");
         let mut floats = floats.into_iter();
         for ((name, lit), (want_name, want_int)) in found.iter().zip(&expected) {

@@ -43,14 +43,7 @@ fn ns_per_decision(mut f: impl FnMut(f64, f64, f64) -> usize) -> f64 {
 }
 
 fn main() {
-    let exits: Vec<ExitCosts> = plan::TABLES
-        .iter()
-        .map(|t| ExitCosts {
-            exit: t.exit,
-            accuracy: t.accuracy,
-            pairs: t.pairs.to_vec(),
-        })
-        .collect();
+    let exits: Vec<ExitCosts> = ExitCosts::from_tables(&plan::TABLES, &plan::FAMILIES);
     let tables = ns_per_decision(|b, d, r| plan::decide(b, r, d).partition);
     let search = ns_per_decision(|b, d, r| {
         decide(

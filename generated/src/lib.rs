@@ -208,6 +208,8 @@ pub fn device_plan() -> runtime::device::DevicePlan {
         digest: plan_digest(),
         tables: &plan::TABLES,
         by_accuracy: &plan::BY_ACCURACY,
+        families: &plan::FAMILIES,
+        families_by_accuracy: &plan::FAMILIES_BY_ACCURACY,
         mean: plan::NORMALIZATION_MEAN,
         std: plan::NORMALIZATION_STD,
         input: &plan::INPUT,

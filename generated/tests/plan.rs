@@ -10,14 +10,7 @@ use runtime::BranchyAlexNetConfig;
 use runtime::plan::{ExitCosts, Link, decide};
 
 fn search_input() -> Vec<ExitCosts> {
-    plan::TABLES
-        .iter()
-        .map(|t| ExitCosts {
-            exit: t.exit,
-            accuracy: t.accuracy,
-            pairs: t.pairs.to_vec(),
-        })
-        .collect()
+    ExitCosts::from_tables(&plan::TABLES, &plan::FAMILIES)
 }
 
 proptest! {

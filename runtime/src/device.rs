@@ -16,9 +16,12 @@ use serde::Serialize;
 use crate::engine::{Activation, Engine};
 use crate::model::entropy::argmax;
 use crate::model::{ModelError, normalize};
-use crate::plan::{Decision, ExitTable, Link, Policy, choose, decide_policy, decide_tables};
+use crate::plan::{
+    Decision, ExitTable, FamilyTable, Link, Policy, choose, decide_policy, decide_tables,
+};
 use crate::slowdown::Slowdown;
 use crate::slowdown::{Emulation, LayerClock, run_slice_clocked};
+use crate::wire::encoding::Encoding;
 use crate::wire::protocol::{ErrorCode, Header, Message, MessageType, Payload};
 use crate::wire::transport::{Security, TransportError, zmq_err};
 
@@ -27,10 +30,14 @@ use crate::wire::transport::{Security, TransportError, zmq_err};
 pub struct DevicePlan {
     /// SHA-256 of the plan.
     pub digest: [u8; 32],
-    /// Per-exit tables (costs of every partition, envelope).
+    /// Per-exit costs of the paper's routes (baselines, local fallback).
     pub tables: &'static [ExitTable],
     /// Exit indices, most accurate first.
     pub by_accuracy: &'static [usize],
+    /// Every family of routes (partition and encoding) Edgent chooses from.
+    pub families: &'static [FamilyTable],
+    /// Family indices in Algorithm 1's order.
+    pub families_by_accuracy: &'static [usize],
     /// Input normalisation mean per channel.
     pub mean: &'static [f32],
     /// Input normalisation standard deviation per channel.
@@ -42,7 +49,7 @@ pub struct DevicePlan {
 impl DevicePlan {
     /// The planner's decision for `link` and `deadline_ms`.
     pub fn decide(&self, link: Link, deadline_ms: f64) -> Decision {
-        decide_tables(self.tables, self.by_accuracy, link, deadline_ms)
+        decide_tables(self.families, self.families_by_accuracy, link, deadline_ms)
     }
 
     /// Layers of exit `exit`'s chain.
@@ -65,6 +72,7 @@ impl DevicePlan {
             let plan = Decision {
                 exit,
                 partition: self.chain_len(exit),
+                encoding: None,
                 feasible: ms <= budget_ms,
                 predicted_ms: ms,
                 device_ms: ms,
@@ -787,6 +795,9 @@ pub struct DeviceClient {
     /// Measured time of each exit run whole on this device (slowdown included), ms:
     /// the fallback keeps at least this much time, whatever the latency models say.
     local_measured: Vec<f64>,
+    /// Warm (fastest seen) time of each (exit, partition, encoding) encoding, for the
+    /// slowdown.
+    encode_warm: std::collections::HashMap<(usize, usize, Encoding), Duration>,
     /// Measured / predicted latency of recent answers (not fallbacks).
     overruns: VecDeque<f64>,
     /// Requests sent and not answered yet.
@@ -876,6 +887,7 @@ impl DeviceClient {
             backoff: INITIAL_BACKOFF,
             clock,
             local_measured: vec![0.0; plan.tables.len()],
+            encode_warm: std::collections::HashMap::new(),
             overruns: VecDeque::new(),
             in_flight: InFlight::default(),
             answered_ids: VecDeque::new(),
@@ -1173,27 +1185,37 @@ impl DeviceClient {
         }
     }
 
-    /// Sends the prefix output for `(exit, p)` and waits until `until` for the reply.
+    /// Encodes the prefix output for `(exit, p)` (the image when `prefix` is `None`) as
+    /// `encoding` (the paper's raw image or `f32` when `None`), sends it, and waits until
+    /// `until` for the reply. Returns the request id, the bytes sent, the (emulated) time
+    /// spent encoding, ms, and the reply.
+    #[allow(clippy::too_many_arguments)]
     fn offload(
         &mut self,
         pixels: &[u8],
         exit: usize,
         p: usize,
         prefix: Option<Activation>,
+        encoding: Option<Encoding>,
         deadline_ms: f64,
         until: Instant,
-    ) -> (u64, u64, Reply) {
+    ) -> (u64, u64, f64, Reply) {
         let id = self.take_id();
+        let started = Instant::now();
         let shape: Vec<usize> = match &prefix {
             None => self.plan.input.to_vec(),
             Some(x) => x.dims()[1..].to_vec(),
         };
+        let chain = self.plan.chain_len(exit);
+        let encoding = encoding
+            .or(crate::plan::paper_encoding(p, chain))
+            .unwrap_or(Encoding::F32);
         let payload = match prefix {
             None => Payload::U8(pixels.to_vec()),
-            Some(x) => Payload::F32(x.to_values()),
+            Some(x) => Payload::encode_f32(x.values(), encoding.values, &shape),
         };
         let deadline_us = (deadline_ms * 1e3).clamp(0.0, f64::from(u32::MAX)) as u32;
-        let msg = Message::infer(
+        let mut msg = Message::infer(
             self.plan.digest,
             id,
             exit as u8,
@@ -1202,7 +1224,9 @@ impl DeviceClient {
             &shape,
             payload,
         );
+        msg.header.set_encoding(encoding);
         let frames = msg.encode();
+        let encode_ms = self.stretch_encoding((exit, p, encoding), started.elapsed());
         let bytes = frames[1].len() as u64;
         let sent = Instant::now();
         if let Err(e) = self.socket.send_multipart(frames, zmq::DONTWAIT) {
@@ -1211,10 +1235,24 @@ impl DeviceClient {
             } else {
                 format!("sending failed: {e}")
             };
-            return (id, bytes, Reply::Refused(None, why));
+            return (id, bytes, encode_ms, Reply::Refused(None, why));
         }
         self.in_flight.sent(id, sent, bytes);
-        (id, bytes, self.await_reply(id, exit, p, until))
+        (id, bytes, encode_ms, self.await_reply(id, exit, p, until))
+    }
+
+    /// Emulates encoding on the slower device: waits (K − 1) × the fastest time this
+    /// encoding of this tensor has taken here (its warm time, so that this machine's jitter
+    /// is not multiplied, as for layers), and returns the emulated time, ms.
+    fn stretch_encoding(&mut self, key: (usize, usize, Encoding), took: Duration) -> f64 {
+        let warm = self.encode_warm.entry(key).or_insert(took);
+        *warm = (*warm).min(took);
+        let typical = *warm;
+        self.config
+            .slowdown
+            .stretch(took, typical, None)
+            .as_secs_f64()
+            * 1e3
     }
 
     /// Waits until `until` for the reply to request `id`, sent for `(exit, p)`.
@@ -1375,8 +1413,16 @@ impl DeviceClient {
             if !self.config.fallback {
                 until = later(deadline.max(now), self.config.patience);
             }
-            let (id, bytes, mut reply) =
-                self.offload(pixels, plan.exit, p, prefix, deadline_ms, until);
+            let (id, bytes, encode_ms, mut reply) = self.offload(
+                pixels,
+                plan.exit,
+                p,
+                prefix,
+                plan.encoding,
+                deadline_ms,
+                until,
+            );
+            answer.device_ms += encode_ms;
             if let (Reply::Timeout, Some(running)) = (&reply, &speculation) {
                 // The local run is late too: take whichever answer comes first.
                 while !running.handle.is_finished() {
@@ -1473,12 +1519,14 @@ impl DeviceClient {
     }
 
     /// Runs exactly `(exit, partition)`: the prefix here, the rest on the edge (no
-    /// fallback). `partition` equal to the chain length runs locally. Returns the logits.
+    /// fallback), the tensor sent as `encoding` (the paper's raw image or `f32` when
+    /// `None`). `partition` equal to the chain length runs locally. Returns the logits.
     pub fn infer_pair(
         &mut self,
         pixels: &[u8],
         exit: usize,
         partition: usize,
+        encoding: Option<Encoding>,
         timeout: Duration,
     ) -> Result<Vec<f32>, DeviceError> {
         if !(1..=self.plan.tables.len()).contains(&exit) {
@@ -1499,7 +1547,10 @@ impl DeviceClient {
             Some(self.run_local(pixels, exit, partition)?.0)
         };
         let until = later(Instant::now(), timeout);
-        match self.offload(pixels, exit, partition, prefix, 0.0, until).2 {
+        match self
+            .offload(pixels, exit, partition, prefix, encoding, 0.0, until)
+            .3
+        {
             Reply::Result { logits, .. } => Ok(logits),
             Reply::Refused(code, text) => Err(DeviceError::Edge { code, text }),
             Reply::Timeout => Err(DeviceError::Timeout(timeout)),
@@ -1749,14 +1800,12 @@ mod tests {
                         bytes: 0,
                     },
                 ]),
-                envelope: leak(vec![crate::plan::Segment {
-                    from_x: 0.0,
-                    partition: 0,
-                }]),
             })
-            .collect();
+            .collect::<Vec<_>>();
         let plan = DevicePlan {
             digest: [0; 32],
+            families: crate::plan::exact_families(&tables),
+            families_by_accuracy: &[4, 3, 2, 1, 0],
             tables: leak(tables),
             by_accuracy: &[4, 3, 2, 1, 0],
             mean: &[0.5],
@@ -1949,16 +1998,14 @@ mod tests {
                     exit: spec.exit,
                     accuracy: 0.8 + 0.02 * spec.exit as f64,
                     pairs: leak(pairs),
-                    // Every remote partition has the same slope; partition 0 costs least.
-                    envelope: leak(vec![crate::plan::Segment {
-                        from_x: 0.0,
-                        partition: 0,
-                    }]),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Every remote partition has the same slope; partition 0 costs least.
         let plan = DevicePlan {
             digest: [0; 32],
+            families: crate::plan::exact_families(&tables),
+            families_by_accuracy: &[4, 3, 2, 1, 0],
             tables: leak(tables),
             by_accuracy: &[4, 3, 2, 1, 0],
             mean: &[0.5],

@@ -6,10 +6,18 @@
 //! image and is edge-only. For exit `i`, partition `p`, bandwidth `B` and round trip `r`:
 //!
 //! `T(i, p) = Σ_{j<p} ED_j + Σ_{j≥p} ES_j + [p < N_i]·(bytes(i, p)/B + r)`
+//!
+//! With encodings (DESIGN.md §12) the tensor at the split is a third choice: a [`Route`] is
+//! a partition and an encoding, with the encoding's time on each side and its bytes. Routes
+//! that give the same accuracy form a [`Family`] — an exit's exact routes (device-only, the
+//! image raw or compressed, `f32` activations with or without zstd) or those of one lossy
+//! kind of values — and Algorithm 1 ranks families as it ranked exits: the most accurate
+//! family whose fastest route meets the deadline.
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::layers::LayerTable;
+use crate::wire::encoding::{Encoding, Values};
 
 /// Build-time cost of one (exit, partition) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -44,8 +52,136 @@ pub struct ExitCosts {
     pub exit: usize,
     /// Test accuracy of the exit.
     pub accuracy: f64,
-    /// `pairs[p]` for partitions `p = 0..=N`.
+    /// `pairs[p]` for partitions `p = 0..=N`: the paper's routes (the raw image at 0, `f32`
+    /// activations after), which the baselines use.
     pub pairs: Vec<PairCost>,
+    /// Every family of routes Edgent chooses from, the exact one included; empty when only
+    /// the paper's routes are known (then [`ExitCosts::families`] is their exact family).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<Family>,
+}
+
+impl ExitCosts {
+    /// The costs compiled into generated tables: each exit's paper routes, and every family.
+    pub fn from_tables(exits: &[ExitTable], families: &[FamilyTable]) -> Vec<ExitCosts> {
+        exits
+            .iter()
+            .map(|t| ExitCosts {
+                exit: t.exit,
+                accuracy: t.accuracy,
+                pairs: t.pairs.to_vec(),
+                families: families
+                    .iter()
+                    .filter(|f| f.exit == t.exit)
+                    .map(FamilyTable::family)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The families Edgent chooses from: `families`, or the exact family of `pairs`.
+    pub fn families(&self) -> Vec<Family> {
+        if self.families.is_empty() {
+            vec![Family::exact(self.exit, self.accuracy, &self.pairs)]
+        } else {
+            self.families.clone()
+        }
+    }
+}
+
+/// One way to run an exit's chain: split at `partition`, the tensor at the split sent in
+/// `encoding` (`None`: device-only, nothing is sent).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// Partition point: the device runs `[0, p)`, the edge `[p, N)`.
+    pub partition: usize,
+    /// How the tensor at the split is sent; `None` when device-only.
+    pub encoding: Option<Encoding>,
+    /// Device time (layers and encoding), edge time (decoding and layers), bytes sent.
+    pub cost: PairCost,
+}
+
+impl Route {
+    /// The predicted breakdown of this route of `exit`.
+    pub fn evaluate(&self, exit: usize, link: Link, deadline_ms: f64) -> Decision {
+        let device_only = self.encoding.is_none();
+        let network_ms = self.cost.network_ms(link, device_only);
+        let predicted_ms = self.cost.device_ms + network_ms + self.cost.edge_ms;
+        Decision {
+            exit,
+            partition: self.partition,
+            encoding: self.encoding,
+            feasible: predicted_ms <= deadline_ms,
+            predicted_ms,
+            device_ms: self.cost.device_ms,
+            network_ms,
+            edge_ms: self.cost.edge_ms,
+        }
+    }
+}
+
+/// The routes of one exit that give the same accuracy: its exact routes (`lossy` `None`:
+/// device-only, the image raw or compressed, `f32` activations with or without zstd), or
+/// the routes that send one lossy kind of values (`f16`, `q8`, `q8c`, with or without zstd).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Family {
+    /// Exit, 1 to 5.
+    pub exit: usize,
+    /// The lossy values every route sends, or `None` for the exact family.
+    pub lossy: Option<Values>,
+    /// Test accuracy of the exit through these routes (for a lossy family: the worst over
+    /// its partitions, and never above the exact family's).
+    pub accuracy: f64,
+    /// The routes, in order of partition.
+    pub routes: Vec<Route>,
+}
+
+impl Family {
+    /// The exact family of the paper's routes: `pairs[p]`, the raw image at 0, `f32`
+    /// activations after, device-only at `N`.
+    pub fn exact(exit: usize, accuracy: f64, pairs: &[PairCost]) -> Self {
+        let n = pairs.len() - 1;
+        let routes = pairs
+            .iter()
+            .enumerate()
+            .map(|(p, &cost)| Route {
+                partition: p,
+                encoding: paper_encoding(p, n),
+                cost,
+            })
+            .collect();
+        Self {
+            exit,
+            lossy: None,
+            accuracy,
+            routes,
+        }
+    }
+
+    /// The fastest route for `link` (the first on ties).
+    pub fn best(&self, link: Link, deadline_ms: f64) -> Decision {
+        self.routes
+            .iter()
+            .map(|r| r.evaluate(self.exit, link, deadline_ms))
+            .reduce(|best, d| {
+                if d.predicted_ms < best.predicted_ms {
+                    d
+                } else {
+                    best
+                }
+            })
+            .expect("a family has at least one route")
+    }
+}
+
+/// The encoding the paper's routes send at partition `p` of `n`: the raw image at 0, `f32`
+/// activations in between, nothing at `n`.
+pub fn paper_encoding(p: usize, n: usize) -> Option<Encoding> {
+    match p {
+        0 => Some(Encoding::RAW),
+        p if p < n => Some(Encoding::F32),
+        _ => None,
+    }
 }
 
 /// The network as the device currently sees it.
@@ -74,6 +210,8 @@ pub struct Decision {
     pub exit: usize,
     /// Partition point: the device runs `[0, p)`, the edge `[p, N)`.
     pub partition: usize,
+    /// How the tensor at the split is sent; `None` when device-only.
+    pub encoding: Option<Encoding>,
     /// Whether the plan meets the deadline. When no plan does, this is the fastest plan.
     pub feasible: bool,
     /// Predicted end-to-end latency, ms.
@@ -111,19 +249,12 @@ fn evaluate_pair(
     link: Link,
     deadline_ms: f64,
 ) -> Decision {
-    let pair = pairs[p];
-    let device_only = p + 1 == pairs.len();
-    let network_ms = pair.network_ms(link, device_only);
-    let predicted_ms = pair.device_ms + network_ms + pair.edge_ms;
-    Decision {
-        exit,
+    Route {
         partition: p,
-        feasible: predicted_ms <= deadline_ms,
-        predicted_ms,
-        device_ms: pair.device_ms,
-        network_ms,
-        edge_ms: pair.edge_ms,
+        encoding: paper_encoding(p, pairs.len() - 1),
+        cost: pairs[p],
     }
+    .evaluate(exit, link, deadline_ms)
 }
 
 /// The fastest partition of one exit (the first one on ties).
@@ -184,86 +315,141 @@ fn algorithm_order(a: (usize, f64), b: (usize, f64)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))
 }
 
-/// The decision by searching every pair (Algorithm 1): the most accurate exit whose best
-/// partition meets the deadline — among equally accurate ones the faster, then the deeper
-/// (the rule of [`choose`]); if none does, the fastest plan overall, marked infeasible.
-/// Over a link that is not [usable](Link::usable), only device-only plans can meet a
-/// deadline: the decision is the best local exit.
+/// Algorithm 1's order of families `(exit, lossy, accuracy)`: as [`algorithm_order`], then
+/// the exact family before lossy ones, then by kind of values.
+pub fn family_order(
+    a: (usize, Option<Values>, f64),
+    b: (usize, Option<Values>, f64),
+) -> std::cmp::Ordering {
+    algorithm_order((a.0, a.2), (b.0, b.2)).then(a.1.cmp(&b.1))
+}
+
+/// The decision by searching every route (Algorithm 1 over families): the most accurate
+/// family whose fastest route meets the deadline — among equally accurate ones the faster,
+/// then the deeper exit (the rule of [`choose`]); if none does, the fastest plan overall,
+/// marked infeasible. Over a link that is not [usable](Link::usable), only device-only
+/// plans can meet a deadline: the decision is the best local exit. Without encodings
+/// (`families` empty) this is the paper's choice of exit and partition.
 pub fn decide(exits: &[ExitCosts], link: Link, deadline_ms: f64) -> Decision {
-    let mut order: Vec<&ExitCosts> = exits.iter().collect();
-    order.sort_by(|a, b| algorithm_order((a.exit, a.accuracy), (b.exit, b.accuracy)));
+    let mut families: Vec<Family> = exits.iter().flat_map(ExitCosts::families).collect();
+    families
+        .sort_by(|a, b| family_order((a.exit, a.lossy, a.accuracy), (b.exit, b.lossy, b.accuracy)));
     choose(
-        order
-            .into_iter()
-            .map(|exit| (exit.accuracy, best_partition(exit, link, deadline_ms))),
+        families
+            .iter()
+            .map(|family| (family.accuracy, family.best(link, deadline_ms))),
     )
 }
 
-/// From `from_x` on (x = 1/B in seconds per bit), `partition` is the fastest of an exit's
-/// partitions that use the network (`p < N`). An exit's segments, ordered by `from_x` and
+/// From `from_x` on (x = 1/B in seconds per bit), route `route` is the fastest of a
+/// family's routes that use the network. A family's segments, ordered by `from_x` and
 /// starting at 0, are the lower envelope of the lines `device + edge + bytes·8000·x` (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     /// Where the segment starts, seconds per bit.
     pub from_x: f64,
-    /// The partition that is fastest on this segment.
-    pub partition: usize,
+    /// Index of the route (in [`FamilyTable::remote`]) that is fastest on this segment.
+    pub route: usize,
 }
 
-/// The build-time tables of one exit, as the code generator emits them.
+/// The build-time costs of one exit's paper routes, as the code generator emits them: what
+/// the baselines and the device's local fallback read.
 #[derive(Debug, Clone, Copy)]
 pub struct ExitTable {
     /// Exit, 1 to 5.
     pub exit: usize,
     /// Test accuracy.
     pub accuracy: f64,
-    /// `pairs[p]` for `p = 0..=N`; `pairs[N]` is device-only.
+    /// `pairs[p]` for `p = 0..=N` (raw image at 0, `f32` after); `pairs[N]` is device-only.
     pub pairs: &'static [PairCost],
-    /// Lower envelope of the partitions `p < N` over x = 1/B.
-    pub envelope: &'static [Segment],
 }
 
-impl ExitTable {
-    /// The fastest plan of this exit for `link`, from the envelope: a few comparisons.
+/// The build-time tables of one [`Family`], as the code generator emits them.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyTable {
+    /// Exit, 1 to 5.
+    pub exit: usize,
+    /// The lossy values of its routes, `None` for the exact family.
+    pub lossy: Option<Values>,
+    /// Accuracy of the exit through these routes.
+    pub accuracy: f64,
+    /// The routes that use the network.
+    pub remote: &'static [Route],
+    /// Lower envelope of `remote` over x = 1/B (empty when `remote` is).
+    pub envelope: &'static [Segment],
+    /// The device-only route (the exact family's).
+    pub local: Option<Route>,
+}
+
+impl FamilyTable {
+    /// The family these tables were made from (its routes: remote ones, then the local).
+    pub fn family(&self) -> Family {
+        Family {
+            exit: self.exit,
+            lossy: self.lossy,
+            accuracy: self.accuracy,
+            routes: self.remote.iter().copied().chain(self.local).collect(),
+        }
+    }
+
+    /// The fastest route of this family for `link`, from the envelope: a few comparisons.
     #[inline]
     pub fn best(&self, link: Link, deadline_ms: f64) -> Decision {
-        let x = 1.0 / link.bandwidth_bps;
-        let mut p = self.envelope[0].partition;
-        for segment in &self.envelope[1..] {
-            if segment.from_x > x {
-                break;
+        let remote = self.envelope.first().map(|first| {
+            let x = 1.0 / link.bandwidth_bps;
+            let mut route = first.route;
+            for segment in &self.envelope[1..] {
+                if segment.from_x > x {
+                    break;
+                }
+                route = segment.route;
             }
-            p = segment.partition;
-        }
-        let n = self.pairs.len() - 1;
-        let remote = self.pairs[p];
-        let network_ms = remote.network_ms(link, false);
-        let remote_ms = remote.device_ms + network_ms + remote.edge_ms;
-        let local = self.pairs[n];
-        let local_ms = local.device_ms + local.edge_ms;
-        let (partition, pair, network_ms, predicted_ms) = if local_ms < remote_ms {
-            (n, local, 0.0, local_ms)
-        } else {
-            (p, remote, network_ms, remote_ms)
-        };
-        Decision {
-            exit: self.exit,
-            partition,
-            feasible: predicted_ms <= deadline_ms,
-            predicted_ms,
-            device_ms: pair.device_ms,
-            network_ms,
-            edge_ms: pair.edge_ms,
+            self.remote[route].evaluate(self.exit, link, deadline_ms)
+        });
+        let local = self
+            .local
+            .map(|route| route.evaluate(self.exit, link, deadline_ms));
+        match (remote, local) {
+            (Some(remote), Some(local)) if local.predicted_ms < remote.predicted_ms => local,
+            (Some(remote), _) => remote,
+            (None, Some(local)) => local,
+            (None, None) => unreachable!("a family table has a route"),
         }
     }
 }
 
-/// The decision from generated tables: `by_accuracy` lists indices into `exits` in
-/// Algorithm 1's order (most accurate first, the deeper first on ties). Same answer as
-/// [`decide`] (same rule, [`choose`]), without a search over partitions.
+/// Test tables: the exact family of each exit's paper routes, whose envelope is the
+/// single segment of partition 0 (right when partition 0 has the least time and the least
+/// bytes of the remote routes, as the tests' costs do).
+#[cfg(test)]
+pub(crate) fn exact_families(tables: &[ExitTable]) -> &'static [FamilyTable] {
+    let families: Vec<FamilyTable> = tables
+        .iter()
+        .map(|t| {
+            let family = Family::exact(t.exit, t.accuracy, t.pairs);
+            let (local, remote) = family.routes.split_last().expect("routes");
+            FamilyTable {
+                exit: t.exit,
+                lossy: None,
+                accuracy: t.accuracy,
+                remote: Box::leak(remote.to_vec().into_boxed_slice()),
+                envelope: Box::leak(Box::new([Segment {
+                    from_x: 0.0,
+                    route: 0,
+                }])),
+                local: Some(*local),
+            }
+        })
+        .collect();
+    Box::leak(families.into_boxed_slice())
+}
+
+/// The decision from generated tables: `by_accuracy` lists indices into `families` in
+/// Algorithm 1's order ([`family_order`]). Same answer as [`decide`] (same rule,
+/// [`choose`]), without a search over routes.
 #[inline]
 pub fn decide_tables(
-    exits: &[ExitTable],
+    families: &[FamilyTable],
     by_accuracy: &[usize],
     link: Link,
     deadline_ms: f64,
@@ -271,7 +457,7 @@ pub fn decide_tables(
     choose(
         by_accuracy
             .iter()
-            .map(|&i| (exits[i].accuracy, exits[i].best(link, deadline_ms))),
+            .map(|&i| (families[i].accuracy, families[i].best(link, deadline_ms))),
     )
 }
 
@@ -393,6 +579,7 @@ mod tests {
             exit,
             accuracy,
             pairs,
+            families: Vec::new(),
         };
         vec![
             exit(
@@ -445,20 +632,16 @@ mod tests {
 
     /// The generated tables of [`tied_exits`]: partition 0 has the lowest time and the
     /// lowest slope in 1/B of every exit's remote partitions, so it is the whole envelope.
-    fn tied_tables() -> (Vec<ExitTable>, Vec<usize>) {
-        let tables = tied_exits()
+    fn tied_tables() -> (&'static [FamilyTable], Vec<usize>) {
+        let tables: Vec<ExitTable> = tied_exits()
             .into_iter()
             .map(|e| ExitTable {
                 exit: e.exit,
                 accuracy: e.accuracy,
                 pairs: Box::leak(e.pairs.into_boxed_slice()),
-                envelope: Box::leak(Box::new([Segment {
-                    from_x: 0.0,
-                    partition: 0,
-                }])),
             })
             .collect();
-        (tables, vec![4, 3, 2, 1, 0])
+        (exact_families(&tables), vec![4, 3, 2, 1, 0])
     }
 
     fn policy_input(exits: &[ExitCosts]) -> Vec<(f64, &[PairCost])> {
@@ -503,12 +686,79 @@ mod tests {
                 let search = decide(&exits, link, deadline_ms);
                 let policy = decide_policy(&input, Policy::Edgent, link, deadline_ms);
                 assert_eq!(policy, search, "{link:?}, deadline {deadline_ms} ms");
-                let tabled = decide_tables(&tables, &by_accuracy, link, deadline_ms);
+                let tabled = decide_tables(tables, &by_accuracy, link, deadline_ms);
                 assert_eq!(tabled, search, "{link:?}, deadline {deadline_ms} ms");
                 checked += 1;
             }
         }
         assert_eq!(checked, 210 * 91);
+    }
+
+    /// Exit 1 with its exact routes (raw image at 0: 1 KiB; f32 at 1: 32 KiB; device-only
+    /// 200 ms) and a q8 family at partition 1: 4 KiB plus 2 ms of encoding, `q8_accuracy`.
+    fn with_q8(q8_accuracy: f64) -> Vec<ExitCosts> {
+        let pairs = vec![
+            pair(0.0, 5.0, 1024),
+            pair(20.0, 4.0, 32768),
+            pair(200.0, 0.0, 0),
+        ];
+        let q8 = Family {
+            exit: 1,
+            lossy: Some(Values::Q8),
+            accuracy: q8_accuracy,
+            routes: vec![Route {
+                partition: 1,
+                encoding: Some(Encoding::new(Values::Q8, false)),
+                cost: pair(22.0, 4.5, 4096),
+            }],
+        };
+        let exact = Family::exact(1, 0.9, &pairs);
+        vec![ExitCosts {
+            exit: 1,
+            accuracy: 0.9,
+            pairs,
+            families: vec![exact, q8],
+        }]
+    }
+
+    #[test]
+    fn a_lossy_family_is_taken_when_it_is_as_accurate_and_faster_or_the_only_one_in_time() {
+        // 100 kbit/s: the raw image costs 82 ms + 1 ms, q8 at partition 1 328 ms, f32 2.6 s.
+        let slow = Link {
+            bandwidth_bps: 100e3,
+            rtt_ms: 1.0,
+        };
+        let d = decide(&with_q8(0.9), slow, 150.0);
+        assert_eq!((d.partition, d.encoding), (0, Some(Encoding::RAW)));
+        // 10 Mbit/s: raw 0.82 + 1 + 5 ms, q8 22 + 3.3 + 1 + 4.5 ms: raw still wins.
+        // Without an edge fast enough for the image, the split wins: make the edge slow.
+        let mut exits = with_q8(0.9);
+        exits[0].families[0].routes[0].cost.edge_ms = 60.0;
+        let fast = Link {
+            bandwidth_bps: 10e6,
+            rtt_ms: 1.0,
+        };
+        let d = decide(&exits, fast, 50.0);
+        assert_eq!(
+            (d.partition, d.encoding, d.feasible),
+            (1, Some(Encoding::new(Values::Q8, false)), true)
+        );
+        // Less accurate: the exact family is taken whenever one of its routes fits…
+        let mut exits = with_q8(0.89);
+        exits[0].families[0].routes[0].cost.edge_ms = 40.0;
+        let d = decide(&exits, fast, 50.0);
+        assert_eq!((d.partition, d.encoding), (0, Some(Encoding::RAW)));
+        assert!(d.predicted_ms > 40.0, "slower than q8's {d:?}");
+        // …and q8 only when none does.
+        let d = decide(&exits, fast, 35.0);
+        assert_eq!(
+            (d.partition, d.encoding, d.feasible),
+            (1, Some(Encoding::new(Values::Q8, false)), true)
+        );
+        // The baselines never see the lossy family.
+        let input = policy_input(&exits);
+        let d = decide_policy(&input, Policy::PartitionOnly, fast, 35.0);
+        assert_ne!(d.encoding, Some(Encoding::new(Values::Q8, false)));
     }
 
     #[test]
@@ -556,7 +806,7 @@ mod tests {
                 assert!(!link.usable());
                 for d in [
                     decide(&exits, link, deadline_ms),
-                    decide_tables(&tables, &by_accuracy, link, deadline_ms),
+                    decide_tables(tables, &by_accuracy, link, deadline_ms),
                     decide_policy(&input, Policy::Edgent, link, deadline_ms),
                 ] {
                     assert_eq!(

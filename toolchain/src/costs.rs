@@ -41,6 +41,7 @@ pub fn exit_costs(
                 exit: spec.exit,
                 accuracy,
                 pairs,
+                families: Vec::new(),
             })
         })
         .collect()

@@ -50,23 +50,7 @@ struct Costs {
 impl Costs {
     fn load(path: &Path) -> anyhow::Result<Self> {
         let plan = codegen::load(path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-        let here: Vec<ExitCosts> = plan
-            .exits
-            .iter()
-            .map(|e| ExitCosts {
-                exit: e.exit,
-                accuracy: e.accuracy,
-                pairs: e
-                    .partitions
-                    .iter()
-                    .map(|p| PairCost {
-                        device_ms: p.device_ms,
-                        edge_ms: p.edge_ms,
-                        bytes: p.bytes,
-                    })
-                    .collect(),
-            })
-            .collect();
+        let here = crate::generate::plan_costs(&plan)?;
         let accuracies: Vec<f64> = plan.exits.iter().map(|e| e.accuracy).collect();
         let table = runtime::model::layers::b_alexnet(plan.input[0], plan.classes);
         let paper =

@@ -94,6 +94,7 @@ pub fn build_plan(
                 device_ms: p.device_ms,
                 edge_ms: p.edge_ms,
                 bytes: p.bytes,
+                encodings: Vec::new(),
             })
             .collect();
         exits.push(PlanExit {
@@ -192,4 +193,69 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The plan's costs as the planner sees them: each exit's paper routes (`pairs`) and every
+/// family of routes (partition and encoding) the compiled-in tables hold.
+pub fn plan_costs(plan: &Plan) -> anyhow::Result<Vec<runtime::plan::ExitCosts>> {
+    use runtime::plan::{ExitCosts, Family, PairCost, Route};
+    plan.exits
+        .iter()
+        .map(|e| {
+            let families = e
+                .families()
+                .into_iter()
+                .map(|f| {
+                    let routes = f
+                        .routes
+                        .iter()
+                        .map(|r| {
+                            Ok(Route {
+                                partition: r.partition,
+                                encoding: r
+                                    .encoding
+                                    .as_deref()
+                                    .map(str::parse)
+                                    .transpose()
+                                    .map_err(anyhow::Error::msg)?,
+                                cost: PairCost {
+                                    device_ms: r.device_ms,
+                                    edge_ms: r.edge_ms,
+                                    bytes: r.bytes,
+                                },
+                            })
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                    let lossy = match f.lossy.as_deref() {
+                        None => None,
+                        Some(v) => Some(
+                            v.parse::<runtime::wire::encoding::Encoding>()
+                                .map_err(anyhow::Error::msg)?
+                                .values,
+                        ),
+                    };
+                    Ok(Family {
+                        exit: e.exit,
+                        lossy,
+                        accuracy: f.accuracy,
+                        routes,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Ok(ExitCosts {
+                exit: e.exit,
+                accuracy: e.accuracy,
+                pairs: e
+                    .partitions
+                    .iter()
+                    .map(|p| PairCost {
+                        device_ms: p.device_ms,
+                        edge_ms: p.edge_ms,
+                        bytes: p.bytes,
+                    })
+                    .collect(),
+                families,
+            })
+        })
+        .collect()
 }

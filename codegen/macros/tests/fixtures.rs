@@ -61,6 +61,7 @@ fn valid() -> Plan {
                     p if p == n => 0,
                     p => 4 * layers[p].input.iter().product::<usize>() as u64,
                 },
+                encodings: Vec::new(),
             })
             .collect();
         PlanExit {

@@ -17,6 +17,7 @@ use runtime::plan::Link;
 use runtime::plan::Policy;
 use runtime::slowdown::Slowdown;
 use runtime::slowdown::{Emulation, LayerClock, run_slice_clocked};
+use runtime::wire::encoding::Encoding;
 
 /// The device side of Edgent: decide (exit, partition) from bandwidth and deadline, and run.
 #[derive(Parser, Debug)]
@@ -107,6 +108,10 @@ enum Command {
         /// Image file.
         #[arg(long)]
         input: PathBuf,
+        /// Every encoding of every partition (the image raw and compressed; f32, f16, q8,
+        /// q8c, each with and without zstd), not only the raw image and f32.
+        #[arg(long)]
+        all_encodings: bool,
         #[command(flatten)]
         edge: EdgeArgs,
     },
@@ -262,6 +267,7 @@ fn main() -> anyhow::Result<()> {
                 let value = serde_json::json!({
                     "exit": d.exit,
                     "partition": d.partition,
+                    "encoding": d.encoding.map(|e| e.to_string()),
                     "feasible": d.feasible,
                     "predicted_ms": d.predicted_ms,
                     "device_ms": d.device_ms,
@@ -273,10 +279,13 @@ fn main() -> anyhow::Result<()> {
                 outln!("{value}");
             } else {
                 let n = plan::CHAIN_LEN[d.exit - 1];
+                let sent = d.encoding.map(|e| e.to_string()).unwrap_or_default();
                 let split = match d.partition {
-                    0 => "edge only (raw image uploaded)".to_string(),
+                    0 => format!("edge only (the image uploaded as {sent})"),
                     p if p == n => "device only".to_string(),
-                    p => format!("device runs layers [0, {p}), edge runs [{p}, {n})"),
+                    p => format!(
+                        "device runs layers [0, {p}), sends the activation as {sent}, edge runs [{p}, {n})"
+                    ),
                 };
                 outln!(
                     "exit {} (accuracy {:.2} %), partition {} of {}: {}",
@@ -374,17 +383,42 @@ fn main() -> anyhow::Result<()> {
                 report.print();
             }
         }
-        Command::Pairs { input, edge } => {
+        Command::Pairs {
+            input,
+            all_encodings,
+            edge,
+        } => {
             let pixels = read_image(&input)?;
             let mut client = edge.connect()?;
             for exit in 1..=plan::EXITS {
-                for partition in 0..=plan::CHAIN_LEN[exit - 1] {
-                    let logits = client
-                        .infer_pair(&pixels, exit, partition, Duration::from_secs(10))
-                        .with_context(|| format!("exit {exit}, partition {partition}"))?;
-                    let line =
-                        serde_json::json!({"exit": exit, "partition": partition, "logits": logits});
-                    outln!("{line}");
+                let n = plan::CHAIN_LEN[exit - 1];
+                for partition in 0..=n {
+                    let encodings: Vec<Option<Encoding>> = if all_encodings && partition < n {
+                        Encoding::at_partition(partition)
+                            .iter()
+                            .copied()
+                            .map(Some)
+                            .collect()
+                    } else {
+                        vec![None]
+                    };
+                    for encoding in encodings {
+                        let logits = client
+                            .infer_pair(&pixels, exit, partition, encoding, Duration::from_secs(10))
+                            .with_context(|| {
+                                format!("exit {exit}, partition {partition}, encoding {encoding:?}")
+                            })?;
+                        let encoding = encoding
+                            .or(runtime::plan::paper_encoding(partition, n))
+                            .map(|e| e.to_string());
+                        let line = serde_json::json!({
+                            "exit": exit,
+                            "partition": partition,
+                            "encoding": encoding,
+                            "logits": logits,
+                        });
+                        outln!("{line}");
+                    }
                 }
             }
         }
