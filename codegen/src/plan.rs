@@ -429,6 +429,14 @@ impl Plan {
                             "`{}` is an activation's, not the image's",
                             enc.encoding
                         )),
+                        Some(("q8c", _))
+                            if exit.layers.get(p).is_some_and(|l| l.input.len() < 2) =>
+                        {
+                            Some(format!(
+                                "`{}` needs channels; the tensor at {p} is a vector",
+                                enc.encoding
+                            ))
+                        }
                         _ if !(enc.encode_ms.is_finite()
                             && enc.decode_ms.is_finite()
                             && enc.encode_ms >= 0.0

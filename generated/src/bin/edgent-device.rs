@@ -394,11 +394,10 @@ fn main() -> anyhow::Result<()> {
                 let n = plan::CHAIN_LEN[exit - 1];
                 for partition in 0..=n {
                     let encodings: Vec<Option<Encoding>> = if all_encodings && partition < n {
-                        Encoding::at_partition(partition)
-                            .iter()
-                            .copied()
-                            .map(Some)
-                            .collect()
+                        let shape = generated::layer_table().exits[exit - 1]
+                            .boundary_shape(partition)
+                            .to_vec();
+                        Encoding::for_tensor(partition, &shape).map(Some).collect()
                     } else {
                         vec![None]
                     };

@@ -118,6 +118,20 @@ impl Encoding {
         }
     }
 
+    /// Whether a tensor of `shape` (per sample) can be sent this way: per-channel
+    /// quantisation needs channels (two dimensions or more).
+    pub fn applies_to(self, shape: &[usize]) -> bool {
+        self.values != Values::Q8c || shape.len() >= 2
+    }
+
+    /// The encodings of the tensor of `shape` sent at partition `p`.
+    pub fn for_tensor(p: usize, shape: &[usize]) -> impl Iterator<Item = Encoding> + '_ {
+        Self::at_partition(p)
+            .iter()
+            .copied()
+            .filter(move |e| e.applies_to(shape))
+    }
+
     /// The name in plans and reports: `f32`, `q8c+zstd`, `u8+zstd`.
     pub fn name(self) -> String {
         self.to_string()

@@ -239,16 +239,17 @@ impl Drop for Server {
 /// Waits for `child` to exit within `timeout` (killing it otherwise) and returns stdout.
 pub fn wait_output(child: &mut Child, timeout: Duration) -> String {
     let deadline = std::time::Instant::now() + timeout;
+    // Read while it runs: a child that writes more than a pipe holds would block forever.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        use std::io::Read;
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut out = String::new();
-            use std::io::Read;
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
+            let out = reader.join().unwrap();
             assert!(status.success(), "process failed ({status}): {out}");
             return out;
         }
