@@ -205,8 +205,8 @@ impl EntropyMode {
 
 /// Figs. 6 and 8: the exit and partition Edgent chose at each x (the most frequent per
 /// point), beside those `computed` from latency models at the link `at(i)` gives, as bars
-/// (one panel for the exit, one for the partition; no computed bar where no plan meets the
-/// deadline).
+/// (one panel for the exit, one for the partition; a "×" instead of a computed bar where no
+/// plan meets the deadline).
 fn selection_figure<P: std::borrow::Borrow<Point>>(
     path: &Path,
     title: &str,

@@ -67,10 +67,10 @@ impl InputWire {
 pub const ACCURACY: [f64; 5] = [0.62, 0.69, 0.73, 0.76, 0.7838];
 
 /// Where [`ACCURACY`] comes from, for the report.
-pub const ACCURACY_SOURCE: &str = "exit 5: 78.38 %, AlexNet on CIFAR-10 in BranchyNet (ICPR 2016, Table I); exits 1–4: 62, 69, 73, 76 %, an assumed ladder below it (the paper's per-exit values could not be retrieved). Selections depend only on the order of the accuracies; only the accuracy table and figure depend on the values.";
+pub const ACCURACY_SOURCE: &str = "exit 5 is the plain AlexNet's CIFAR-10 accuracy in BranchyNet (ICPR 2016, Table I), the network the paper's B-AlexNet extends; exits 1–4 are an assumed ladder below it, not from a source (the paper's per-exit values could not be retrieved). Selections depend only on the order of the accuracies; only the accuracy table and figure depend on the values.";
 
-/// Bandwidths of the selection table, bit/s: the 50 kbit/s to 1.5 Mbit/s of the paper's
-/// bandwidth sweep (and of the measured one).
+/// Bandwidths of the selection table, bit/s: 50 kbit/s to 1.5 Mbit/s, the range of the
+/// measured sweep and our reading of the paper's Fig. 6 axis (not checked against its text).
 pub const BANDWIDTHS_BPS: [f64; 11] = [
     50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 500e3, 750e3, 1e6, 1.5e6,
 ];
@@ -81,7 +81,8 @@ pub const TABLE_DEADLINES_MS: [f64; 5] = [100.0, 200.0, 300.0, 500.0, 1000.0];
 /// Deadlines of the selection figure, ms.
 pub const FIGURE_DEADLINES_MS: [f64; 3] = [300.0, 500.0, 1000.0];
 
-/// Deadlines of the accuracy comparison (the paper's 100 ms to 1 s), ms.
+/// Deadlines of the accuracy comparison, ms: 100 ms to 1 s, the range of the measured sweep
+/// and our reading of the paper's Figs. 8 and 9 (not checked against its text).
 pub const DEADLINES_MS: [f64; 10] = [
     100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0,
 ];
@@ -115,18 +116,19 @@ pub(crate) fn plan_in_words(d: &Decision) -> String {
     }
 }
 
-/// A decision in words: "exit, partition" and where it runs, or that nothing is in time.
+/// A decision in words: "exit, partition" and where it runs, or "none" when no plan meets
+/// the deadline.
 fn cell(costs: &[ExitCosts], d: &Decision) -> String {
     if !d.feasible {
         return "none".into();
     }
     let n = costs[d.exit - 1].pairs.len() - 1;
     let side = match d.partition {
-        0 => " edge",
-        p if p == n => " device",
-        _ => " split",
+        0 => "edge",
+        p if p == n => "device",
+        _ => "split",
     };
-    format!("{}, {}{side}", d.exit, d.partition)
+    format!("{} {side}", plan_in_words(d))
 }
 
 /// Whether a decision splits the exit between device and edge.
@@ -271,9 +273,10 @@ fn selection_part(
     let chosen: Vec<Vec<Vec<Decision>>> = by_input.iter().map(|(_, c)| selections(c)).collect();
     writeln!(
         md,
-        "## The paper's own setting\n\nComputed, not measured: Algorithm 1 (`decide`, the device runs `[0, p)`) over the paper's B-AlexNet on CIFAR-10 (input 3×32×32, `b_alexnet(3, 10)`), with the paper's Table II latency models (Raspberry Pi 3 device, desktop edge; DESIGN.md §4, columns swapped back) and a {RTT_MS} ms round trip. Assumptions:\n\n* Bytes on the wire: activations as `f32` (Chainer computes in float32); the raw image at p = 0 either as the `float32` array the paper's Chainer implementation feeds its network ({} bytes, a pickle header of about 100 bytes left out) or as `u8` pixels ({} bytes, what this project's device sends). Cells show the f32 choice, and the u8 one after a slash where it differs.\n* Accuracies: {ACCURACY_SOURCE}\n* A cell is exit, partition and where it runs (edge = edge-only, p = 0; device = device-only, p = N; split = a middle partition); *none*: no plan meets the deadline.\n",
+        "## The paper's own setting\n\nComputed, not measured: Algorithm 1 (`decide`, the device runs `[0, p)`) over the paper's B-AlexNet on CIFAR-10 (input 3×32×32, `b_alexnet(3, 10)`), with the paper's Table II latency models (Raspberry Pi 3 device, desktop edge; DESIGN.md §4, columns swapped back) and a {RTT_MS} ms round trip. Assumptions:\n\n* Bytes on the wire: activations as `f32` (Chainer computes in float32); the raw image at p = 0 either as the `float32` array Chainer's CIFAR-10 loader yields and the network takes, sent as it is — our assumption of what the paper's Chainer implementation sends ({} bytes, a pickle header of about 100 bytes left out) — or as `u8` pixels ({} bytes, what this project's device sends). Cells show the f32 choice, and the u8 one after a slash where it differs.\n* Accuracies of exits 1 to 5: {}; {ACCURACY_SOURCE}\n* A cell is exit, partition and where it runs (edge = edge-only, p = 0; device = device-only, p = N; split = a middle partition); *none*: no plan meets the deadline.\n",
         InputWire::F32.bytes(),
         InputWire::U8.bytes(),
+        ACCURACY.map(|a| format!("{:.1} %", 100.0 * a)).join(", "),
     )?;
     write!(md, "| bandwidth |")?;
     for d in TABLE_DEADLINES_MS {
@@ -370,7 +373,7 @@ fn selection_part(
     }
     writeln!(
         md,
-        "\n**What the paper reports** (its Fig. 6, selection against bandwidth from 50 kbit/s to 1.5 Mbit/s at a fixed latency requirement): the exit rises with the bandwidth, from exit 1 at the lowest bandwidth to exit 5 at the highest. That much is as this project's brief describes the figure; the figure's exact values, its partition points and its latency requirement could not be retrieved from the sources searched here, so they are not compared cell by cell.\n\n**What Algorithm 1 picks here**: {}\n\n**Does it reproduce the paper?** {verdict}\n",
+        "\n**What the paper reports** (its Fig. 6, the exit and partition Edgent selects against bandwidth at a fixed latency requirement): the exit rises with the bandwidth, from exit 1 at the lowest bandwidth to exit 5 at the highest. That much is as this project's brief describes the figure; the figure's exact values, its partition points, its bandwidth axis (we read it as 50 kbit/s to 1.5 Mbit/s) and its latency requirement could not be retrieved from the sources searched here, so they are not compared cell by cell.\n\n**What Algorithm 1 picks here**: {}\n\n**Does it reproduce the paper?** {verdict}\n",
         described.join(" ")
     )?;
 
@@ -398,7 +401,7 @@ fn selection_part(
     )?;
     writeln!(
         md,
-        "![paper's setting: selection](paper-selection-vs-bandwidth.png)\n\n(No bar: no plan meets the deadline.)\n"
+        "![paper's setting: selection](paper-selection-vs-bandwidth.png)\n\n(×: no plan meets the deadline.)\n"
     )?;
     Ok(described[0].clone())
 }
@@ -407,7 +410,7 @@ fn selection_part(
 fn accuracy_part(md: &mut String, out: &Path, costs: &[ExitCosts]) -> anyhow::Result<()> {
     writeln!(
         md,
-        "### Accuracy against the deadline (the paper's Figs. 8, 9)\n\nBandwidth {} (our choice: the paper's could not be retrieved; at this rate the 100 ms – 1 s sweep passes through the exits), f32 input. Promised accuracy: the exit's accuracy when its plan meets the deadline, else 0.\n",
+        "### Accuracy against the deadline (the paper's Figs. 8, 9)\n\nBandwidth {} (our choice: the paper's could not be retrieved; at this rate the 100 ms – 1 s sweep passes through the exits), f32 input, the baselines of the measured part. Promised accuracy: the exit's accuracy when its plan meets the deadline, else 0.\n",
         rate_in_words(FIXED_BANDWIDTH_BPS)
     )?;
     write!(md, "| deadline | Edgent exit, partition |")?;

@@ -261,6 +261,7 @@ fn bar_fill(color: RGBColor, pale: bool) -> ShapeStyle {
 
 /// Width of a legend area that fits `entries` (and `header`) on one line each, pixels.
 fn legend_width(header: &str, entries: &[LegendEntry]) -> u32 {
+    // The header starts where the keys do, about six characters left of the entries' text.
     let chars = entries
         .iter()
         .map(|e| e.name.chars().count())
@@ -448,14 +449,15 @@ pub fn lines(
 pub struct BarSeries {
     /// Legend text.
     pub name: String,
-    /// `values[panel][category]`; a value that is not finite draws no bar.
+    /// `values[panel][category]`; a value that is not finite draws a "×" on the axis
+    /// instead of a bar.
     pub values: Vec<Vec<f64>>,
     /// Computed from models (pale bars) rather than measured (solid bars).
     pub computed: bool,
 }
 
 /// The exit and partition panels of a selection chart for `decisions`, one per category;
-/// no bar where no plan meets the deadline.
+/// a "×" instead of a bar where no plan meets the deadline.
 pub fn selection_bars(name: String, decisions: &[Decision], computed: bool) -> BarSeries {
     let shown = |f: fn(&Decision) -> usize| -> Vec<f64> {
         decisions
@@ -581,11 +583,16 @@ pub fn bars(
         };
         for (i, (s, entry)) in series.iter().zip(&entries).enumerate() {
             for (c, &v) in s.values[panel].iter().enumerate() {
-                if !v.is_finite() {
-                    continue;
-                }
                 let x0 = c as i32 * UNIT + UNIT / 10 + i as i32 * width;
                 let x1 = x0 + width * 9 / 10;
+                if !v.is_finite() {
+                    chart.draw_series([Text::new(
+                        "×",
+                        ((x0 + x1) / 2, 0.0),
+                        label_font.clone().color(&entry.color),
+                    )])?;
+                    continue;
+                }
                 let corners = [(x0, 0.0), (x1, v)];
                 chart.draw_series([Rectangle::new(corners, bar_fill(entry.color, s.computed))])?;
                 chart.draw_series([Rectangle::new(corners, entry.color.stroke_width(1))])?;
