@@ -353,7 +353,10 @@ fn selection_part(
         }
         let others: Vec<String> = (1..=5)
             .filter(|e| !findings[0].exits.contains(e))
-            .map(|e| format!("exit {e} in {} cells", wins[e - 1]))
+            .map(|e| {
+                let n = wins[e - 1];
+                format!("exit {e} in {n} cell{}", if n == 1 { "" } else { "s" })
+            })
             .collect();
         write!(
             verdict,
