@@ -62,6 +62,16 @@ pub struct ExitCosts {
 }
 
 impl ExitCosts {
+    /// The exit's accuracy when its tensor is sent as `encoding`: its lossy family's for a
+    /// lossy encoding (when there is one), else the exact accuracy.
+    pub fn accuracy_of(&self, encoding: Option<Encoding>) -> f64 {
+        let lossy = encoding.map(|e| e.values).filter(|v| v.lossy());
+        self.families
+            .iter()
+            .find(|f| lossy.is_some() && f.lossy == lossy)
+            .map_or(self.accuracy, |f| f.accuracy)
+    }
+
     /// The costs compiled into generated tables: each exit's paper routes, and every family.
     pub fn from_tables(exits: &[ExitTable], families: &[FamilyTable]) -> Vec<ExitCosts> {
         exits

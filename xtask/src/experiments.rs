@@ -1,7 +1,7 @@
 //! `cargo xtask experiments`: the paper's evaluation (Figs. 6–9 and the journal version's
 //! changing bandwidth) with `edgent-edge` and `edgent-device` as separate processes in two
-//! network namespaces over a tc-shaped link, each figure also computed from the built-in
-//! `paper` latency profile.
+//! network namespaces over a tc-shaped link, each figure also computed in the paper's own
+//! setting ([`crate::paper`]), which also gets a section of its own.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,11 +12,9 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::plan::{ExitCosts, Link, PairCost, Policy, decide_policy};
-use toolchain::costs::exit_costs;
-use toolchain::latency::LatencyModels;
 
 use crate::lab::{Binaries, Lab, Point, rate_in_words};
-use crate::plot::{self, Series};
+use crate::plot::{self, BarSeries, Series};
 
 /// Options of `cargo xtask experiments`.
 #[derive(Args, Debug)]
@@ -33,13 +31,16 @@ pub struct ExperimentsArgs {
     /// The plan the binaries were generated from.
     #[arg(long, default_value = "generated/plan.json")]
     plan: PathBuf,
+    /// Only the paper's own setting: computed, no shaped links, no root.
+    #[arg(long)]
+    paper_only: bool,
 }
 
 /// Round trip the computed lines assume, ms.
-const RTT_MS: f64 = 1.0;
+pub(crate) const RTT_MS: f64 = 1.0;
 
-/// The plan's costs (this machine) and the same model under the paper's profile.
-struct Costs {
+/// The plan's costs (this machine) and the paper's own setting's.
+pub(crate) struct Costs {
     here: Vec<ExitCosts>,
     paper: Vec<ExitCosts>,
     slowdown: f64,
@@ -51,10 +52,7 @@ impl Costs {
     fn load(path: &Path) -> anyhow::Result<Self> {
         let plan = codegen::load(path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
         let here = crate::generate::plan_costs(&plan)?;
-        let accuracies: Vec<f64> = plan.exits.iter().map(|e| e.accuracy).collect();
-        let table = runtime::model::layers::b_alexnet(plan.input[0], plan.classes);
-        let paper =
-            exit_costs(&table, &LatencyModels::paper(), &accuracies).map_err(anyhow::Error::msg)?;
+        let paper = crate::paper::costs(crate::paper::InputWire::F32)?;
         Ok(Self {
             here,
             paper,
@@ -64,7 +62,8 @@ impl Costs {
         })
     }
 
-    fn decide(
+    /// The decision under `policy` at `bandwidth_bps` with the computed lines' round trip.
+    pub(crate) fn decide(
         costs: &[ExitCosts],
         policy: Policy,
         bandwidth_bps: f64,
@@ -78,14 +77,24 @@ impl Costs {
             bandwidth_bps,
             rtt_ms: RTT_MS,
         };
+        if policy == Policy::Edgent {
+            // Edgent chooses among every family of routes (encodings included); the
+            // baselines keep the paper's raw image and f32 activations.
+            return runtime::plan::decide(costs, link, deadline_ms);
+        }
         decide_policy(&exits, policy, link, deadline_ms)
     }
 
     /// Accuracy the plan promises: the exit's accuracy when feasible, else 0.
-    fn promised(costs: &[ExitCosts], policy: Policy, bandwidth_bps: f64, deadline_ms: f64) -> f64 {
+    pub(crate) fn promised(
+        costs: &[ExitCosts],
+        policy: Policy,
+        bandwidth_bps: f64,
+        deadline_ms: f64,
+    ) -> f64 {
         let d = Self::decide(costs, policy, bandwidth_bps, deadline_ms);
         if d.feasible {
-            costs[d.exit - 1].accuracy
+            costs[d.exit - 1].accuracy_of(d.encoding)
         } else {
             0.0
         }
@@ -184,7 +193,9 @@ impl EntropyMode {
 }
 
 /// Figs. 6 and 8: the exit and partition Edgent chose at each x (the most frequent per
-/// point), beside those `computed` from latency models at the link `at(i)` gives.
+/// point), beside those `computed` from latency models at the link `at(i)` gives, as bars
+/// (one panel for the exit, one for the partition; a "×" instead of a computed bar where no
+/// plan meets the deadline).
 fn selection_figure<P: std::borrow::Borrow<Point>>(
     path: &Path,
     title: &str,
@@ -192,26 +203,16 @@ fn selection_figure<P: std::borrow::Borrow<Point>>(
     measured: &[P],
     computed: &[(&str, &[ExitCosts])],
     at: impl Fn(usize) -> (f64, f64),
-    log_x: bool,
 ) -> anyhow::Result<()> {
-    let line = |name: String, ys: Vec<f64>, dashed: bool| Series {
-        name,
-        points: xs.iter().copied().zip(ys).collect(),
-        dashed,
-    };
     let choices: Vec<(usize, usize)> = measured.iter().map(|p| p.borrow().choice()).collect();
-    let mut series = vec![
-        line(
-            "exit (measured)".into(),
+    let mut series = vec![BarSeries {
+        name: "measured".into(),
+        values: vec![
             choices.iter().map(|c| c.0 as f64).collect(),
-            false,
-        ),
-        line(
-            "partition (measured)".into(),
             choices.iter().map(|c| c.1 as f64).collect(),
-            false,
-        ),
-    ];
+        ],
+        computed: false,
+    }];
     for (label, costs) in computed {
         let decisions: Vec<_> = (0..xs.len())
             .map(|i| {
@@ -219,18 +220,16 @@ fn selection_figure<P: std::borrow::Borrow<Point>>(
                 Costs::decide(costs, Policy::Edgent, rate, deadline)
             })
             .collect();
-        series.push(line(
-            format!("exit ({label})"),
-            decisions.iter().map(|d| d.exit as f64).collect(),
-            true,
-        ));
-        series.push(line(
-            format!("partition ({label})"),
-            decisions.iter().map(|d| d.partition as f64).collect(),
-            true,
-        ));
+        series.push(plot::selection_bars((*label).into(), &decisions, true));
     }
-    plot::lines(path, title, (x_desc, "exit / partition"), &series, log_x)
+    let categories: Vec<String> = xs.iter().map(|x| format!("{x}")).collect();
+    plot::bars(
+        path,
+        title,
+        (x_desc, &categories),
+        &["exit", "partition"],
+        &series,
+    )
 }
 
 /// Runs every experiment and writes the report.
@@ -238,6 +237,17 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    if args.paper_only {
+        let paper = crate::paper::section(&out)?;
+        let path = out.join("report.md");
+        std::fs::write(
+            &path,
+            format!("# Edgent: the paper's own setting\n\n{}", paper.markdown),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}\nreport → {}", paper.summary, path.display());
+        return Ok(());
+    }
     let costs = Costs::load(&args.plan)?;
     let images = args.images.unwrap_or(if args.quick { 20 } else { 150 });
     let rates: Vec<f64> = if args.quick {
@@ -274,7 +284,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     }
     writeln!(
         report,
-        "## Selection and latency against bandwidth (Figs. 6, 7)\n\nDeadline {fixed_deadline:.0} ms, {images} test images per point. *Measured*: device and edge processes over the shaped link; the plan is the one the device chose most often, with its own bandwidth estimate. *Paper*: the same network planned with the paper's Raspberry Pi / desktop models at the true rate.\n\n| bandwidth | exit, partition (measured) | measured ms (median) | predicted ms | error % | deadline met % | exit, partition (paper) | paper predicted ms |\n|---|---|---|---|---|---|---|---|"
+        "## Selection and latency against bandwidth (Figs. 6, 7)\n\nDeadline {fixed_deadline:.0} ms, {images} test images per point. *Measured*: device and edge processes over the shaped link; the plan is the one the device chose most often, with its own bandwidth estimate. *Paper*: the paper's own setting (its B-AlexNet on CIFAR-10 with its Raspberry Pi / desktop models; section \"The paper's own setting\") at the true rate.\n\n| bandwidth | exit, partition (measured) | measured ms (median) | predicted ms | error % | deadline met % | exit, partition (paper) | paper predicted ms |\n|---|---|---|---|---|---|---|---|"
     )?;
     let mut errors = Vec::new();
     for (rate, point) in rates.iter().zip(&by_rate) {
@@ -285,11 +295,10 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         errors.push(error);
         writeln!(
             report,
-            "| {} | {e}, {p} | {m:.1} | {pr:.1} | {error:.1} | {:.1} | {}, {} | {:.1} |",
+            "| {} | {e}, {p} | {m:.1} | {pr:.1} | {error:.1} | {:.1} | {} | {:.1} |",
             rate_in_words(*rate),
             100.0 * point.hit_rate(),
-            paper.exit,
-            paper.partition,
+            crate::paper::plan_in_words(&paper),
             paper.predicted_ms
         )?;
     }
@@ -306,10 +315,9 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         &by_rate,
         &[
             ("this machine's models, true rate", &costs.here),
-            ("paper profile", &costs.paper),
+            ("paper's setting", &costs.paper),
         ],
         |i| (rates[i], fixed_deadline),
-        true,
     )?;
     plot::lines(
         &out.join("fig7-latency-vs-bandwidth.png"),
@@ -327,7 +335,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
                 true,
             ),
             series(
-                "predicted (paper profile)",
+                "predicted (paper's setting)",
                 rates
                     .iter()
                     .map(|&r| {
@@ -385,7 +393,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     for policy in policies {
         write!(report, " {} acc. % (met %) |", policy.name())?;
     }
-    write!(report, " Edgent, paper profile acc. % |\n|---|---|---|")?;
+    write!(report, " Edgent, paper's setting acc. % |\n|---|---|---|")?;
     for _ in policies {
         write!(report, "---|")?;
     }
@@ -398,8 +406,8 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         let paper = Costs::decide(&costs.paper, Policy::Edgent, fixed_rate, deadline);
         write!(
             report,
-            "| {deadline:.0} ms | {e}, {p} | {}, {} |",
-            paper.exit, paper.partition
+            "| {deadline:.0} ms | {e}, {p} | {} |",
+            crate::paper::plan_in_words(&paper)
         )?;
         write!(sampled, "| {deadline:.0} ms |")?;
         for policy in policies {
@@ -427,11 +435,10 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         }
     }
     report.push_str(&sampled);
-    let xs: Vec<f64> = deadlines.clone();
-    let dseries = |name: &str, ys: Vec<f64>, dashed: bool| Series {
+    let dseries = |name: &str, ys: Vec<f64>, computed: bool| BarSeries {
         name: name.into(),
-        points: xs.iter().copied().zip(ys).collect(),
-        dashed,
+        values: vec![ys],
+        computed,
     };
     let at = |policy: Policy, f: &dyn Fn(&Point) -> f64| -> Vec<f64> {
         (0..deadlines.len())
@@ -446,11 +453,10 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         &format!("Exit and partition chosen at {}", rate_in_words(fixed_rate)),
         ("deadline (ms)", &deadlines),
         &edgent,
-        &[("paper profile", &costs.paper)],
+        &[("paper's setting", &costs.paper)],
         |i| (fixed_rate, deadlines[i]),
-        false,
     )?;
-    let mut accuracy_lines: Vec<Series> = policies
+    let mut accuracy_bars: Vec<BarSeries> = policies
         .iter()
         .map(|&policy| {
             dseries(
@@ -471,7 +477,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|&d| entropy.best(&entropy_costs, d))
         .collect();
-    accuracy_lines.push(dseries(
+    accuracy_bars.push(dseries(
         "entropy early exit on the device (computed)",
         entropy_best.iter().map(|b| 100.0 * b.0).collect(),
         true,
@@ -484,23 +490,24 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     for (d, (acc, t)) in deadlines.iter().zip(&entropy_best) {
         writeln!(report, "| {d:.0} ms | {t} | {:.1} |", 100.0 * acc)?;
     }
-    accuracy_lines.push(dseries(
-        "edgent (paper profile, predicted)",
+    accuracy_bars.push(dseries(
+        "edgent, paper's setting (CIFAR-10, computed)",
         deadlines
             .iter()
             .map(|&d| 100.0 * Costs::promised(&costs.paper, Policy::Edgent, fixed_rate, d))
             .collect(),
         true,
     ));
-    plot::lines(
+    let categories: Vec<String> = deadlines.iter().map(|d| format!("{d:.0}")).collect();
+    plot::bars(
         &out.join("fig9-accuracy-vs-deadline.png"),
         &format!(
             "Accuracy within the deadline at {}",
             rate_in_words(fixed_rate)
         ),
-        ("deadline (ms)", "accuracy (%)"),
-        &accuracy_lines,
-        false,
+        ("deadline (ms)", &categories),
+        &["accuracy (%)"],
+        &accuracy_bars,
     )?;
     writeln!(
         report,
@@ -624,10 +631,13 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     ));
     bar.finish_and_clear();
     drop(lab);
+    let paper = crate::paper::section(&out)?;
+    report.push_str(&paper.markdown);
+    summary.push(paper.summary);
 
     let elapsed = started.elapsed().as_secs_f64();
     let mut head = format!(
-        "# Edgent experiments\n\n{} run, {images} images per point, {:.0} s in all (`cargo xtask experiments{}`).\n\nDevice: this machine slowed down {:.0}× (`--slowdown`, the slowdown the plan was profiled with: local exits take tens to hundreds of ms, so device-only misses short deadlines while edge-only is limited by the bandwidth); edge: this machine. Latency models: {}. Device and edge run as separate processes in two network namespaces joined by a veth pair, both directions shaped by `tc tbf` (2 KiB burst), CurveZMQ on. Computed lines use the built-in `paper` profile (Raspberry Pi 3 device, desktop edge) with a {RTT_MS} ms round trip.\n\n## Summary\n\n",
+        "# Edgent experiments\n\n{} run, {images} images per point, {:.0} s in all (`cargo xtask experiments{}`).\n\nDevice: this machine slowed down {:.0}× (`--slowdown`, the slowdown the plan was profiled with: local exits take tens to hundreds of ms, so device-only misses short deadlines while edge-only is limited by the bandwidth); edge: this machine. Latency models: {}. Device and edge run as separate processes in two network namespaces joined by a veth pair, both directions shaped by `tc tbf` (2 KiB burst), CurveZMQ on. Computed lines (*paper's setting*) are the paper's own setting, with a {RTT_MS} ms round trip: its B-AlexNet on CIFAR-10, its Table II models (Raspberry Pi 3 device, desktop edge), its bytes on the wire and per-exit accuracies as assumed in the section \"The paper's own setting\".\n\n## Summary\n\n",
         if args.quick { "Quick" } else { "Full" },
         elapsed,
         if args.quick { " --quick" } else { "" },

@@ -7,6 +7,7 @@ mod generate;
 mod lab;
 mod latency;
 mod one_build;
+mod paper;
 mod pipeline;
 mod plot;
 mod soak;
