@@ -708,6 +708,23 @@ pub fn placements(
                             ..*p
                         })
                         .collect(),
+                    // The device's encoding time scales with it too.
+                    families: e
+                        .families
+                        .iter()
+                        .map(|f| runtime::plan::Family {
+                            routes: f
+                                .routes
+                                .iter()
+                                .map(|r| {
+                                    let mut r = *r;
+                                    r.cost.device_ms *= factor;
+                                    r
+                                })
+                                .collect(),
+                            ..f.clone()
+                        })
+                        .collect(),
                     ..e.clone()
                 })
                 .collect();
