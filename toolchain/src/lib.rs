@@ -6,9 +6,12 @@
 //! * [`latency`] — per-(role, layer kind) linear latency models fitted with linfa, the
 //!   paper's models, and the chain calibration;
 //! * [`costs`] — every (exit, partition) pair's predicted costs, the planner's input;
+//! * [`encodings`] — bytes, accuracy and codec time of every encoding of the tensor at
+//!   every split, measured on the model and its test set;
 //! * [`shaping`] — tc-shaped links between network namespaces, for experiments and tests.
 
 pub mod costs;
+pub mod encodings;
 pub mod latency;
 pub mod profile;
 pub mod shaping;

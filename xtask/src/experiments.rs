@@ -345,7 +345,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
                 true,
             ),
         ],
-        true,
+        plot::Scale::LOG_X,
     )?;
     writeln!(
         report,
@@ -597,7 +597,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
                 dashed: true,
             },
         ],
-        false,
+        plot::Scale::LINEAR,
     )?;
     let rates_text: Vec<String> = schedule
         .iter()

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the Edgent pipeline. Each subcommand parses flags and calls a library crate.
 
 mod bench;
+mod encodings;
 mod experiments;
 mod fuzz;
 mod generate;
@@ -48,6 +49,9 @@ enum Command {
     /// A bounded soak of broker, two edges and sixteen devices with CURVE on loopback: an
     /// edge SIGKILLed and restarted every minute, an allow-list change halfway.
     Soak(soak::SoakArgs),
+    /// Bytes, accuracy and codec time of every encoding of the tensor at every split of
+    /// the committed model, on the test set; writes encodings.json and report.md.
+    Encodings(encodings::EncodingsArgs),
     /// Reproduce the paper's evaluation over tc-shaped links (needs root); writes report.md.
     Experiments(experiments::ExperimentsArgs),
 }
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fit(args) => latency::run_fit(args),
         Command::Generate(args) => generate::run(args),
         Command::Experiments(args) => experiments::run(args),
+        Command::Encodings(args) => encodings::run(args),
         Command::OneBuild(args) => one_build::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Soak(args) => soak::run(args),

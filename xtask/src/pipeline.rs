@@ -650,7 +650,7 @@ impl Demonstration {
                 ),
                 series("deadline", vec![deadline_ms; xs.len()], true),
             ],
-            true,
+            plot::Scale::LOG_X,
         )?;
         Ok(())
     }

@@ -345,15 +345,43 @@ pub struct Series {
     pub dashed: bool,
 }
 
+/// How the axes of a [`lines`] chart are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scale {
+    /// Logarithmic x (bandwidth axes).
+    pub log_x: bool,
+    /// Logarithmic y (sizes over orders of magnitude); values ≤ 0 are left out.
+    pub log_y: bool,
+}
+
+impl Scale {
+    /// Both axes linear.
+    pub const LINEAR: Scale = Scale {
+        log_x: false,
+        log_y: false,
+    };
+    /// Logarithmic x, linear y.
+    pub const LOG_X: Scale = Scale {
+        log_x: true,
+        log_y: false,
+    };
+    /// Linear x, logarithmic y.
+    pub const LOG_Y: Scale = Scale {
+        log_x: false,
+        log_y: true,
+    };
+}
+
 /// A line chart, every series with its own colour and marker shape and the legend beside
-/// the chart; `log_x` for bandwidth axes.
+/// the chart, its axes scaled as `scale` says.
 pub fn lines(
     path: &Path,
     title: &str,
     (x_desc, y_desc): (&str, &str),
     series: &[Series],
-    log_x: bool,
+    scale: Scale,
 ) -> anyhow::Result<()> {
+    let shown = |p: &(f64, f64)| p.1.is_finite() && (!scale.log_y || p.1 > 0.0);
     let all: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
@@ -366,11 +394,15 @@ pub fn lines(
         });
     let (y0, y1) = all
         .iter()
-        .filter(|p| p.1.is_finite())
+        .filter(|p| shown(p))
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
             (a.min(p.1), b.max(p.1))
         });
-    let (y0, y1) = (y0.min(0.0), if y1 > y0 { y1 * 1.08 } else { y0 + 1.0 });
+    let (y0, y1) = if scale.log_y {
+        (y0 / 1.5, y1 * 1.5)
+    } else {
+        (y0.min(0.0), if y1 > y0 { y1 * 1.08 } else { y0 + 1.0 })
+    };
     let entries: Vec<LegendEntry> = series
         .iter()
         .enumerate()
@@ -399,6 +431,7 @@ pub fn lines(
                 .y_desc(y_desc)
                 .x_label_formatter(&|x| format!("{}", (*x * 100.0).round() / 100.0))
                 .y_label_formatter(&|y| format!("{}", (*y * 100.0).round() / 100.0))
+                .y_labels(10)
                 .label_style(("sans-serif", 13))
                 .draw()?;
             for (s, entry) in series.iter().zip(&entries) {
@@ -406,12 +439,8 @@ pub fn lines(
                     unreachable!("lines have line keys")
                 };
                 let color = entry.color;
-                let points: Vec<(f64, f64)> = s
-                    .points
-                    .iter()
-                    .copied()
-                    .filter(|p| p.1.is_finite())
-                    .collect();
+                let points: Vec<(f64, f64)> =
+                    s.points.iter().copied().filter(|p| shown(p)).collect();
                 let style = color.stroke_width(2);
                 if s.dashed {
                     chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?;
@@ -424,7 +453,17 @@ pub fn lines(
             }
         }};
     }
-    if log_x {
+    // One chart per combination of scales (plotters types each differently).
+    macro_rules! with_y {
+        ($x:expr) => {{
+            if scale.log_y {
+                draw!(builder.build_cartesian_2d($x, (y0..y1).log_scale())?);
+            } else {
+                draw!(builder.build_cartesian_2d($x, y0..y1)?);
+            }
+        }};
+    }
+    if scale.log_x {
         // Label the measured x values themselves (a log axis' own ticks crowd at its right
         // end and may miss the first points), when they are few enough to read.
         let mut ticks: Vec<f64> = all.iter().map(|p| p.0).collect();
@@ -432,13 +471,13 @@ pub fn lines(
         ticks.dedup();
         let (lo, hi) = (x0 / 1.1, x1 * 1.1);
         if ticks.len() <= 12 {
-            draw!(builder.build_cartesian_2d((lo..hi).log_scale().with_key_points(ticks), y0..y1)?);
+            with_y!((lo..hi).log_scale().with_key_points(ticks.clone()));
         } else {
-            draw!(builder.build_cartesian_2d((lo..hi).log_scale(), y0..y1)?);
+            with_y!((lo..hi).log_scale());
         }
     } else {
         let pad = (x1 - x0).max(1e-9) * 0.03;
-        draw!(builder.build_cartesian_2d(x0 - pad..x1 + pad, y0..y1)?);
+        with_y!(x0 - pad..x1 + pad);
     }
     area.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -890,9 +929,9 @@ mod tests {
                 dashed: true,
             },
         ];
-        for log_x in [true, false] {
-            let path = dir.path().join(format!("lines-{log_x}.png"));
-            lines(&path, "test", ("kbit/s", "ms"), &series, log_x).unwrap();
+        for scale in [Scale::LOG_X, Scale::LINEAR, Scale::LOG_Y] {
+            let path = dir.path().join(format!("lines-{scale:?}.png"));
+            lines(&path, "test", ("kbit/s", "ms"), &series, scale).unwrap();
             assert!(written(&path));
         }
     }
