@@ -40,6 +40,19 @@ pub struct EncodingsArgs {
     plan: PathBuf,
 }
 
+impl EncodingsArgs {
+    /// Every image's bytes measured, the comparison on 500: what the pipeline runs.
+    pub fn new(plan: PathBuf, out: PathBuf, images: u32) -> Self {
+        Self {
+            images,
+            bytes_images: None,
+            comparison_images: 500,
+            out,
+            plan,
+        }
+    }
+}
+
 /// An indicatif bar that starts over at each stage, and the time each stage took.
 struct Bar {
     bar: ProgressBar,

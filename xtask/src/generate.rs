@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use codegen::plan::{PLAN_VERSION, Plan, PlanExit, PlanLayer, PlanPartition};
+use codegen::plan::{PLAN_VERSION, Plan, PlanEncoding, PlanExit, PlanLayer, PlanPartition};
+use runtime::wire::encoding::Encoding;
 use runtime::{BranchyAlexNetConfig, WeightMap};
 use toolchain::costs::exit_costs;
+use toolchain::encodings::EncodingMeasurements;
 use toolchain::latency::LatencyModels;
 use toolchain::profile::Role;
 
@@ -22,6 +24,11 @@ pub struct GenerateArgs {
     /// The plan file to write; the weights are copied beside it.
     #[arg(long, default_value = "generated/plan.json")]
     pub(crate) out: PathBuf,
+    /// Measurements of the encodings (`encodings.json` from `cargo xtask encodings`) for
+    /// the same weights: the plan then lets Edgent choose the encoding of the tensor at the
+    /// split. Without it, only the paper's routes (raw image, f32 activations).
+    #[arg(long)]
+    pub(crate) encodings: Option<PathBuf>,
 }
 
 /// The note at the top of every generated plan file.
@@ -38,6 +45,7 @@ pub fn build_plan(
     run: &Path,
     models: &LatencyModels,
     source: &str,
+    encodings: Option<&EncodingMeasurements>,
 ) -> anyhow::Result<(Plan, WeightMap)> {
     let metrics = read_json(&run.join("metrics.json"))?;
     let config = read_json(&run.join("config.json"))?;
@@ -67,6 +75,14 @@ pub fn build_plan(
         .with_classes(classes)
         .layer_table();
     let costs = exit_costs(&table, models, &accuracies).map_err(anyhow::Error::msg)?;
+    let device_slowdown = models.roles.get(&Role::Device).map_or(1.0, |r| r.slowdown);
+    if let Some(m) = encodings {
+        ensure!(
+            m.source.weights_digest == digest,
+            "the encodings were measured on weights {}, not these ({digest}): run `cargo xtask encodings` on this model",
+            m.source.weights_digest
+        );
+    }
     let mut exits = Vec::new();
     for (spec, cost) in table.exits.iter().zip(&costs) {
         let layers = spec
@@ -90,11 +106,17 @@ pub fn build_plan(
         let partitions = cost
             .pairs
             .iter()
-            .map(|p| PlanPartition {
-                device_ms: p.device_ms,
-                edge_ms: p.edge_ms,
-                bytes: p.bytes,
-                encodings: Vec::new(),
+            .enumerate()
+            .map(|(p, pair)| PlanPartition {
+                device_ms: pair.device_ms,
+                edge_ms: pair.edge_ms,
+                bytes: pair.bytes,
+                encodings: encodings
+                    .map(|m| {
+                        let tensor = (spec.exit, p, spec.boundary_shape(p));
+                        plan_encodings(m, tensor, cost.accuracy, device_slowdown)
+                    })
+                    .unwrap_or_default(),
             })
             .collect();
         exits.push(PlanExit {
@@ -110,7 +132,6 @@ pub fn build_plan(
             .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
             .unwrap_or_default()
     };
-    let device_slowdown = models.roles.get(&Role::Device).map_or(1.0, |r| r.slowdown);
     let threads = |role| models.roles.get(&role).map_or(0, |r| r.threads);
     // Paper models describe no engine here: the binaries run the generated one.
     let engine = |role| match models.roles.get(&role).map(|r| r.engine.as_str()) {
@@ -177,7 +198,21 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let (plan, weights) = build_plan(&args.run, &models, &source)?;
+    let measurements = args
+        .encodings
+        .as_ref()
+        .map(|path| -> anyhow::Result<EncodingMeasurements> {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read {}: run `cargo xtask encodings` first",
+                    path.display()
+                )
+            })?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an encodings.json", path.display()))
+        })
+        .transpose()?;
+    let (plan, weights) = build_plan(&args.run, &models, &source, measurements.as_ref())?;
     let dir = args.out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let weights_path = dir.join(&plan.weights_file);
@@ -193,6 +228,48 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The measured encodings of the tensor at partition `p` of `exit` for the plan: bytes as
+/// measured, encode time on the device (this machine's line × the device's slowdown),
+/// decode time on the edge, and the exit's accuracy with that encoding — the plan's exact
+/// accuracy less the loss measured on the same images and engine (`plain − lossy`), so that
+/// exact and lossy accuracies share one reference. Nothing at `p = N`.
+fn plan_encodings(
+    m: &EncodingMeasurements,
+    (exit, p, shape): (usize, usize, &[usize]),
+    accuracy: f64,
+    device_slowdown: f64,
+) -> Vec<PlanEncoding> {
+    let plain = m
+        .plain
+        .iter()
+        .find(|a| a.exit == exit)
+        .map(|a| a.correct as f64 / a.total.max(1) as f64);
+    let time = |encoding: Encoding, role: Role, elements: u64| {
+        m.timing
+            .iter()
+            .find(|t| t.encoding == encoding && t.role == role)
+            .map_or(0.0, |t| t.predict_ms(elements).max(0.0))
+    };
+    m.entries
+        .iter()
+        .filter(|e| e.exit == exit && e.partition == p && e.encoding.applies_to(shape))
+        .map(|e| {
+            let loss = match plain {
+                Some(plain) if e.encoding.lossy() => (plain - e.accuracy()).max(0.0),
+                _ => 0.0,
+            };
+            PlanEncoding {
+                encoding: e.encoding.to_string(),
+                bytes_median: e.bytes_median,
+                bytes_p95: e.bytes_p95,
+                encode_ms: time(e.encoding, Role::Device, e.elements) * device_slowdown,
+                decode_ms: time(e.encoding, Role::Edge, e.elements),
+                accuracy: (accuracy - loss).clamp(0.0, 1.0),
+            }
+        })
+        .collect()
 }
 
 /// The plan's costs as the planner sees them: each exit's paper routes (`pairs`) and every

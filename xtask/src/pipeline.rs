@@ -298,6 +298,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         ("profile-device", 30.0),
         ("profile-edge", 30.0),
         ("fit", if args.quick { 90.0 } else { 480.0 }),
+        ("encodings", if args.quick { 60.0 } else { 420.0 }),
         ("generate", 2.0),
         ("build", 90.0),
         (
@@ -420,20 +421,50 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         },
     )?;
 
-    // 5. Generate the plan.
+    // 5. Measure the encodings of every split (on a plan of the paper's routes, which
+    // names the weights and data), then generate the plan with them.
+    let base_dir = out.join("base-plan");
+    let base_json = base_dir.join("plan.json");
+    let encodings_dir = out.join("encodings");
+    let encodings_json = encodings_dir.join("encodings.json");
+    let encoding_images: u32 = if args.quick { 1_000 } else { 10_000 };
+    let trained = vec![
+        train_dir.join("model.safetensors"),
+        train_dir.join("metrics.json"),
+        train_dir.join("config.json"),
+        latency_json.clone(),
+    ];
+    runner.run(
+        Step {
+            name: "encodings",
+            settings: format!(
+                "bytes, accuracy and codec time of every encoding at every split, {encoding_images} test images"
+            ),
+            inputs: trained.clone(),
+            outputs: vec![encodings_json.clone()],
+        },
+        || {
+            generate::run(generate::GenerateArgs {
+                run: train_dir.clone(),
+                latency: latency_json.display().to_string(),
+                out: base_json.clone(),
+                encodings: None,
+            })?;
+            crate::encodings::run(crate::encodings::EncodingsArgs::new(
+                base_json.clone(),
+                encodings_dir.clone(),
+                encoding_images,
+            ))
+        },
+    )?;
     let plan_dir = out.join("plan");
     let plan_json = plan_dir.join("plan.json");
     let weights = plan_dir.join("model.safetensors");
     runner.run(
         Step {
             name: "generate",
-            settings: "plan from the trained model and the fitted models".into(),
-            inputs: vec![
-                train_dir.join("model.safetensors"),
-                train_dir.join("metrics.json"),
-                train_dir.join("config.json"),
-                latency_json.clone(),
-            ],
+            settings: "plan from the trained model, the fitted models and the encodings".into(),
+            inputs: [trained, vec![encodings_json.clone()]].concat(),
             outputs: vec![plan_json.clone(), weights.clone()],
         },
         || {
@@ -441,6 +472,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 run: train_dir.clone(),
                 latency: latency_json.display().to_string(),
                 out: plan_json.clone(),
+                encodings: Some(encodings_json.clone()),
             })
         },
     )?;
