@@ -853,3 +853,118 @@ mod tests {
         assert_eq!(median_partition(22), 11);
     }
 }
+
+/// The experiments' section on encodings, computed from the plan (its measured bytes and
+/// accuracies, its latency models): bytes per split at each exit's median partition,
+/// accuracy per family, and where (bandwidth × device speed) a middle partition wins with
+/// the encodings and with the paper's routes alone. Writes the maps into `out`.
+pub fn section(
+    out: &std::path::Path,
+    plan: &codegen::plan::Plan,
+    costs: &[runtime::plan::ExitCosts],
+    (deadline_ms, rtt_ms): (f64, f64),
+) -> anyhow::Result<crate::paper::Section> {
+    let mut md = String::new();
+    writeln!(
+        md,
+        "## Bytes on the wire: encodings as Edgent's third choice\n\nEdgent chooses (exit, partition, encoding); the baselines keep the raw image and `f32` activations. Bytes are the medians measured over the test set (`cargo xtask encodings`, in the plan), at each exit's median partition `N / 2`; accuracy is measured on the test set with that encoding at every split of the exit (a family's is its worst split's).\n\n| exit | p (tensor) | f32 | f32+zstd | f16+zstd | q8 | q8+zstd | q8c+zstd | u8 image | u8+zstd | exact acc. % | f16 % | q8 % | q8c % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    let names = ["f32", "f32+zstd", "f16+zstd", "q8", "q8+zstd", "q8c+zstd"];
+    for (exit, c) in plan.exits.iter().zip(costs) {
+        let p = exit.layers.len() / 2;
+        let bytes = |p: usize, name: &str| {
+            exit.partitions[p]
+                .encodings
+                .iter()
+                .find(|e| e.encoding == name)
+                .map_or("–".to_string(), |e| e.bytes_median.to_string())
+        };
+        let accuracy = |values: Option<Values>| {
+            c.families()
+                .iter()
+                .find(|f| f.lossy == values)
+                .map_or("–".to_string(), |f| format!("{:.2}", 100.0 * f.accuracy))
+        };
+        write!(
+            md,
+            "| {} | {p} ({}) |",
+            exit.exit,
+            exit.layers[p]
+                .input
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("×")
+        )?;
+        for name in names {
+            write!(md, " {} |", bytes(p, name))?;
+        }
+        writeln!(
+            md,
+            " {} | {} | {} | {} | {} | {} |",
+            bytes(0, "u8"),
+            bytes(0, "u8+zstd"),
+            accuracy(None),
+            accuracy(Some(Values::F16)),
+            accuracy(Some(Values::Q8)),
+            accuracy(Some(Values::Q8c)),
+        )?;
+    }
+    let bandwidths = plot::log_grid(10e3, 100e6, 8);
+    let factors = plot::log_grid(0.1, 10.0, 8);
+    let paper_routes: Vec<runtime::plan::ExitCosts> = costs
+        .iter()
+        .map(|c| runtime::plan::ExitCosts {
+            families: Vec::new(),
+            ..c.clone()
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for (file, title, costs) in [
+        (
+            "partition-map-encodings.png",
+            "This model, with encodings",
+            costs,
+        ),
+        (
+            "partition-map-f32.png",
+            "This model, raw image and f32 only",
+            &paper_routes[..],
+        ),
+    ] {
+        counts.push(plot::partition_map(
+            &out.join(file),
+            &plot::MapLabels {
+                title,
+                y_desc: "device time × (1 = the profiled device)",
+            },
+            costs,
+            (deadline_ms, rtt_ms),
+            &bandwidths,
+            &factors,
+        )?);
+    }
+    writeln!(
+        md,
+        "\n### Where a middle partition wins\n\nAlgorithm 1's placement over bandwidth (10 kbit/s to 100 Mbit/s) × device speed (every device time of the plan, encoding included, multiplied by 0.1 to 10; the edge unchanged), deadline {deadline_ms:.0} ms, {rtt_ms} ms round trip. With encodings: a middle partition in **{}** of {} cells (edge-only {}, device-only {}, nothing in time {}). With the raw image and `f32` only: **{}** (edge-only {}, device-only {}, nothing in time {}).\n\n![with encodings](partition-map-encodings.png)\n![f32 only](partition-map-f32.png)\n",
+        counts[0].middle,
+        counts[0].total(),
+        counts[0].edge_only,
+        counts[0].device_only,
+        counts[0].infeasible,
+        counts[1].middle,
+        counts[1].edge_only,
+        counts[1].device_only,
+        counts[1].infeasible,
+    )?;
+    let summary = format!(
+        "Encodings: a middle partition is Algorithm 1's choice in {} of {} (bandwidth, device speed) cells at {deadline_ms:.0} ms with them, in {} with the raw image and f32 alone.",
+        counts[0].middle,
+        counts[0].total(),
+        counts[1].middle
+    );
+    Ok(crate::paper::Section {
+        markdown: md,
+        summary,
+    })
+}

@@ -289,13 +289,14 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     for (rate, point) in rates.iter().zip(&by_rate) {
         let (e, p) = point.choice();
+        let sent = point.encoding_note();
         let paper = Costs::decide(&costs.paper, Policy::Edgent, *rate, fixed_deadline);
         let (m, pr) = (point.total_ms(), point.predicted_ms());
         let error = 100.0 * (m - pr).abs() / m;
         errors.push(error);
         writeln!(
             report,
-            "| {} | {e}, {p} | {m:.1} | {pr:.1} | {error:.1} | {:.1} | {} | {:.1} |",
+            "| {} | {e}, {p}{sent} | {m:.1} | {pr:.1} | {error:.1} | {:.1} | {} | {:.1} |",
             rate_in_words(*rate),
             100.0 * point.hit_rate(),
             crate::paper::plan_in_words(&paper),
@@ -403,10 +404,11 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     for (i, &deadline) in deadlines.iter().enumerate() {
         let edgent = &grid[&(i, Policy::Edgent)];
         let (e, p) = edgent.choice();
+        let sent = edgent.encoding_note();
         let paper = Costs::decide(&costs.paper, Policy::Edgent, fixed_rate, deadline);
         write!(
             report,
-            "| {deadline:.0} ms | {e}, {p} | {} |",
+            "| {deadline:.0} ms | {e}, {p}{sent} | {} |",
             crate::paper::plan_in_words(&paper)
         )?;
         write!(sampled, "| {deadline:.0} ms |")?;
@@ -631,6 +633,10 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     ));
     bar.finish_and_clear();
     drop(lab);
+    let encodings =
+        crate::encodings::section(&out, &costs.plan, &costs.here, (fixed_deadline, RTT_MS))?;
+    report.push_str(&encodings.markdown);
+    summary.push(encodings.summary);
     let paper = crate::paper::section(&out)?;
     report.push_str(&paper.markdown);
     summary.push(paper.summary);

@@ -193,6 +193,27 @@ impl Point {
             .map_or((0, 0), |(k, _)| k)
     }
 
+    /// The encoding most often sent for the most frequent choice, as ` (q8+zstd)`; empty
+    /// for device-only or traces without encodings.
+    pub fn encoding_note(&self) -> String {
+        let (exit, partition) = self.choice();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in &self.lines {
+            let plan = &l["plan"];
+            if plan["exit"].as_u64() == Some(exit as u64)
+                && plan["partition"].as_u64() == Some(partition as u64)
+            {
+                if let Some(e) = plan["encoding"].as_str() {
+                    *counts.entry(e).or_default() += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or(String::new(), |(e, _)| format!(" ({e})"))
+    }
+
     /// The fraction of requests for which `f` holds.
     pub fn rate(&self, f: impl Fn(&Value) -> bool) -> f64 {
         self.lines.iter().filter(|l| f(l)).count() as f64 / self.lines.len().max(1) as f64
