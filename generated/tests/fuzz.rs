@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use generated::fuzz::{FuzzArgs, in_process};
 use runtime::fuzz::{Outcome, check, load_frames};
+use runtime::wire::mutate::Mutation;
 use runtime::wire::protocol::ErrorCode;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_edgent-edge");
@@ -92,9 +93,15 @@ fn twenty_thousand_structured_cases_hold_every_invariant() {
             "no case ended in {name}: {outcomes:?}"
         );
     }
+    // Version 2's checks in good numbers: streams that do not inflate to their tensor,
+    // quantisation scales that are not finite and above 0.
+    for (name, least) in [("bad_compression", 500), ("bad_quantization", 100)] {
+        let n = outcomes.iter().find(|(o, _)| *o == name).map_or(0, |o| o.1);
+        assert!(n >= least, "{name}: {n} cases of 20,000");
+    }
     assert_eq!(
         run.tally.mutation_counts().len(),
-        26,
+        Mutation::ALL.len(),
         "every mutation is used"
     );
     // The same seed gives the same run, whatever the threads.

@@ -177,13 +177,18 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
     }
 }
 
-/// PROTOCOL.md's answer to `frames` under `accept`, from the bytes. `finite` holds whether
-/// every `f32` of the payload is finite, once worked out (both decoders read one payload).
-fn expected_decode<F: AsRef<[u8]>>(
-    frames: &[F],
-    accept: &Accept,
-    finite: &OnceCell<bool>,
-) -> Expected {
+/// What the oracle works out about a payload once, for the verdicts on both decoders
+/// (they read the same frames): the body a compressed payload inflates to (`None`: it does
+/// not inflate to the tensor's size), and whether its `f32` or `f16` values are finite.
+#[derive(Debug, Default)]
+struct Memo {
+    inflated: OnceCell<Option<Vec<u8>>>,
+    finite: OnceCell<bool>,
+}
+
+/// PROTOCOL.md's answer to `frames` under `accept`, from the bytes; `memo` keeps what one
+/// answer works out for the next.
+fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -> Expected {
     use ErrorCode::*;
     let [h, p] = frames else {
         return Expected::Code(BadFrames);
@@ -230,13 +235,10 @@ fn expected_decode<F: AsRef<[u8]>>(
     if compressed && p.is_empty() {
         return Expected::Code(BadLength);
     }
-    let inflated;
+    // The tensor's size depends on the header alone: both answers inflate to the same.
     let body = if compressed {
-        match inflate(p, needed as usize) {
-            Some(body) => {
-                inflated = body;
-                inflated.as_slice()
-            }
+        match memo.inflated.get_or_init(|| inflate(p, needed as usize)) {
+            Some(body) => body.as_slice(),
             None => return Expected::Code(BadCompression),
         }
     } else {
@@ -262,17 +264,24 @@ fn expected_decode<F: AsRef<[u8]>>(
             .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
         _ => true,
     };
-    if matches!(dtype, 2 | 3) && !*finite.get_or_init(all_finite) {
+    if matches!(dtype, 2 | 3) && !*memo.finite.get_or_init(all_finite) {
         return Expected::Code(NonFinite);
     }
     Expected::Ok
 }
 
+/// Largest window a zstd frame may declare, log2: libzstd's own limit on 64-bit targets.
+/// PROTOCOL.md refuses a stream for what it inflates to, never for its window (a receiver
+/// inflates into a buffer of the body's size and needs none), while the streaming decoder
+/// refuses windows over 2^27 unless told otherwise.
+const ZSTD_WINDOW_LOG_MAX: u32 = 31;
+
 /// A zstd payload inflated through the streaming decoder (not the edge's bulk one): the
 /// bytes when it gives exactly `expected` bytes, `None` when it is corrupt or another size.
 fn inflate(payload: &[u8], expected: usize) -> Option<Vec<u8>> {
     use std::io::Read;
-    let decoder = zstd::stream::read::Decoder::with_buffer(payload).ok()?;
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).ok()?;
+    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).ok()?;
     let mut out = Vec::new();
     decoder
         .take(expected as u64 + 1)
@@ -318,9 +327,9 @@ fn check_decoder<F: AsRef<[u8]>>(
     frames: &[F],
     accept: &Accept,
     which: &str,
-    finite: &OnceCell<bool>,
+    memo: &Memo,
 ) -> Result<Result<Message, ProtocolError>, String> {
-    let expected = expected_decode(frames, accept, finite);
+    let expected = expected_decode(frames, accept, memo);
     match Message::decode_with(frames, accept) {
         Ok(msg) if expected == Expected::Ok => {
             let again = msg.encode();
@@ -449,10 +458,10 @@ pub fn check<F: AsRef<[u8]>>(
     table: &LayerTable,
     plan: &ServedPlan,
 ) -> Result<Checked, String> {
-    let finite = OnceCell::new();
-    let any = check_decoder(frames, &Accept::ANY, "decode", &finite)?;
+    let memo = Memo::default();
+    let any = check_decoder(frames, &Accept::ANY, "decode", &memo)?;
     let accept = Accept::requests(plan.max_payload);
-    let request = check_decoder(frames, &accept, "decode_with(requests)", &finite)?;
+    let request = check_decoder(frames, &accept, "decode_with(requests)", &memo)?;
     // Both re-encode to `frames` when they decode: the same message.
     let decoded = any.as_ref().ok().map(|m| m.header.kind);
     let admitted = admission(frames, table, plan);
@@ -866,7 +875,7 @@ mod tests {
     }
 
     fn expected(frames: &[Vec<u8>], accept: &Accept) -> Expected {
-        expected_decode(frames, accept, &OnceCell::new())
+        expected_decode(frames, accept, &Memo::default())
     }
 
     #[test]
@@ -908,7 +917,7 @@ mod tests {
             &[bad, p.clone()],
             &Accept::requests(16),
             "decode",
-            &OnceCell::new(),
+            &Memo::default(),
         );
         assert!(
             wrong.is_ok(),
@@ -920,7 +929,7 @@ mod tests {
                 &[h.clone(), p.clone()],
                 &Accept::requests(1000),
                 "x",
-                &OnceCell::new()
+                &Memo::default()
             )
             .is_ok()
         );

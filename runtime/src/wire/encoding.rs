@@ -7,6 +7,7 @@
 //! the edge decodes whatever it gets, and every decoder here is bounded: a compressed
 //! stream may inflate to exactly the tensor's size, no more.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,12 @@ impl Values {
             Self::Q8c => shape.first().copied().unwrap_or(0),
             _ => 0,
         }
+    }
+
+    /// Whether a tensor of `ndim` dimensions can be written this way: `q8c` needs a channel
+    /// dimension and at least one more (2 or more dimensions); the rest take any.
+    pub fn fits(self, ndim: usize) -> bool {
+        self != Self::Q8c || ndim >= 2
     }
 
     /// Bytes of the body (before the lossless stage) for `elements` values in `groups`
@@ -296,9 +303,28 @@ pub fn from_f16(bits: &[u16]) -> Vec<f32> {
 /// per cent of level 3 at twice the speed (`cargo xtask encodings` measures both).
 pub const ZSTD_LEVEL: i32 = 1;
 
+thread_local! {
+    /// This thread's zstd contexts, made on first use: making one costs more than
+    /// inflating a small tensor. Each call resets what it uses, a failed one included.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
 /// The lossless stage: `body` compressed with zstd (one frame, with its content size).
 pub fn compress(body: &[u8]) -> Vec<u8> {
-    zstd::bulk::compress(body, ZSTD_LEVEL).expect("zstd compresses any input in memory")
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        let compressor = match compressor {
+            Some(c) => c,
+            None => compressor.insert(
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a zstd context at level 1"),
+            ),
+        };
+        compressor
+            .compress(body)
+            .expect("zstd compresses any input in memory")
+    })
 }
 
 /// Why a compressed payload was refused.
@@ -343,9 +369,17 @@ impl std::error::Error for InflateError {}
 pub fn decompress(compressed: &[u8], expected: usize) -> Result<Vec<u8>, InflateError> {
     // One byte of room past the tensor tells "exactly" from "more".
     let mut out = Vec::with_capacity(expected + 1);
-    let mut decoder = zstd::bulk::Decompressor::new()
-        .map_err(|e| InflateError::Corrupt(format!("no decoder: {e}")))?;
-    match decoder.decompress_to_buffer(compressed, &mut out) {
+    let inflated = DECOMPRESSOR.with_borrow_mut(|decoder| {
+        let decoder = match decoder {
+            Some(d) => d,
+            None => decoder.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| InflateError::Corrupt(format!("no decoder: {e}")))?,
+            ),
+        };
+        Ok(decoder.decompress_to_buffer(compressed, &mut out))
+    })?;
+    match inflated {
         Ok(n) if n == expected => Ok(out),
         Ok(n) if n > expected => Err(InflateError::TooLarge { expected }),
         Ok(got) => Err(InflateError::TooShort { got, expected }),
@@ -452,7 +486,13 @@ mod tests {
             Err(InflateError::Corrupt(_))
         ));
         // Two frames back to back inflate to both: more than one tensor's worth.
-        let twice = [packed.clone(), packed].concat();
+        let twice = [packed.clone(), packed.clone()].concat();
         assert!(decompress(&twice, body.len()).is_err());
+        // This thread's contexts, used by every call above, still give the same bytes.
+        assert_eq!(decompress(&packed, body.len()).unwrap(), body);
+        assert_eq!(
+            compress(&body),
+            zstd::bulk::compress(&body, ZSTD_LEVEL).unwrap()
+        );
     }
 }

@@ -109,7 +109,8 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    fn from_u8(v: u8) -> Option<Self> {
+    /// The dtype of a `dtype` byte without its [`COMPRESSED`] bit, if it is one.
+    pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::None,
             1 => Self::U8,
@@ -496,7 +497,7 @@ impl Header {
             }
             _ => {}
         }
-        if dtype == Dtype::Q8c && ndim < 2 {
+        if dtype.values().is_some_and(|v| !v.fits(ndim)) {
             return Err(fail(
                 ErrorCode::BadDtype,
                 format!("q8c has a scale per channel: it needs 2 or more dimensions, not {ndim}"),
