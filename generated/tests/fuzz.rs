@@ -42,6 +42,27 @@ fn every_saved_case_replays_cleanly() {
         ("no-frames", Outcome::Refused(ErrorCode::BadFrames)),
         ("exit5-image", Outcome::Run),
         ("nan-activation", Outcome::Refused(ErrorCode::NonFinite)),
+        // Version 2. The first two broke the oracle, not the edge: a frame with a 2 GiB
+        // window is valid zstd (the oracle's streaming decoder refused windows over
+        // 2^27); a frame declaring 8 bytes that holds an empty last block is corrupt
+        // (libzstd's streaming decoder let it through block by block).
+        ("zstd-window-2gib", Outcome::Run),
+        (
+            "zstd-frame-short-of-its-declared-size",
+            Outcome::Refused(ErrorCode::BadCompression),
+        ),
+        (
+            "zstd-bomb-16mib",
+            Outcome::Refused(ErrorCode::BadCompression),
+        ),
+        (
+            "q8c-zero-scale",
+            Outcome::Refused(ErrorCode::BadQuantization),
+        ),
+        ("f16-infinity", Outcome::Refused(ErrorCode::NonFinite)),
+        ("version-1-q8", Outcome::Refused(ErrorCode::BadDtype)),
+        ("version-1-image", Outcome::Run),
+        ("image-u8-zstd", Outcome::Run),
     ];
     for (name, outcome) in expected {
         let (path, frames) = cases

@@ -276,17 +276,35 @@ fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -
 /// refuses windows over 2^27 unless told otherwise.
 const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 
-/// A zstd payload inflated through the streaming decoder (not the edge's bulk one): the
-/// bytes when it gives exactly `expected` bytes, `None` when it is corrupt or another size.
+/// A zstd payload inflated apart from the edge's bulk decoder: frame by frame (skippable
+/// frames too), each through the streaming decoder and held to the content size its
+/// header declares, `expected + 1` bytes at most in all. The bytes when they are exactly
+/// `expected`; `None` when the stream is corrupt, truncated, or inflates to another size.
+///
+/// The declared sizes are checked here because libzstd's streaming decoder checks them only
+/// on its one-shot path (an output buffer as large as the frame): block by block, an empty
+/// last block ends a frame unchecked, so a frame declaring 8 bytes and holding none read
+/// as empty through the last byte of room `expected + 1` leaves.
 fn inflate(payload: &[u8], expected: usize) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).ok()?;
-    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).ok()?;
+    use zstd::zstd_safe;
     let mut out = Vec::new();
-    decoder
-        .take(expected as u64 + 1)
-        .read_to_end(&mut out)
-        .ok()?;
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let len = zstd_safe::find_frame_compressed_size(rest).ok()?;
+        let (frame, tail) = rest.split_at_checked(len)?;
+        let declared = zstd_safe::get_frame_content_size(frame).ok()?;
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(frame)
+            .ok()?
+            .single_frame();
+        decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).ok()?;
+        let room = (expected + 1).saturating_sub(out.len()) as u64;
+        let n = decoder.take(room).read_to_end(&mut out).ok()?;
+        if out.len() > expected || declared.is_some_and(|d| d != n as u64) {
+            return None;
+        }
+        rest = tail;
+    }
     (out.len() == expected).then_some(out)
 }
 

@@ -118,8 +118,9 @@ pub enum Mutation {
     InflateSize,
     /// The payload's zstd stream (the tensor compressed first when it is not) damaged: cut
     /// inside the frame or by its last bytes, a bit or byte changed past the magic, the
-    /// magic damaged, bytes after the frame; or padded validly (a skippable frame before or
-    /// after it, an empty frame after it).
+    /// magic damaged, bytes after the frame, or written as a frame declaring another size
+    /// than it holds; or padded validly (a skippable frame before or after it, an empty
+    /// frame after it).
     CorruptStream,
     /// A `q8`/`q8c` tensor (another tensor quantised first) with one scale 0, −0, negative,
     /// NaN or infinite, or valid but odd (subnormal, tiny, huge), or another zero point.
@@ -970,7 +971,7 @@ impl Corpus {
         if n <= ZSTD_MAGIC.len() {
             return;
         }
-        match rng.random_range(0..8) {
+        match rng.random_range(0..9) {
             // Cut inside the frame, or by its last bytes.
             0 => stream.truncate(rng.random_range(1..n)),
             1 => stream.truncate(n - rng.random_range(1..=3.min(n - 1))),
@@ -996,7 +997,20 @@ impl Corpus {
                 }
             }
             // An empty frame after.
-            _ => stream.extend(encoding::compress(&[])),
+            7 => stream.extend(encoding::compress(&[])),
+            // A frame written here declaring a few bytes more or fewer than it holds, its
+            // last block empty (libzstd checks the size on its one-shot path only).
+            _ => {
+                let by = rng.random_range(1..=8);
+                let declared = if rng.random_bool(0.5) {
+                    body.len() + by
+                } else {
+                    body.len().saturating_sub(by)
+                };
+                let mut blocks: Vec<Block> = body.chunks(ZSTD_BLOCK).map(Block::Raw).collect();
+                blocks.push(Block::Raw(&[]));
+                stream = zstd_frame(17, Some(declared as u64), &blocks);
+            }
         }
         set_compressed(frames);
         frames[1] = stream;
