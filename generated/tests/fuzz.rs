@@ -59,6 +59,9 @@ fn every_saved_case_replays_cleanly() {
             "q8c-zero-scale",
             Outcome::Refused(ErrorCode::BadQuantization),
         ),
+        // Found by the socket run: a q8c scale of f32::MAX is finite and above 0, yet its
+        // codes stand for infinities; admitted, the edge sent back NaN logits.
+        ("q8c-scale-f32-max", Outcome::Refused(ErrorCode::NonFinite)),
         ("f16-infinity", Outcome::Refused(ErrorCode::NonFinite)),
         ("version-1-q8", Outcome::Refused(ErrorCode::BadDtype)),
         ("version-1-image", Outcome::Run),

@@ -179,7 +179,8 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
 
 /// What the oracle works out about a payload once, for the verdicts on both decoders
 /// (they read the same frames): the body a compressed payload inflates to (`None`: it does
-/// not inflate to the tensor's size), and whether its `f32` or `f16` values are finite.
+/// not inflate to the tensor's size), and whether its values are finite (`f32`, `f16`, and
+/// what `q8`/`q8c` codes stand for).
 #[derive(Debug, Default)]
 struct Memo {
     inflated: OnceCell<Option<Vec<u8>>>,
@@ -262,9 +263,25 @@ fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -
         3 => body
             .chunks_exact(2)
             .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
+        // q8, q8c: each group's widest code from its zero point, times its scale (the
+        // scales are finite and above 0 by now, and the product grows with the distance).
+        4 | 5 => {
+            let g = groups as usize;
+            let (scales, rest) = body.split_at(4 * g);
+            let (zero_points, codes) = rest.split_at(g);
+            let per_group = (codes.len() / g).max(1);
+            codes
+                .chunks(per_group)
+                .zip(zero_points)
+                .zip(scales.chunks_exact(4))
+                .all(|((run, &zero), s)| {
+                    let widest = run.iter().map(|&q| q.abs_diff(zero)).max().unwrap_or(0);
+                    (f32::from(widest) * f32::from_le_bytes([s[0], s[1], s[2], s[3]])).is_finite()
+                })
+        }
         _ => true,
     };
-    if matches!(dtype, 2 | 3) && !*memo.finite.get_or_init(all_finite) {
+    if (2..=5).contains(&dtype) && !*memo.finite.get_or_init(all_finite) {
         return Expected::Code(NonFinite);
     }
     Expected::Ok

@@ -241,8 +241,8 @@ impl Quantized {
             .find(|&(_, s)| !(s.is_finite() && s > 0.0))
     }
 
-    /// The values back as `f32`.
-    pub fn dequantize(&self) -> Vec<f32> {
+    /// The values the codes stand for, in order: `(q − zero point) · scale` in `f32`.
+    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
         let groups = self.scales.len().max(1);
         let per_group = (self.values.len() / groups).max(1);
         self.values
@@ -253,7 +253,11 @@ impl Quantized {
                     .iter()
                     .map(move |&q| (f32::from(q) - f32::from(zero)) * scale)
             })
-            .collect()
+    }
+
+    /// The values back as `f32`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.values().collect()
     }
 
     /// The body on the wire: scales (f32, little-endian), zero points, codes.
@@ -436,6 +440,18 @@ mod tests {
             assert_eq!(bytes.len(), Values::Q8.body_len(64, groups).unwrap());
             assert_eq!(Quantized::from_bytes(&bytes, groups), q);
         }
+    }
+
+    #[test]
+    fn a_valid_scale_can_still_overflow_a_value() {
+        // f32::MAX is a finite scale above 0, yet (255 − 0) · f32::MAX is infinite.
+        let q = Quantized {
+            scales: vec![f32::MAX],
+            zero_points: vec![0],
+            values: vec![0, 1, 255],
+        };
+        assert!(q.bad_scale().is_none());
+        assert_eq!(q.values().position(|v| !v.is_finite()), Some(2));
     }
 
     #[test]

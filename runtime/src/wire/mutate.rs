@@ -123,7 +123,8 @@ pub enum Mutation {
     /// frame after it).
     CorruptStream,
     /// A `q8`/`q8c` tensor (another tensor quantised first) with one scale 0, −0, negative,
-    /// NaN or infinite, or valid but odd (subnormal, tiny, huge), or another zero point.
+    /// NaN or infinite, or valid but odd (subnormal, tiny, or `f32::MAX`, whose values
+    /// overflow unless every code is the zero point), or another zero point.
     QuantScale,
     /// NaN or an infinity (or a finite oddity: −0, a subnormal, 65504) in an `f16` tensor
     /// (another tensor converted to `f16` first; any other payload blindly).
@@ -1540,8 +1541,8 @@ mod tests {
             answers(&corpus, Mutation::CorruptStream, &frames, &damaged, &seen);
         }
         for frames in [t(1, "f32"), t(1, "q8c+zstd"), t(2, "q8")] {
-            let both = [None, Some(BadQuantization)];
-            answers(&corpus, Mutation::QuantScale, &frames, &both, &both);
+            let all = [None, Some(BadQuantization), Some(NonFinite)];
+            answers(&corpus, Mutation::QuantScale, &frames, &all, &all);
         }
         for frames in [t(1, "f16+zstd"), t(2, "f32"), t(0, "u8+zstd")] {
             let both = [None, Some(NonFinite)];
