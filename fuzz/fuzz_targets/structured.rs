@@ -3,7 +3,8 @@
 //!
 //! The input's first 8 bytes seed the mutator; the rest, split into frames at every
 //! `0xFF 0xFE` pair, is one more starting point next to the valid messages of every type.
-//! Each input gives one case; whatever decodes must re-encode to the very same frames.
+//! Each input gives one case; whatever decodes must re-encode to the very same frames (a
+//! compressed payload: to frames that decode to the same message).
 //! (The workspace's `edgent-edge fuzz` runs the same mutator on stable, with the edge's
 //! admission checks on the committed plan.)
 
@@ -14,10 +15,15 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
 
-// Both modules depend only on std, `hex` and `rand`: compile them here without burn.
+// These modules depend only on std, `hex`, `half`, `serde`, `zstd` and `rand`: compile
+// them here without burn.
 #[allow(dead_code)]
 #[path = "../../runtime/src/wire/protocol.rs"]
 mod protocol;
+
+#[allow(dead_code)]
+#[path = "../../runtime/src/wire/encoding.rs"]
+mod encoding;
 
 #[allow(dead_code)]
 #[path = "../../runtime/src/wire/mutate.rs"]
@@ -70,22 +76,32 @@ fn split(data: &[u8]) -> Vec<Vec<u8>> {
 static CORPUS: OnceLock<mutate::Corpus> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
+    use rand::Rng;
     let Some((seed, rest)) = data.split_first_chunk::<8>() else {
         return;
     };
-    let mut corpus = CORPUS.get_or_init(corpus).clone();
-    corpus.add_given(split(rest));
+    let corpus = CORPUS.get_or_init(corpus);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from_le_bytes(*seed));
-    let case = corpus.case(&mut rng);
-    if let Ok(msg) = protocol::Message::decode(&case.frames) {
-        assert_eq!(
-            msg.encode().to_vec(),
-            case.frames,
-            "re-encodes to the same frames"
-        );
+    // The input's frames, mutated, 3 times in 100 (as `Corpus::case` picks given frames);
+    // else a case from the valid messages.
+    let frames = if !rest.is_empty() && rng.random_ratio(3, 100) {
+        let mut frames = split(rest);
+        corpus.mutate(&mut frames, &mut rng);
+        frames
+    } else {
+        corpus.case(&mut rng).frames
+    };
+    if let Ok(msg) = protocol::Message::decode(&frames) {
+        let again = msg.encode().to_vec();
+        if msg.header.compressed {
+            assert_eq!(again[0], frames[0], "re-encodes to the same header");
+            assert_eq!(protocol::Message::decode(&again).ok(), Some(msg));
+        } else {
+            assert_eq!(again, frames, "re-encodes to the same frames");
+        }
     }
     let accept = protocol::Accept::requests(128 << 10);
-    if let Ok(msg) = protocol::Message::decode_with(&case.frames, &accept) {
-        assert_eq!(protocol::Message::decode(&case.frames).ok(), Some(msg));
+    if let Ok(msg) = protocol::Message::decode_with(&frames, &accept) {
+        assert_eq!(protocol::Message::decode(&frames).ok(), Some(msg));
     }
 });

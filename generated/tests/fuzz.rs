@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use generated::fuzz::{FuzzArgs, in_process};
 use runtime::fuzz::{Outcome, check, load_frames};
+use runtime::wire::mutate::Mutation;
 use runtime::wire::protocol::ErrorCode;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_edgent-edge");
@@ -41,6 +42,30 @@ fn every_saved_case_replays_cleanly() {
         ("no-frames", Outcome::Refused(ErrorCode::BadFrames)),
         ("exit5-image", Outcome::Run),
         ("nan-activation", Outcome::Refused(ErrorCode::NonFinite)),
+        // Version 2. The first two broke the oracle, not the edge: a frame with a 2 GiB
+        // window is valid zstd (the oracle's streaming decoder refused windows over
+        // 2^27); a frame declaring 8 bytes that holds an empty last block is corrupt
+        // (libzstd's streaming decoder let it through block by block).
+        ("zstd-window-2gib", Outcome::Run),
+        (
+            "zstd-frame-short-of-its-declared-size",
+            Outcome::Refused(ErrorCode::BadCompression),
+        ),
+        (
+            "zstd-bomb-16mib",
+            Outcome::Refused(ErrorCode::BadCompression),
+        ),
+        (
+            "q8c-zero-scale",
+            Outcome::Refused(ErrorCode::BadQuantization),
+        ),
+        // Found by the socket run: a q8c scale of f32::MAX is finite and above 0, yet its
+        // codes stand for infinities; admitted, the edge sent back NaN logits.
+        ("q8c-scale-f32-max", Outcome::Refused(ErrorCode::NonFinite)),
+        ("f16-infinity", Outcome::Refused(ErrorCode::NonFinite)),
+        ("version-1-q8", Outcome::Refused(ErrorCode::BadDtype)),
+        ("version-1-image", Outcome::Run),
+        ("image-u8-zstd", Outcome::Run),
     ];
     for (name, outcome) in expected {
         let (path, frames) = cases
@@ -92,9 +117,15 @@ fn twenty_thousand_structured_cases_hold_every_invariant() {
             "no case ended in {name}: {outcomes:?}"
         );
     }
+    // Version 2's checks in good numbers: streams that do not inflate to their tensor,
+    // quantisation scales that are not finite and above 0.
+    for (name, least) in [("bad_compression", 500), ("bad_quantization", 100)] {
+        let n = outcomes.iter().find(|(o, _)| *o == name).map_or(0, |o| o.1);
+        assert!(n >= least, "{name}: {n} cases of 20,000");
+    }
     assert_eq!(
         run.tally.mutation_counts().len(),
-        26,
+        Mutation::ALL.len(),
         "every mutation is used"
     );
     // The same seed gives the same run, whatever the threads.

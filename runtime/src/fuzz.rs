@@ -177,13 +177,19 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
     }
 }
 
-/// PROTOCOL.md's answer to `frames` under `accept`, from the bytes. `finite` holds whether
-/// every `f32` of the payload is finite, once worked out (both decoders read one payload).
-fn expected_decode<F: AsRef<[u8]>>(
-    frames: &[F],
-    accept: &Accept,
-    finite: &OnceCell<bool>,
-) -> Expected {
+/// What the oracle works out about a payload once, for the verdicts on both decoders
+/// (they read the same frames): the body a compressed payload inflates to (`None`: it does
+/// not inflate to the tensor's size), and whether its values are finite (`f32`, `f16`, and
+/// what `q8`/`q8c` codes stand for).
+#[derive(Debug, Default)]
+struct Memo {
+    inflated: OnceCell<Option<Vec<u8>>>,
+    finite: OnceCell<bool>,
+}
+
+/// PROTOCOL.md's answer to `frames` under `accept`, from the bytes; `memo` keeps what one
+/// answer works out for the next.
+fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -> Expected {
     use ErrorCode::*;
     let [h, p] = frames else {
         return Expected::Code(BadFrames);
@@ -230,13 +236,10 @@ fn expected_decode<F: AsRef<[u8]>>(
     if compressed && p.is_empty() {
         return Expected::Code(BadLength);
     }
-    let inflated;
+    // The tensor's size depends on the header alone: both answers inflate to the same.
     let body = if compressed {
-        match inflate(p, needed as usize) {
-            Some(body) => {
-                inflated = body;
-                inflated.as_slice()
-            }
+        match memo.inflated.get_or_init(|| inflate(p, needed as usize)) {
+            Some(body) => body.as_slice(),
             None => return Expected::Code(BadCompression),
         }
     } else {
@@ -260,24 +263,65 @@ fn expected_decode<F: AsRef<[u8]>>(
         3 => body
             .chunks_exact(2)
             .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
+        // q8, q8c: each group's widest code from its zero point, times its scale (the
+        // scales are finite and above 0 by now, and the product grows with the distance).
+        4 | 5 => {
+            let g = groups as usize;
+            let (scales, rest) = body.split_at(4 * g);
+            let (zero_points, codes) = rest.split_at(g);
+            let per_group = (codes.len() / g).max(1);
+            codes
+                .chunks(per_group)
+                .zip(zero_points)
+                .zip(scales.chunks_exact(4))
+                .all(|((run, &zero), s)| {
+                    let widest = run.iter().map(|&q| q.abs_diff(zero)).max().unwrap_or(0);
+                    (f32::from(widest) * f32::from_le_bytes([s[0], s[1], s[2], s[3]])).is_finite()
+                })
+        }
         _ => true,
     };
-    if matches!(dtype, 2 | 3) && !*finite.get_or_init(all_finite) {
+    if (2..=5).contains(&dtype) && !*memo.finite.get_or_init(all_finite) {
         return Expected::Code(NonFinite);
     }
     Expected::Ok
 }
 
-/// A zstd payload inflated through the streaming decoder (not the edge's bulk one): the
-/// bytes when it gives exactly `expected` bytes, `None` when it is corrupt or another size.
+/// Largest window a zstd frame may declare, log2: libzstd's own limit on 64-bit targets.
+/// PROTOCOL.md refuses a stream for what it inflates to, never for its window (a receiver
+/// inflates into a buffer of the body's size and needs none), while the streaming decoder
+/// refuses windows over 2^27 unless told otherwise.
+const ZSTD_WINDOW_LOG_MAX: u32 = 31;
+
+/// A zstd payload inflated apart from the edge's bulk decoder: frame by frame (skippable
+/// frames too), each through the streaming decoder and held to the content size its
+/// header declares, `expected + 1` bytes at most in all. The bytes when they are exactly
+/// `expected`; `None` when the stream is corrupt, truncated, or inflates to another size.
+///
+/// The declared sizes are checked here because libzstd's streaming decoder checks them only
+/// on its one-shot path (an output buffer as large as the frame): block by block, an empty
+/// last block ends a frame unchecked, so a frame declaring 8 bytes and holding none read
+/// as empty through the last byte of room `expected + 1` leaves.
 fn inflate(payload: &[u8], expected: usize) -> Option<Vec<u8>> {
     use std::io::Read;
-    let decoder = zstd::stream::read::Decoder::with_buffer(payload).ok()?;
+    use zstd::zstd_safe;
     let mut out = Vec::new();
-    decoder
-        .take(expected as u64 + 1)
-        .read_to_end(&mut out)
-        .ok()?;
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let len = zstd_safe::find_frame_compressed_size(rest).ok()?;
+        let (frame, tail) = rest.split_at_checked(len)?;
+        let declared = zstd_safe::get_frame_content_size(frame).ok()?;
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(frame)
+            .ok()?
+            .single_frame();
+        decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).ok()?;
+        let room = (expected + 1).saturating_sub(out.len()) as u64;
+        let n = decoder.take(room).read_to_end(&mut out).ok()?;
+        if out.len() > expected || declared.is_some_and(|d| d != n as u64) {
+            return None;
+        }
+        rest = tail;
+    }
     (out.len() == expected).then_some(out)
 }
 
@@ -318,9 +362,9 @@ fn check_decoder<F: AsRef<[u8]>>(
     frames: &[F],
     accept: &Accept,
     which: &str,
-    finite: &OnceCell<bool>,
+    memo: &Memo,
 ) -> Result<Result<Message, ProtocolError>, String> {
-    let expected = expected_decode(frames, accept, finite);
+    let expected = expected_decode(frames, accept, memo);
     match Message::decode_with(frames, accept) {
         Ok(msg) if expected == Expected::Ok => {
             let again = msg.encode();
@@ -449,10 +493,10 @@ pub fn check<F: AsRef<[u8]>>(
     table: &LayerTable,
     plan: &ServedPlan,
 ) -> Result<Checked, String> {
-    let finite = OnceCell::new();
-    let any = check_decoder(frames, &Accept::ANY, "decode", &finite)?;
+    let memo = Memo::default();
+    let any = check_decoder(frames, &Accept::ANY, "decode", &memo)?;
     let accept = Accept::requests(plan.max_payload);
-    let request = check_decoder(frames, &accept, "decode_with(requests)", &finite)?;
+    let request = check_decoder(frames, &accept, "decode_with(requests)", &memo)?;
     // Both re-encode to `frames` when they decode: the same message.
     let decoded = any.as_ref().ok().map(|m| m.header.kind);
     let admitted = admission(frames, table, plan);
@@ -866,7 +910,7 @@ mod tests {
     }
 
     fn expected(frames: &[Vec<u8>], accept: &Accept) -> Expected {
-        expected_decode(frames, accept, &OnceCell::new())
+        expected_decode(frames, accept, &Memo::default())
     }
 
     #[test]
@@ -908,7 +952,7 @@ mod tests {
             &[bad, p.clone()],
             &Accept::requests(16),
             "decode",
-            &OnceCell::new(),
+            &Memo::default(),
         );
         assert!(
             wrong.is_ok(),
@@ -920,7 +964,7 @@ mod tests {
                 &[h.clone(), p.clone()],
                 &Accept::requests(1000),
                 "x",
-                &OnceCell::new()
+                &Memo::default()
             )
             .is_ok()
         );

@@ -7,6 +7,7 @@
 //! the edge decodes whatever it gets, and every decoder here is bounded: a compressed
 //! stream may inflate to exactly the tensor's size, no more.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,12 @@ impl Values {
             Self::Q8c => shape.first().copied().unwrap_or(0),
             _ => 0,
         }
+    }
+
+    /// Whether a tensor of `ndim` dimensions can be written this way: `q8c` needs a channel
+    /// dimension and at least one more (2 or more dimensions); the rest take any.
+    pub fn fits(self, ndim: usize) -> bool {
+        self != Self::Q8c || ndim >= 2
     }
 
     /// Bytes of the body (before the lossless stage) for `elements` values in `groups`
@@ -248,8 +255,8 @@ impl Quantized {
             .find(|&(_, s)| !(s.is_finite() && s > 0.0))
     }
 
-    /// The values back as `f32`.
-    pub fn dequantize(&self) -> Vec<f32> {
+    /// The values the codes stand for, in order: `(q − zero point) · scale` in `f32`.
+    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
         let groups = self.scales.len().max(1);
         let per_group = (self.values.len() / groups).max(1);
         self.values
@@ -260,7 +267,11 @@ impl Quantized {
                     .iter()
                     .map(move |&q| (f32::from(q) - f32::from(zero)) * scale)
             })
-            .collect()
+    }
+
+    /// The values back as `f32`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.values().collect()
     }
 
     /// The body on the wire: scales (f32, little-endian), zero points, codes.
@@ -310,9 +321,28 @@ pub fn from_f16(bits: &[u16]) -> Vec<f32> {
 /// per cent of level 3 at twice the speed (`cargo xtask encodings` measures both).
 pub const ZSTD_LEVEL: i32 = 1;
 
+thread_local! {
+    /// This thread's zstd contexts, made on first use: making one costs more than
+    /// inflating a small tensor. Each call resets what it uses, a failed one included.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
 /// The lossless stage: `body` compressed with zstd (one frame, with its content size).
 pub fn compress(body: &[u8]) -> Vec<u8> {
-    zstd::bulk::compress(body, ZSTD_LEVEL).expect("zstd compresses any input in memory")
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        let compressor = match compressor {
+            Some(c) => c,
+            None => compressor.insert(
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a zstd context at level 1"),
+            ),
+        };
+        compressor
+            .compress(body)
+            .expect("zstd compresses any input in memory")
+    })
 }
 
 /// Why a compressed payload was refused.
@@ -357,9 +387,17 @@ impl std::error::Error for InflateError {}
 pub fn decompress(compressed: &[u8], expected: usize) -> Result<Vec<u8>, InflateError> {
     // One byte of room past the tensor tells "exactly" from "more".
     let mut out = Vec::with_capacity(expected + 1);
-    let mut decoder = zstd::bulk::Decompressor::new()
-        .map_err(|e| InflateError::Corrupt(format!("no decoder: {e}")))?;
-    match decoder.decompress_to_buffer(compressed, &mut out) {
+    let inflated = DECOMPRESSOR.with_borrow_mut(|decoder| {
+        let decoder = match decoder {
+            Some(d) => d,
+            None => decoder.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| InflateError::Corrupt(format!("no decoder: {e}")))?,
+            ),
+        };
+        Ok(decoder.decompress_to_buffer(compressed, &mut out))
+    })?;
+    match inflated {
         Ok(n) if n == expected => Ok(out),
         Ok(n) if n > expected => Err(InflateError::TooLarge { expected }),
         Ok(got) => Err(InflateError::TooShort { got, expected }),
@@ -419,6 +457,18 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_scale_can_still_overflow_a_value() {
+        // f32::MAX is a finite scale above 0, yet (255 − 0) · f32::MAX is infinite.
+        let q = Quantized {
+            scales: vec![f32::MAX],
+            zero_points: vec![0],
+            values: vec![0, 1, 255],
+        };
+        assert!(q.bad_scale().is_none());
+        assert_eq!(q.values().position(|v| !v.is_finite()), Some(2));
+    }
+
+    #[test]
     fn a_constant_or_zero_group_quantises_without_dividing_by_zero() {
         let q = Quantized::quantize(&[0.0; 8], 2);
         assert!(q.bad_scale().is_none());
@@ -466,7 +516,13 @@ mod tests {
             Err(InflateError::Corrupt(_))
         ));
         // Two frames back to back inflate to both: more than one tensor's worth.
-        let twice = [packed.clone(), packed].concat();
+        let twice = [packed.clone(), packed.clone()].concat();
         assert!(decompress(&twice, body.len()).is_err());
+        // This thread's contexts, used by every call above, still give the same bytes.
+        assert_eq!(decompress(&packed, body.len()).unwrap(), body);
+        assert_eq!(
+            compress(&body),
+            zstd::bulk::compress(&body, ZSTD_LEVEL).unwrap()
+        );
     }
 }

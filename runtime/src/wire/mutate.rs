@@ -2,22 +2,27 @@
 //! (`edgent-edge fuzz`, `cargo xtask fuzz`).
 //!
 //! A [`Corpus`] holds valid messages of every type for a plan's shapes: an Infer at every
-//! (exit, partition) with the right dtype, shape and payload (the `u8` image at `p = 0`,
-//! `f32` activations after), Pings with and without padding, Results, Errors with every
-//! code, a Pong. [`Corpus::case`] takes one, freshens its request id and deadline, and
-//! stacks a few [`Mutation`]s on it: blind ones (bit flips, byte sets, truncations,
-//! extensions, splices, extra, missing and empty frames) and field-aware ones (magic,
-//! version, type, dtype, ndim, shape, exit, partition, code, digest, request id, the fields a
-//! request must leave 0, NaN and infinities in `f32` tensors, shapes whose product
-//! overflows or passes the payload limit, a consistent reshape of header and payload).
+//! (exit, partition) in every encoding valid there (the `u8` image at `p = 0`, raw or
+//! through zstd; `f32`, `f16`, `q8` or `q8c` activations after, each raw or through zstd),
+//! and in version 1 (`u8` or `f32`); Pings with and without padding (versions 1 and 2),
+//! Results, Errors with every code, a Pong. [`Corpus::case`] takes one, freshens its request
+//! id and deadline, and stacks a few [`Mutation`]s on it: blind ones (bit flips, byte sets,
+//! truncations, extensions, splices, extra, missing and empty frames) and field-aware ones
+//! (magic, version, type, dtype, ndim, shape, exit, partition, code, digest, request id, the
+//! fields a request must leave 0, NaN and infinities in `f32` and `f16` tensors, shapes
+//! whose product overflows or passes the payload limit, a consistent reshape of header and
+//! payload, the version switched, another encoding, the compression bit, zstd bombs,
+//! streams a few bytes off the tensor's size, damaged streams, bad quantisation scales).
 //!
-//! This module depends only on [`super::protocol`] and `rand`, so a cargo-fuzz target can
-//! compile it by `#[path]` as it does the protocol.
+//! This module depends only on [`super::protocol`], [`super::encoding`] (zstd) and `rand`,
+//! so a cargo-fuzz target can compile it by `#[path]` as it does the protocol.
 
 use rand::Rng;
 
+use super::encoding::{self, Encoding, Values};
 use super::protocol::{
-    Dtype, ErrorCode, HEADER_LEN, Header, MAX_DIMS, Message, MessageType, Payload,
+    COMPRESSED, Dtype, ErrorCode, HEADER_LEN, Header, MAX_DIMS, MAX_PAYLOAD, Message, MessageType,
+    OLDEST_VERSION, Payload, VERSION,
 };
 
 /// The frames of one message, as they cross the socket (no routing envelope).
@@ -51,11 +56,12 @@ pub enum Mutation {
     Extend,
     /// Damage the magic `EDGT`.
     Magic,
-    /// Another protocol version.
+    /// A protocol version this build does not speak (0, 3, 0x7F, 0x80, 0xFF).
     Version,
     /// Another (or an unknown) message type.
     Type,
-    /// Another (or an unknown) dtype, payload unchanged.
+    /// Another (or an unknown) dtype, with or without the compression bit, payload
+    /// unchanged.
     Dtype,
     /// Another `ndim`, dimensions unchanged.
     Ndim,
@@ -81,7 +87,8 @@ pub enum Mutation {
     RequestId,
     /// A field a request must leave 0 set (or every such field cleared).
     MustBeZero,
-    /// NaN or an infinity (or a finite oddity: −0, a subnormal, `f32::MAX`) in the payload.
+    /// NaN or an infinity (or a finite oddity: −0, a subnormal, `f32::MAX`) in an `f32`
+    /// tensor (another tensor converted to `f32` first; any other payload blindly).
     NonFinite,
     /// An extra frame (empty, random, a header) somewhere.
     ExtraFrame,
@@ -96,11 +103,40 @@ pub enum Mutation {
     DtypeSwap,
     /// A text payload: valid UTF-8 (multi-byte too), or bytes that are not.
     Text,
+    /// The other version this build speaks: 2 → 1, anything else → 2 (a version-1 message
+    /// with a version-2 encoding is `bad_dtype`).
+    VersionSwitch,
+    /// The dtype byte's compression bit flipped; half the time the payload follows:
+    /// inflated back, or compressed (by zstd, or as a frame of raw blocks written here,
+    /// declaring a window of 1 KiB to 2 GiB, with or without its content size).
+    Compression,
+    /// A zstd stream that inflates far past the tensor: zstd of 16 MiB of zeros (its size
+    /// declared), a frame of 128 KiB RLE blocks written here (no size declared), or the
+    /// tensor's own stream 2 to 4 times over.
+    Bomb,
+    /// A zstd stream of the tensor's body a few bytes (1–8, or up to 256) short or long.
+    InflateSize,
+    /// The payload's zstd stream (the tensor compressed first when it is not) damaged: cut
+    /// inside the frame or by its last bytes, a bit or byte changed past the magic, the
+    /// magic damaged, bytes after the frame, or written as a frame declaring another size
+    /// than it holds; or padded validly (a skippable frame before or after it, an empty
+    /// frame after it).
+    CorruptStream,
+    /// A `q8`/`q8c` tensor (another tensor quantised first) with one scale 0, −0, negative,
+    /// NaN or infinite, or valid but odd (subnormal, tiny, or `f32::MAX`, whose values
+    /// overflow unless every code is the zero point), or another zero point.
+    QuantScale,
+    /// NaN or an infinity (or a finite oddity: −0, a subnormal, 65504) in an `f16` tensor
+    /// (another tensor converted to `f16` first; any other payload blindly).
+    HalfNonFinite,
+    /// Another encoding valid somewhere: the dtype byte alone (the payload kept), or the
+    /// tensor re-encoded to match.
+    EncodingSwitch,
 }
 
 impl Mutation {
     /// Every kind, in declaration order.
-    pub const ALL: [Mutation; 26] = [
+    pub const ALL: [Mutation; 34] = [
         Self::BitFlip,
         Self::ByteSet,
         Self::Truncate,
@@ -127,6 +163,14 @@ impl Mutation {
         Self::Splice,
         Self::DtypeSwap,
         Self::Text,
+        Self::VersionSwitch,
+        Self::Compression,
+        Self::Bomb,
+        Self::InflateSize,
+        Self::CorruptStream,
+        Self::QuantScale,
+        Self::HalfNonFinite,
+        Self::EncodingSwitch,
     ];
 
     /// A short name for reports.
@@ -158,6 +202,14 @@ impl Mutation {
             Self::Splice => "splice",
             Self::DtypeSwap => "dtype_swap",
             Self::Text => "text",
+            Self::VersionSwitch => "version_switch",
+            Self::Compression => "compression",
+            Self::Bomb => "zstd_bomb",
+            Self::InflateSize => "inflate_size",
+            Self::CorruptStream => "corrupt_stream",
+            Self::QuantScale => "q8_scale",
+            Self::HalfNonFinite => "f16_non_finite",
+            Self::EncodingSwitch => "encoding_switch",
         }
     }
 }
@@ -171,6 +223,10 @@ pub enum Origin {
         exit: u8,
         /// Partition point.
         partition: u8,
+        /// How its tensor is written.
+        encoding: Encoding,
+        /// Its protocol version.
+        version: u8,
     },
     /// A Ping with this many bytes of padding (0: none, dtype none).
     Ping(usize),
@@ -209,9 +265,12 @@ pub struct Case {
 #[derive(Debug, Clone)]
 pub struct Corpus {
     shapes: Shapes,
-    infer: Vec<Template>,
+    /// The Infers of each (exit, partition): every encoding valid there, and version 1.
+    infer: Vec<Vec<Template>>,
     other: Vec<Template>,
     given: Vec<Template>,
+    /// zstd of [`MAX_PAYLOAD`] zeros: a few hundred bytes that inflate past any tensor.
+    bomb: Vec<u8>,
 }
 
 /// Most mutations stacked on one case.
@@ -227,30 +286,51 @@ impl Corpus {
         for (e, chain) in shapes.boundaries.iter().enumerate() {
             for (p, shape) in chain.iter().enumerate() {
                 let (exit, partition) = (e as u8 + 1, p as u8);
-                let payload = if p == 0 {
-                    Payload::U8(random_bytes(rng, elements(&shapes.input)))
-                } else {
-                    Payload::F32(random_values(rng, elements(shape)))
-                };
+                let n = elements(shape);
                 let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                let msg = Message::infer(
-                    shapes.digest,
-                    rng.random(),
-                    exit,
-                    partition,
-                    rng.random(),
-                    &shape,
-                    payload,
-                );
-                infer.push(Template {
-                    origin: Origin::Infer { exit, partition },
-                    frames: msg.encode().to_vec(),
-                });
+                // The same values in every encoding: pixels at p = 0, activations after.
+                let values = if p == 0 {
+                    random_bytes(rng, n).into_iter().map(f32::from).collect()
+                } else {
+                    activations(rng, n)
+                };
+                let version_1 = if p == 0 { Encoding::RAW } else { Encoding::F32 };
+                let group = Encoding::at_partition(p)
+                    .iter()
+                    .filter(|e| e.values.fits(shape.len()))
+                    .map(|&e| (e, VERSION))
+                    .chain([(version_1, OLDEST_VERSION)])
+                    .map(|(encoding, version)| {
+                        let mut msg = Message::infer(
+                            shapes.digest,
+                            rng.random(),
+                            exit,
+                            partition,
+                            rng.random(),
+                            &shape,
+                            Payload::encode_f32(&values, encoding.values, &shape),
+                        )
+                        .in_version(version);
+                        msg.header.set_encoding(encoding);
+                        Template {
+                            origin: Origin::Infer {
+                                exit,
+                                partition,
+                                encoding,
+                                version,
+                            },
+                            frames: msg.encode().to_vec(),
+                        }
+                    })
+                    .collect();
+                infer.push(group);
             }
         }
         let mut other = Vec::new();
-        for padding in [0, 1, 7, 64, 1000, shapes.max_payload] {
+        let pings = [0, 1, 7, 64, 1000, shapes.max_payload].map(|padding| (padding, VERSION));
+        for (padding, version) in pings.into_iter().chain([(0, 1), (7, 1)]) {
             let mut header = Header::new(MessageType::Ping, shapes.digest, rng.random());
+            header.version = version;
             let payload = if padding == 0 {
                 Payload::Text(String::new())
             } else {
@@ -299,6 +379,7 @@ impl Corpus {
             infer,
             other,
             given: Vec::new(),
+            bomb: encoding::compress(&vec![0; MAX_PAYLOAD]),
         }
     }
 
@@ -317,15 +398,22 @@ impl Corpus {
 
     /// Every template: the Infers, then the other types, then the given ones.
     pub fn templates(&self) -> impl Iterator<Item = &Template> {
-        self.infer.iter().chain(&self.other).chain(&self.given)
+        self.infer
+            .iter()
+            .flatten()
+            .chain(&self.other)
+            .chain(&self.given)
     }
 
+    /// A template: a given one 3 % of the time, an Infer 62 % (an (exit, partition), then
+    /// one of its encodings), another type the rest.
     fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> &Template {
         let roll = rng.random_range(0..100);
         if roll < 3 && !self.given.is_empty() {
             &self.given[rng.random_range(0..self.given.len())]
         } else if roll < 65 && !self.infer.is_empty() {
-            &self.infer[rng.random_range(0..self.infer.len())]
+            let group: &Vec<Template> = pick(rng, &self.infer);
+            pick(rng, group)
         } else {
             &self.other[rng.random_range(0..self.other.len())]
         }
@@ -342,23 +430,30 @@ impl Corpus {
                 poke(&mut frames, 52, &rng.random::<u32>().to_le_bytes());
             }
         }
-        let count = if rng.random_ratio(1, 16) {
-            0
-        } else {
-            // 1, 2, 3, … with halving odds.
-            1 + (rng.random::<u32>() | (1 << (MAX_STACK - 1))).trailing_zeros() as usize
-        };
-        let mut mutations = Vec::with_capacity(count);
-        for _ in 0..count {
-            let kind = Mutation::ALL[rng.random_range(0..Mutation::ALL.len())];
-            self.apply(kind, &mut frames, rng);
-            mutations.push(kind);
-        }
+        let mutations = self.mutate(&mut frames, rng);
         Case {
             origin: template.origin,
             frames,
             mutations,
         }
+    }
+
+    /// Stacks 0 to [`MAX_STACK`] mutations on `frames` (none in about 1 case in 16; 1, 2,
+    /// 3, … with halving odds) and returns them in order: [`Corpus::case`] without the
+    /// template, for frames from elsewhere.
+    pub fn mutate<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) -> Vec<Mutation> {
+        let count = if rng.random_ratio(1, 16) {
+            0
+        } else {
+            1 + (rng.random::<u32>() | (1 << (MAX_STACK - 1))).trailing_zeros() as usize
+        };
+        let mut mutations = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = Mutation::ALL[rng.random_range(0..Mutation::ALL.len())];
+            self.apply(kind, frames, rng);
+            mutations.push(kind);
+        }
+        mutations
     }
 
     /// Applies one mutation to `frames` (which came from a template of `origin`).
@@ -415,7 +510,7 @@ impl Corpus {
                 poke(frames, 0, &magic);
             }
             Mutation::Version => {
-                let v = *pick(rng, &[0, 2, 3, 0x7F, 0x80, 0xFF]);
+                let v = *pick(rng, &[0, VERSION + 1, 0x7F, 0x80, 0xFF]);
                 poke(frames, 4, &[v]);
             }
             Mutation::Type => {
@@ -428,7 +523,8 @@ impl Corpus {
             }
             Mutation::Dtype => {
                 let d = if rng.random_bool(0.8) {
-                    rng.random_range(0..=3)
+                    let flag = if rng.random_bool(0.3) { COMPRESSED } else { 0 };
+                    rng.random_range(0..=Dtype::Q8c as u8 + 1) | flag
                 } else {
                     rng.random()
                 };
@@ -527,26 +623,22 @@ impl Corpus {
                     poke(frames, at, &v[..width]);
                 }
             }
-            Mutation::NonFinite => {
-                if let Some(f) = frames.get_mut(1).filter(|f| f.len() >= 4) {
-                    let at = 4 * rng.random_range(0..f.len() / 4);
-                    let bits: u32 = *pick(
-                        rng,
-                        &[
-                            f32::NAN.to_bits(),
-                            (-f32::NAN).to_bits(),
-                            0x7F80_0001, // a signalling NaN
-                            0xFFFF_FFFF,
-                            f32::INFINITY.to_bits(),
-                            f32::NEG_INFINITY.to_bits(),
-                            (-0.0f32).to_bits(),
-                            1, // the smallest subnormal
-                            f32::MAX.to_bits(),
-                        ],
-                    );
-                    f[at..at + 4].copy_from_slice(&bits.to_le_bytes());
-                }
-            }
+            Mutation::NonFinite => self.set_element(
+                frames,
+                Values::F32,
+                &[
+                    f32::NAN.to_bits(),
+                    (-f32::NAN).to_bits(),
+                    0x7F80_0001, // a signalling NaN
+                    0xFFFF_FFFF,
+                    f32::INFINITY.to_bits(),
+                    f32::NEG_INFINITY.to_bits(),
+                    (-0.0f32).to_bits(),
+                    1, // the smallest subnormal
+                    f32::MAX.to_bits(),
+                ],
+                rng,
+            ),
             Mutation::ExtraFrame => {
                 let frame = match rng.random_range(0..4) {
                     0 => Vec::new(),
@@ -616,12 +708,43 @@ impl Corpus {
                     poke(frames, 64, &[0; 16]);
                 }
             }
+            Mutation::VersionSwitch => {
+                let v = if peek_u8(frames, 4) == Some(VERSION) {
+                    OLDEST_VERSION
+                } else {
+                    VERSION
+                };
+                poke(frames, 4, &[v]);
+            }
+            Mutation::Compression => self.compression(frames, rng),
+            Mutation::Bomb => self.bomb(frames, rng),
+            Mutation::InflateSize => self.inflate_size(frames, rng),
+            Mutation::CorruptStream => self.corrupt_stream(frames, rng),
+            Mutation::QuantScale => {
+                self.quant_scale(frames, rng);
+            }
+            Mutation::HalfNonFinite => self.set_element(
+                frames,
+                Values::F16,
+                &[
+                    0x7C00, // +inf
+                    0xFC00, // −inf
+                    0x7E00, // NaN
+                    0x7C01, // a signalling NaN
+                    0xFFFF, 0x8000, // −0
+                    0x0001, // the smallest subnormal
+                    0x7BFF, // 65504, the largest finite
+                ],
+                rng,
+            ),
+            Mutation::EncodingSwitch => self.encoding_switch(frames, rng),
         }
     }
 
     /// A template of any kind (for splicing and extra headers).
     fn any_template<R: Rng + ?Sized>(&self, rng: &mut R) -> &Template {
-        let n = self.infer.len() + self.other.len() + self.given.len();
+        let infers: usize = self.infer.iter().map(Vec::len).sum();
+        let n = infers + self.other.len() + self.given.len();
         let i = rng.random_range(0..n.max(1));
         self.templates().nth(i).unwrap_or_else(|| &self.other[0])
     }
@@ -636,22 +759,25 @@ impl Corpus {
 
     fn huge_shape<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) {
         let limit = self.shapes.max_payload;
-        let size = match peek_u8(frames, 6) {
-            Some(2) => 4,
-            _ => 1,
+        // The body of `[n]` in the header's dtype: a fixed part (q8's scale and zero
+        // point) and a part per element.
+        let values = values_of(frames);
+        let body = |n: usize| {
+            values
+                .body_len(n, values.groups(&[n]))
+                .unwrap_or(usize::MAX)
         };
+        let (fixed, per) = (body(0), body(1) - body(0));
+        let at_limit = limit.saturating_sub(fixed) / per.max(1);
         let (shape, payload): (Vec<u32>, Option<usize>) = match rng.random_range(0..6) {
             0 => (vec![65536; 4], None),
             1 => (vec![u32::MAX; 4], None),
             2 => (vec![65536, 65536, 1, 1], None),
             3 => (vec![1024, 1024, 1024], None),
             // One element past the limit, the payload to match the shape.
-            4 => (
-                vec![(limit / size + 1) as u32],
-                Some(limit / size * size + size),
-            ),
+            4 => (vec![(at_limit + 1) as u32], Some(body(at_limit + 1))),
             // Exactly at the limit.
-            _ => (vec![(limit / size) as u32], Some(limit / size * size)),
+            _ => (vec![at_limit as u32], Some(body(at_limit))),
         };
         write_shape(frames, &shape);
         if let (Some(len), Some(f)) = (payload, frames.get_mut(1)) {
@@ -670,10 +796,15 @@ impl Corpus {
             let ndim = rng.random_range(1..=MAX_DIMS);
             (0..ndim).map(|_| rng.random_range(1..=6)).collect()
         };
-        let size = match peek_u8(frames, 6) {
-            Some(2) => 4,
-            _ => 1,
-        };
+        // A tensor that decodes is written again in its encoding, in the new shape.
+        if let Ok(msg) = Message::decode(frames)
+            && let Some(encoding) = msg.header.encoding()
+            && let Some(again) = rewrite(&msg, encoding, &shape)
+        {
+            *frames = again;
+            return;
+        }
+        let size = values_of(frames).body_len(1, 0).unwrap_or(1);
         write_shape(frames, &shape);
         if let Some(f) = frames.get_mut(1) {
             let len = elements(&shape) * size;
@@ -687,6 +818,267 @@ impl Corpus {
             } else {
                 f.resize(len, 0x55);
             }
+        }
+    }
+
+    /// The header and body of the tensor `frames` carry (inflated when compressed): `None`
+    /// when they are not two frames, the header does not decode or carries no tensor, the
+    /// body is over the payload limit, or the payload is not the body (another length, or
+    /// a stream that does not inflate to it).
+    fn tensor(&self, frames: &Frames) -> Option<(Header, Vec<u8>)> {
+        let [header, payload] = frames.as_slice() else {
+            return None;
+        };
+        let header = Header::decode(header).ok()?;
+        let len = header
+            .body_len()
+            .filter(|&n| n > 0 && n <= self.shapes.max_payload.min(MAX_PAYLOAD))?;
+        let body = if header.compressed {
+            encoding::decompress(payload, len).ok()?
+        } else if payload.len() == len {
+            payload.clone()
+        } else {
+            return None;
+        };
+        Some((header, body))
+    }
+
+    /// [`Corpus::tensor`] with values `want(header)`: a tensor holding other values is
+    /// re-encoded first (when it decodes), keeping its lossless stage.
+    fn tensor_as(
+        &self,
+        frames: &mut Frames,
+        want: impl FnOnce(&Header) -> Values,
+    ) -> Option<(Header, Vec<u8>)> {
+        let (header, body) = self.tensor(frames)?;
+        let values = want(&header);
+        if header.dtype == Dtype::of(values) {
+            return Some((header, body));
+        }
+        let msg = Message::decode(frames).ok()?;
+        let shape = msg.header.shape.clone();
+        *frames = rewrite(&msg, Encoding::new(values, header.compressed), &shape)?;
+        self.tensor(frames)
+    }
+
+    /// One element of a `values` tensor (`f32` or `f16`) set to one of `bits` (as wide as
+    /// an element): in the body, compressed again when it was; another tensor is converted
+    /// first; any other payload gets the bits at a random aligned place.
+    fn set_element<R: Rng + ?Sized>(
+        &self,
+        frames: &mut Frames,
+        values: Values,
+        bits: &[u32],
+        rng: &mut R,
+    ) {
+        let width = values.body_len(1, 0).unwrap_or(1);
+        let bytes = pick(rng, bits).to_le_bytes();
+        let put = |f: &mut [u8], rng: &mut R| {
+            let at = width * rng.random_range(0..f.len() / width);
+            f[at..at + width].copy_from_slice(&bytes[..width]);
+        };
+        if let Some((header, mut body)) = self.tensor_as(frames, |_| values) {
+            put(&mut body, rng);
+            put_body(frames, &body, header.compressed);
+        } else if let Some(f) = frames.get_mut(1).filter(|f| f.len() >= width) {
+            put(f, rng);
+        }
+    }
+
+    fn compression<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) {
+        let Some(dtype) = peek_u8(frames, 6) else {
+            return;
+        };
+        let tensor = if rng.random_bool(0.5) {
+            self.tensor(frames)
+        } else {
+            None
+        };
+        poke(frames, 6, &[dtype ^ COMPRESSED]);
+        let Some((header, body)) = tensor else {
+            return;
+        };
+        let payload = if header.compressed {
+            body
+        } else if rng.random_bool(0.5) {
+            encoding::compress(&body)
+        } else {
+            let window_log = rng.random_range(10..=31);
+            let block = ZSTD_BLOCK.min(1 << window_log);
+            let blocks: Vec<Block> = body.chunks(block).map(Block::Raw).collect();
+            let size = rng.random_bool(0.5).then_some(body.len() as u64);
+            zstd_frame(window_log, size, &blocks)
+        };
+        frames[1] = payload;
+    }
+
+    fn bomb<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) {
+        let stream = match rng.random_range(0..3) {
+            0 => self.bomb.clone(),
+            1 => {
+                let blocks = rng.random_range(2..=256);
+                zstd_frame(
+                    17,
+                    None,
+                    &vec![Block::Rle(rng.random(), ZSTD_BLOCK); blocks],
+                )
+            }
+            _ => match self.tensor(frames) {
+                Some((header, body)) => {
+                    let once = if header.compressed {
+                        frames[1].clone()
+                    } else {
+                        encoding::compress(&body)
+                    };
+                    once.repeat(rng.random_range(2..=4))
+                }
+                None => self.bomb.clone(),
+            },
+        };
+        set_compressed(frames);
+        if let Some(p) = frames.get_mut(1) {
+            *p = stream;
+        }
+    }
+
+    fn inflate_size<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) {
+        let Some((_, mut body)) = self.tensor(frames) else {
+            return;
+        };
+        let by = if rng.random_bool(0.75) {
+            rng.random_range(1..=8)
+        } else {
+            rng.random_range(9..=256)
+        };
+        if rng.random_bool(0.5) {
+            body.truncate(body.len().saturating_sub(by));
+        } else {
+            body.extend(random_bytes(rng, by));
+        }
+        set_compressed(frames);
+        put_body(frames, &body, true);
+    }
+
+    fn corrupt_stream<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) {
+        let Some((header, body)) = self.tensor(frames) else {
+            return;
+        };
+        let mut stream = if header.compressed {
+            frames[1].clone()
+        } else {
+            encoding::compress(&body)
+        };
+        let n = stream.len();
+        if n <= ZSTD_MAGIC.len() {
+            return;
+        }
+        match rng.random_range(0..9) {
+            // Cut inside the frame, or by its last bytes.
+            0 => stream.truncate(rng.random_range(1..n)),
+            1 => stream.truncate(n - rng.random_range(1..=3.min(n - 1))),
+            // A bit or a byte past the magic: frame header, block headers, contents.
+            2 => stream[rng.random_range(4..n)] ^= 1 << rng.random_range(0..8),
+            3 => stream[rng.random_range(4..n)] = interesting_u8(rng),
+            4 => stream[rng.random_range(0..4)] ^= 1 << rng.random_range(0..8),
+            // Bytes after the frame.
+            5 => {
+                let extra = rng.random_range(1..=8);
+                stream.extend(random_bytes(rng, extra));
+            }
+            // A skippable frame before or after (cut short a quarter of the time).
+            6 => {
+                let mut skip = skippable_frame(rng);
+                if rng.random_ratio(1, 4) {
+                    skip.pop();
+                }
+                if rng.random_bool(0.5) {
+                    stream.splice(0..0, skip);
+                } else {
+                    stream.extend(skip);
+                }
+            }
+            // An empty frame after.
+            7 => stream.extend(encoding::compress(&[])),
+            // A frame written here declaring a few bytes more or fewer than it holds, its
+            // last block empty (libzstd checks the size on its one-shot path only).
+            _ => {
+                let by = rng.random_range(1..=8);
+                let declared = if rng.random_bool(0.5) {
+                    body.len() + by
+                } else {
+                    body.len().saturating_sub(by)
+                };
+                let mut blocks: Vec<Block> = body.chunks(ZSTD_BLOCK).map(Block::Raw).collect();
+                blocks.push(Block::Raw(&[]));
+                stream = zstd_frame(17, Some(declared as u64), &blocks);
+            }
+        }
+        set_compressed(frames);
+        frames[1] = stream;
+    }
+
+    /// `None` when `frames` hold no tensor that can be quantised.
+    fn quant_scale<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) -> Option<()> {
+        let per_channel = rng.random_bool(0.5);
+        let (header, mut body) = self.tensor_as(frames, |h| match h.dtype {
+            Dtype::Q8 => Values::Q8,
+            Dtype::Q8c => Values::Q8c,
+            _ if per_channel && Values::Q8c.fits(h.shape.len()) => Values::Q8c,
+            _ => Values::Q8,
+        })?;
+        let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        let groups = header.dtype.values()?.groups(&shape);
+        let g = rng.random_range(0..groups.max(1));
+        let scale = f32::from_le_bytes(body.get(4 * g..4 * g + 4)?.try_into().ok()?);
+        match rng.random_range(0..10) {
+            // Any zero point is valid.
+            0 | 1 => {
+                let random = rng.random();
+                *body.get_mut(4 * groups + g)? = *pick(rng, &[0, 255, random]);
+            }
+            roll => {
+                let new_scale = if roll < 4 {
+                    // Valid, though odd: a subnormal, the smallest normal, tiny, the largest.
+                    *pick(
+                        rng,
+                        &[f32::from_bits(1), f32::MIN_POSITIVE, 1e-30, f32::MAX],
+                    )
+                } else {
+                    *pick(
+                        rng,
+                        &[
+                            0.0,
+                            -0.0,
+                            -1.0,
+                            -scale,
+                            f32::NAN,
+                            -f32::NAN,
+                            f32::INFINITY,
+                            f32::NEG_INFINITY,
+                        ],
+                    )
+                };
+                body[4 * g..4 * g + 4].copy_from_slice(&new_scale.to_le_bytes());
+            }
+        }
+        put_body(frames, &body, header.compressed);
+        Some(())
+    }
+
+    fn encoding_switch<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) {
+        let to = if rng.random_ratio(1, 5) {
+            *pick(rng, &Encoding::INPUTS)
+        } else {
+            *pick(rng, &Encoding::ACTIVATIONS)
+        };
+        if rng.random_bool(0.5)
+            && let Ok(msg) = Message::decode(frames)
+            && let Some(again) = rewrite(&msg, to, &msg.header.shape)
+        {
+            *frames = again;
+        } else {
+            let flag = if to.lossless { COMPRESSED } else { 0 };
+            poke(frames, 6, &[Dtype::of(to.values) as u8 | flag]);
         }
     }
 
@@ -720,6 +1112,108 @@ impl Corpus {
 fn elements<T: Copy + Into<u64>>(shape: &[T]) -> usize {
     let n = shape.iter().fold(1u64, |n, &d| n.saturating_mul(d.into()));
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// `msg` with its tensor written again: as `encoding`, in `shape` (values dropped, or
+/// 1.0 added, to fit it); the values as near as the encoding holds them (a `u8` tensor's
+/// bytes are its values). `None` when `msg` has no tensor.
+fn rewrite(msg: &Message, encoding: Encoding, shape: &[u32]) -> Option<Frames> {
+    let mut values = match &msg.payload {
+        Payload::U8(bytes) => bytes.iter().map(|&b| f32::from(b)).collect(),
+        tensor => tensor.to_f32()?,
+    };
+    values.resize(elements(shape), 1.0);
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let mut header = msg.header.clone();
+    header.shape = shape.to_vec();
+    header.set_encoding(encoding);
+    let payload = Payload::encode_f32(&values, encoding.values, &dims);
+    Some(Message { header, payload }.encode().to_vec())
+}
+
+/// The values the header's dtype byte names (`u8` for none or an unknown one).
+fn values_of(frames: &Frames) -> Values {
+    peek_u8(frames, 6)
+        .and_then(|b| Dtype::from_u8(b & !COMPRESSED))
+        .and_then(Dtype::values)
+        .unwrap_or(Values::U8)
+}
+
+/// Sets the dtype byte's compression bit.
+fn set_compressed(frames: &mut Frames) {
+    if let Some(d) = peek_u8(frames, 6) {
+        poke(frames, 6, &[d | COMPRESSED]);
+    }
+}
+
+/// Writes `body` as the payload (when there is one), through zstd when `compressed`.
+fn put_body(frames: &mut Frames, body: &[u8], compressed: bool) {
+    if let Some(p) = frames.get_mut(1) {
+        *p = if compressed {
+            encoding::compress(body)
+        } else {
+            body.to_vec()
+        };
+    }
+}
+
+/// The magic number that opens a zstd frame (0xFD2FB528, little-endian).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// The largest block of a zstd frame, bytes (RFC 8878 §3.1.1.2.4).
+const ZSTD_BLOCK: usize = 128 << 10;
+
+/// A block of a zstd frame written by [`zstd_frame`].
+#[derive(Debug, Clone, Copy)]
+enum Block<'a> {
+    /// Stored bytes.
+    Raw(&'a [u8]),
+    /// One byte repeated this many times.
+    Rle(u8, usize),
+}
+
+/// A zstd frame (RFC 8878) written here rather than by libzstd, so the streams the fuzzer
+/// sends are not only those libzstd writes: a window of 2^`window_log` bytes (10 to 41),
+/// the content size (8 bytes) when given, then `blocks` (none: one empty raw block), the
+/// last one marked. Blocks must not exceed the window or [`ZSTD_BLOCK`] to be valid.
+fn zstd_frame(window_log: u32, content_size: Option<u64>, blocks: &[Block]) -> Vec<u8> {
+    let mut out = ZSTD_MAGIC.to_vec();
+    // Frame header descriptor: bits 7–6 say how wide the content size is (3: 8 bytes; 0:
+    // absent, the frame not being single-segment); no checksum, no dictionary.
+    out.push(if content_size.is_some() { 0xC0 } else { 0 });
+    // Window descriptor: exponent (window_log − 10) in bits 7–3, mantissa 0.
+    out.push(((window_log.clamp(10, 41) - 10) << 3) as u8);
+    if let Some(n) = content_size {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    let empty = [Block::Raw(&[])];
+    let blocks = if blocks.is_empty() {
+        &empty[..]
+    } else {
+        blocks
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        let (kind, size, bytes) = match *block {
+            Block::Raw(bytes) => (0, bytes.len(), bytes),
+            Block::Rle(byte, n) => (1, n, &[byte][..]),
+        };
+        // Block header, 3 bytes: last-block bit, type (2 bits), size (21 bits).
+        let last = u32::from(i + 1 == blocks.len());
+        let header = last | (kind << 1) | ((size as u32 & 0x1F_FFFF) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// A skippable zstd frame (magic 0x184D2A5?, a 4-byte size, that many bytes): decoders
+/// step over it.
+fn skippable_frame<R: Rng + ?Sized>(rng: &mut R) -> Vec<u8> {
+    let n = rng.random_range(0..=16);
+    let mut frame = vec![0x50 | rng.random_range(0..16u8), 0x2A, 0x4D, 0x18];
+    frame.extend_from_slice(&(n as u32).to_le_bytes());
+    frame.extend(random_bytes(rng, n));
+    frame
 }
 
 /// Writes `shape` and its `ndim` into the header (whatever of it exists).
@@ -783,7 +1277,22 @@ fn random_bytes<R: Rng + ?Sized>(rng: &mut R, n: usize) -> Vec<u8> {
     v
 }
 
-/// Finite activations: mostly small, some exact zeros, some large, some subnormal.
+/// Activations like a ReLU's output: half exact zeros, the rest mostly small and
+/// positive, a few negative (a boundary before the ReLU), −0, subnormal or large.
+fn activations<R: Rng + ?Sized>(rng: &mut R, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| match rng.random_range(0..64) {
+            0..32 => 0.0,
+            32 => -0.0,
+            33 => f32::from_bits(rng.random_range(1..0x0080_0000)),
+            34 => rng.random_range(1e3f32..1e30),
+            35..40 => rng.random_range(-4.0f32..0.0),
+            _ => rng.random_range(0.0f32..4.0),
+        })
+        .collect()
+}
+
+/// Finite values (logits): mostly small, some exact zeros, some large, some subnormal.
 fn random_values<R: Rng + ?Sized>(rng: &mut R, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| match rng.random_range(0..16) {
@@ -815,37 +1324,90 @@ mod tests {
         }
     }
 
+    /// The Infer template of (exit, partition) in `encoding` and `version`.
+    fn infer(corpus: &Corpus, exit: u8, partition: u8, encoding: &str, version: u8) -> Frames {
+        let want = Origin::Infer {
+            exit,
+            partition,
+            encoding: encoding.parse().unwrap(),
+            version,
+        };
+        let t = corpus.templates().find(|t| t.origin == want);
+        t.unwrap_or_else(|| panic!("no template {want:?}"))
+            .frames
+            .clone()
+    }
+
     #[test]
     fn every_template_is_a_valid_message_of_its_kind() {
         let corpus = Corpus::new(shapes(), &mut ChaCha8Rng::seed_from_u64(1));
         let mut kinds = Vec::new();
+        let mut infers = Vec::new();
         for t in corpus.templates() {
             let msg = Message::decode(&t.frames).unwrap_or_else(|e| panic!("{:?}: {e}", t.origin));
             assert_eq!(msg.encode().to_vec(), t.frames);
             kinds.push(msg.header.kind);
-            if let Origin::Infer { exit, partition } = t.origin {
-                assert_eq!((msg.header.exit, msg.header.partition), (exit, partition));
+            if let Origin::Infer {
+                exit,
+                partition,
+                encoding,
+                version,
+            } = t.origin
+            {
+                let h = &msg.header;
+                assert_eq!((h.exit, h.partition), (exit, partition));
+                assert_eq!((h.encoding(), h.version), (Some(encoding), version));
                 let want =
                     &corpus.shapes().boundaries[usize::from(exit) - 1][usize::from(partition)];
-                assert_eq!(&msg.header.shape, want);
-                let dtype = if partition == 0 {
-                    Dtype::U8
-                } else {
-                    Dtype::F32
-                };
-                assert_eq!(msg.header.dtype, dtype);
+                assert_eq!(&h.shape, want);
+                assert!(Encoding::at_partition(usize::from(partition)).contains(&encoding));
+                if version == OLDEST_VERSION {
+                    assert!(
+                        !encoding.lossless && h.dtype.in_version_1(),
+                        "{:?}",
+                        t.origin
+                    );
+                }
+                infers.push((exit, partition, encoding, version));
             }
         }
-        // 5 Infers, 6 Pings, 2 Results, an Error per code, 1 Pong.
+        // Every encoding valid at each (exit, partition) in version 2, one in version 1.
+        for (e, chain) in corpus.shapes().boundaries.iter().enumerate() {
+            for (p, shape) in chain.iter().enumerate() {
+                let at = |version: u8| {
+                    let mut v: Vec<Encoding> = infers
+                        .iter()
+                        .filter(|i| (i.0, i.1, i.3) == (e as u8 + 1, p as u8, version))
+                        .map(|i| i.2)
+                        .collect();
+                    v.sort();
+                    v
+                };
+                let mut valid: Vec<Encoding> = Encoding::at_partition(p)
+                    .iter()
+                    .copied()
+                    .filter(|e| e.values.fits(shape.len()))
+                    .collect();
+                valid.sort();
+                assert_eq!(at(VERSION), valid, "exit {} p {p}", e + 1);
+                let plain = if p == 0 { Encoding::RAW } else { Encoding::F32 };
+                assert_eq!(at(OLDEST_VERSION), [plain], "exit {} p {p}", e + 1);
+            }
+        }
+        // Infers: (2 + 8 + 6) + (2 + 8) in version 2 ([16] takes no q8c), 5 in version 1;
+        // 6 + 2 Pings, 2 Results, an Error per code, 1 Pong.
         for (kind, n) in [
-            (MessageType::Infer, 5),
-            (MessageType::Ping, 6),
+            (MessageType::Infer, 31),
+            (MessageType::Ping, 8),
             (MessageType::Result, 2),
             (MessageType::Error, ErrorCode::ALL.len()),
             (MessageType::Pong, 1),
         ] {
             assert_eq!(kinds.iter().filter(|k| **k == kind).count(), n, "{kind:?}");
         }
+        // Compressed templates are smaller: realistic activations have zeros to squeeze.
+        let f32_len = infer(&corpus, 1, 1, "f32", VERSION)[1].len();
+        assert!(infer(&corpus, 1, 1, "f32+zstd", VERSION)[1].len() < f32_len * 3 / 4);
     }
 
     #[test]
@@ -887,7 +1449,7 @@ mod tests {
     #[test]
     fn field_aware_mutations_change_what_they_name() {
         let corpus = Corpus::new(shapes(), &mut ChaCha8Rng::seed_from_u64(2));
-        let infer = corpus.infer[1].frames.clone(); // exit 1, p = 1: f32 [4, 8, 8]
+        let infer = infer(&corpus, 1, 1, "f32", VERSION); // f32 [4, 8, 8]
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut seen_overflow = false;
         for _ in 0..200 {
@@ -928,5 +1490,155 @@ mod tests {
         corpus.apply(Mutation::DtypeSwap, &mut f, &mut rng);
         let msg = Message::decode(&f).unwrap();
         assert_eq!((msg.header.dtype, f[1].len()), (Dtype::U8, 4 * 8 * 8));
+    }
+
+    /// Applies `kind` 200 times to `frames`; checks every answer of the decoder (`None`:
+    /// decoded) is `allowed` and each of `seen` comes up.
+    fn answers(
+        corpus: &Corpus,
+        kind: Mutation,
+        frames: &Frames,
+        allowed: &[Option<ErrorCode>],
+        seen: &[Option<ErrorCode>],
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(kind as u64);
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            let mut f = frames.clone();
+            corpus.apply(kind, &mut f, &mut rng);
+            let answer = Message::decode(&f).err().map(|e| e.code);
+            assert!(allowed.contains(&answer), "{kind:?}: {answer:?}");
+            if !got.contains(&answer) {
+                got.push(answer);
+            }
+        }
+        for s in seen {
+            assert!(got.contains(s), "{kind:?} never gave {s:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn version_2_mutations_change_what_they_name() {
+        use ErrorCode::*;
+        let corpus = Corpus::new(shapes(), &mut ChaCha8Rng::seed_from_u64(4));
+        let t = |p: u8, encoding: &str| infer(&corpus, 1, p, encoding, VERSION);
+        let v1 = infer(&corpus, 1, 1, "f32", OLDEST_VERSION);
+        // Streams that inflate past the tensor, or short of it.
+        for frames in [t(1, "f32"), t(1, "q8c+zstd"), t(0, "u8")] {
+            let c = Some(BadCompression);
+            answers(&corpus, Mutation::Bomb, &frames, &[c], &[c]);
+            answers(&corpus, Mutation::InflateSize, &frames, &[c], &[c]);
+        }
+        // A damaged stream: refused, or (valid padding, a flipped literal) still a tensor.
+        let damaged = [
+            None,
+            Some(BadCompression),
+            Some(NonFinite),
+            Some(BadQuantization),
+        ];
+        for frames in [t(1, "f32+zstd"), t(1, "q8")] {
+            let seen = [None, Some(BadCompression)];
+            answers(&corpus, Mutation::CorruptStream, &frames, &damaged, &seen);
+        }
+        for frames in [t(1, "f32"), t(1, "q8c+zstd"), t(2, "q8")] {
+            let all = [None, Some(BadQuantization), Some(NonFinite)];
+            answers(&corpus, Mutation::QuantScale, &frames, &all, &all);
+        }
+        for frames in [t(1, "f16+zstd"), t(2, "f32"), t(0, "u8+zstd")] {
+            let both = [None, Some(NonFinite)];
+            answers(&corpus, Mutation::HalfNonFinite, &frames, &both, &both);
+        }
+        // The bit alone, or the payload compressed or inflated to match.
+        let from_raw = [None, Some(BadCompression)];
+        answers(
+            &corpus,
+            Mutation::Compression,
+            &t(1, "f16"),
+            &from_raw,
+            &from_raw,
+        );
+        let from_zstd = [None, Some(BadLength)];
+        answers(
+            &corpus,
+            Mutation::Compression,
+            &t(1, "q8+zstd"),
+            &from_zstd,
+            &from_zstd,
+        );
+        // Version 1 has neither f16, q8, q8c nor compression.
+        let (ok, dtype) = ([None], [Some(BadDtype)]);
+        answers(
+            &corpus,
+            Mutation::VersionSwitch,
+            &t(1, "f16"),
+            &dtype,
+            &dtype,
+        );
+        answers(&corpus, Mutation::VersionSwitch, &t(1, "f32"), &ok, &ok);
+        answers(&corpus, Mutation::VersionSwitch, &v1, &ok, &ok);
+        // Re-encoded it decodes (q8c fits [4, 8, 8]); the payload kept, it rarely does.
+        let switched = [None, Some(BadLength), Some(BadCompression)];
+        answers(
+            &corpus,
+            Mutation::EncodingSwitch,
+            &t(1, "f32"),
+            &switched,
+            &switched,
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for _ in 0..50 {
+            let mut f = t(1, "q8c");
+            corpus.apply(Mutation::QuantScale, &mut f, &mut rng);
+            assert_eq!(f[0][6], Dtype::Q8c as u8, "a q8c tensor stays q8c");
+        }
+    }
+
+    /// What libzstd's streaming decoder makes of `stream`, any window it can take allowed.
+    fn inflate(stream: &[u8]) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut decoder = zstd::stream::read::Decoder::new(stream)?;
+        decoder.window_log_max(31)?;
+        let mut out = Vec::new();
+        decoder.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn frames_written_here_are_zstd_that_libzstd_reads() {
+        let corpus = Corpus::new(shapes(), &mut ChaCha8Rng::seed_from_u64(5));
+        let frames = infer(&corpus, 1, 1, "f32+zstd", VERSION);
+        let msg = Message::decode(&frames).unwrap();
+        let (_, body) = corpus.tensor(&frames).unwrap();
+        assert_eq!(body.len(), 1024);
+        // Raw blocks, any window libzstd takes (1 KiB to 2 GiB), the size declared or not.
+        for window_log in 10..=31 {
+            for size in [None, Some(body.len() as u64)] {
+                let block = ZSTD_BLOCK.min(1 << window_log);
+                let blocks: Vec<Block> = body.chunks(block).map(Block::Raw).collect();
+                let stream = zstd_frame(window_log, size, &blocks);
+                assert_eq!(inflate(&stream).unwrap(), body);
+                let f = vec![frames[0].clone(), stream];
+                assert_eq!(
+                    Message::decode(&f).as_ref(),
+                    Ok(&msg),
+                    "window 2^{window_log}"
+                );
+            }
+        }
+        assert!(inflate(&zstd_frame(10, Some(0), &[])).is_ok_and(|b| b.is_empty()));
+        // An RLE bomb: 4 bytes a block, 128 KiB each.
+        let bomb = zstd_frame(17, None, &[Block::Rle(7, ZSTD_BLOCK); 3]);
+        assert_eq!(bomb.len(), 6 + 3 * 4);
+        assert_eq!(inflate(&bomb).unwrap(), vec![7; 3 * ZSTD_BLOCK]);
+        let f = vec![frames[0].clone(), bomb];
+        assert_eq!(
+            Message::decode(&f).unwrap_err().code,
+            ErrorCode::BadCompression
+        );
+        // A skippable frame is stepped over.
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let padded = [skippable_frame(&mut rng), frames[1].clone()].concat();
+        assert_eq!(inflate(&padded).unwrap(), body);
+        assert!(corpus.bomb.len() < 1024);
     }
 }

@@ -109,7 +109,8 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    fn from_u8(v: u8) -> Option<Self> {
+    /// The dtype of a `dtype` byte without its [`COMPRESSED`] bit, if it is one.
+    pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::None,
             1 => Self::U8,
@@ -170,7 +171,7 @@ pub enum ErrorCode {
     BadShape = 7,
     /// Payload length differs from the shape × dtype size, or is over the limit.
     BadLength = 8,
-    /// The tensor holds NaN or infinity.
+    /// The tensor holds NaN or infinity (for `q8`/`q8c`: the values its codes stand for).
     NonFinite = 9,
     /// The plan digest is not the one this edge serves.
     UnknownPlan = 10,
@@ -496,7 +497,7 @@ impl Header {
             }
             _ => {}
         }
-        if dtype == Dtype::Q8c && ndim < 2 {
+        if dtype.values().is_some_and(|v| !v.fits(ndim)) {
             return Err(fail(
                 ErrorCode::BadDtype,
                 format!("q8c has a scale per channel: it needs 2 or more dimensions, not {ndim}"),
@@ -682,6 +683,15 @@ impl Message {
                     return Err(fail(
                         ErrorCode::BadQuantization,
                         format!("scale {scale} of group {group} is not a finite number above 0"),
+                    ));
+                }
+                // A valid scale may still be too large for its codes: (255 − 0) · f32::MAX.
+                if let Some(i) = quantized.values().position(|v| !v.is_finite()) {
+                    return Err(fail(
+                        ErrorCode::NonFinite,
+                        format!(
+                            "element {i} is (q − zero point) · scale = infinity (tensors must be finite)"
+                        ),
                     ));
                 }
                 Payload::Q8(quantized)
@@ -1147,6 +1157,13 @@ mod tests {
             let err = Message::decode(&[h, p]).unwrap_err();
             assert_eq!(err.code, ErrorCode::BadQuantization, "{scale}");
         }
+        // A finite scale above 0 whose values overflow holds infinities.
+        let [h, mut p] = encoded(&[1.0; 8], &shape, "q8".parse().unwrap()).encode();
+        p[0..4].copy_from_slice(&f32::MAX.to_le_bytes());
+        assert_eq!(
+            Message::decode(&[h, p]).unwrap_err().code,
+            ErrorCode::NonFinite
+        );
         let [h, mut p] = encoded(&[1.0; 8], &shape, "f16".parse().unwrap()).encode();
         p[2..4].copy_from_slice(&0x7c00u16.to_le_bytes());
         assert_eq!(
@@ -1157,6 +1174,91 @@ mod tests {
         h[6] = Dtype::Q8c as u8;
         let err = Header::decode(&h).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadDtype, "q8c needs channels");
+    }
+
+    /// PROTOCOL.md, whose worked examples the next test checks.
+    const PROTOCOL_MD: &str = include_str!("../../../PROTOCOL.md");
+
+    /// The bytes PROTOCOL.md lists in the first code block after the line holding `marker`:
+    /// on each line, after a `header` or `payload` label, the two-digit hex words up to the
+    /// first other word (the comment); the digest placeholder as `digest`.
+    fn documented(marker: &str, digest: [u8; 32]) -> Vec<u8> {
+        let at = PROTOCOL_MD
+            .find(marker)
+            .unwrap_or_else(|| panic!("PROTOCOL.md has no `{marker}`"));
+        let block = PROTOCOL_MD[at..]
+            .lines()
+            .skip_while(|l| !l.starts_with("```"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("```"));
+        let mut bytes = Vec::new();
+        for line in block {
+            if line
+                .trim_start()
+                .starts_with("<32 bytes of the plan digest>")
+            {
+                bytes.extend(digest);
+                continue;
+            }
+            let words = line
+                .split_whitespace()
+                .skip_while(|w| ["header", "payload"].contains(w));
+            for word in words {
+                if word.len() != 2 || !word.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    break;
+                }
+                bytes.push(u8::from_str_radix(word, 16).expect("two hex digits"));
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn the_worked_examples_are_the_bytes_this_encoder_writes() {
+        let digest = [0xAB; 32];
+        // The image: black but for an 8×8 square of 200 at rows and columns 12 to 19.
+        let mut pixels = vec![0u8; 32 * 32];
+        for row in 12..20 {
+            pixels[32 * row + 12..32 * row + 20].fill(200);
+        }
+        let image = |encoding: &str| {
+            let payload = Payload::U8(pixels.clone());
+            let mut msg = Message::infer(digest, 7, 4, 0, 300_000, &[1, 32, 32], payload);
+            msg.header.set_encoding(encoding.parse().unwrap());
+            msg.encode()
+        };
+        let [h, _] = image("u8");
+        assert_eq!(documented("Exit 4 (18 layers)", digest), h);
+        let [h, p] = image("u8+zstd");
+        assert_eq!(
+            documented("**`u8+zstd`**", digest),
+            [&h[..8], &p[..]].concat()
+        );
+        assert!(PROTOCOL_MD.contains(&format!("**`u8+zstd`** ({} bytes", p.len())));
+        let back = Message::decode(&[h, p]).unwrap();
+        assert_eq!(back.payload, Payload::U8(pixels.clone()));
+        // The activation [2, 2, 2] in each encoding; the full header with the first.
+        let values = [0.0, 0.5, 0.0, 1.5, -0.5, 0.0, 1.0, 2.0];
+        for name in ["f32", "f16", "q8", "q8c", "f32+zstd", "f16+zstd"] {
+            let encoding: Encoding = name.parse().unwrap();
+            let payload = Payload::encode_f32(&values, encoding.values, &[2, 2, 2]);
+            let mut msg = Message::infer(digest, 7, 1, 3, 0, &[2, 2, 2], payload);
+            msg.header.set_encoding(encoding);
+            let [h, p] = msg.encode();
+            let header = if name == "f32" { &h[..] } else { &h[..8] };
+            let marker = format!("**`{name}`** ({} bytes", p.len());
+            assert_eq!(
+                documented(&marker, digest),
+                [header, &p[..]].concat(),
+                "{name}"
+            );
+            let back = Message::decode(&[h, p]).unwrap();
+            assert_eq!(
+                back.payload.to_f32().unwrap(),
+                values,
+                "{name} is exact here"
+            );
+        }
     }
 
     proptest! {
