@@ -799,7 +799,18 @@ fn run_job(
     let mut dims = vec![1];
     dims.extend(h.shape.iter().map(|&d| d as usize));
     let outcome = Activation::from_values(job.input.clone(), &dims)
-        .and_then(|x| run_slice(engine, exit, p..n, &x));
+        .and_then(|x| run_slice(engine, exit, p..n, &x))
+        .and_then(|(logits, took)| {
+            // Finite inputs can still overflow in the layers (an f32 near its maximum):
+            // a Result must hold finite logits, or no client could decode it.
+            match logits.values().iter().position(|v| !v.is_finite()) {
+                Some(i) => Err(crate::model::ModelError::NonFinite(format!(
+                    "logit {i} is {} (the input overflowed in the layers)",
+                    logits.values()[i]
+                ))),
+                None => Ok((logits, took)),
+            }
+        });
     match outcome {
         Ok((logits, took)) => {
             counters.timings.observe(queued, took);

@@ -182,6 +182,9 @@ pub enum ModelError {
     /// The run was cancelled before it finished (its answer was no longer needed).
     #[error("cancelled")]
     Cancelled,
+    /// The layers produced a value that is not finite (an input near `f32`'s limits).
+    #[error("{0}")]
+    NonFinite(String),
 }
 
 /// One layer of the network.
