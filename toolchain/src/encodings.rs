@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use runtime::engine::{Activation, Engine};
+use runtime::model::layers::LayerKind;
 use runtime::model::entropy::argmax;
 use runtime::model::{ModelError, normalize};
 use runtime::slowdown::Repeats;
@@ -249,6 +250,9 @@ struct Splits {
     shapes: Vec<Vec<Vec<usize>>>,
     /// `[e][p]`: the first exit (index, `≤ e`) whose chain starts with the same `p` layers.
     owner: Vec<Vec<usize>>,
+    /// `[e][p]`: layer `p` of exit `exits[e]` is a ReLU, so the device sends `relu(x)`
+    /// (the edge's result is the same; `runtime::device` does it).
+    enters_relu: Vec<Vec<bool>>,
 }
 
 impl Splits {
@@ -277,6 +281,20 @@ impl Splits {
                 })
                 .collect(),
             owner,
+            enters_relu: specs
+                .iter()
+                .map(|s| s.layers.iter().map(|l| l.kind == LayerKind::Relu).collect())
+                .collect(),
+        }
+    }
+
+    /// The tensor the device sends at partition `p` of exit index `e` when `x` enters it:
+    /// `relu(x)` where the edge's first layer is a ReLU, else `x`.
+    fn sent<'x>(&self, e: usize, p: usize, x: &'x [f32]) -> std::borrow::Cow<'x, [f32]> {
+        if self.enters_relu[e].get(p).copied().unwrap_or(false) {
+            x.iter().map(|&v| v.max(0.0)).collect::<Vec<f32>>().into()
+        } else {
+            x.into()
         }
     }
 
@@ -374,8 +392,9 @@ fn measure_image(
         for (p, x) in chain.iter().enumerate().take(n).skip(1) {
             let shape = &splits.shapes[e][p];
             let owned = splits.owner[e][p] == e;
+            let sent = splits.sent(e, p, x.values());
             for (k, values) in ACTIVATION_VALUES.into_iter().enumerate() {
-                let body = encode_body(values, x.values(), shape);
+                let body = encode_body(values, &sent, shape);
                 if let Some(b) = result.bytes.as_mut().filter(|_| owned) {
                     b.activations[e][p][k] = encoding::compress(&body).len() as u32;
                 }
@@ -975,7 +994,8 @@ fn compare_lossless(
         let acts = splits.activations(workload.engine, workload.input(i)?)?;
         for &(e, p) in &distinct {
             for (k, values) in ACTIVATION_VALUES.into_iter().enumerate() {
-                let body = encode_body(values, acts[e][p].values(), &splits.shapes[e][p]);
+                let sent = splits.sent(e, p, acts[e][p].values());
+                let body = encode_body(values, &sent, &splits.shapes[e][p]);
                 for (s, stage) in stages.iter_mut().enumerate() {
                     let start = Instant::now();
                     let packed = std::hint::black_box(stage.compress(&body));
@@ -1033,10 +1053,16 @@ fn time_codecs(
     progress: &dyn Progress,
 ) -> Result<Vec<EncodingTiming>, MeasureError> {
     let acts = splits.activations(workload.engine, workload.input(0)?)?;
-    let tensors: Vec<(&[f32], &[usize])> = splits
+    let sent: Vec<(std::borrow::Cow<'_, [f32]>, &[usize])> = splits
         .distinct()
-        .map(|(e, p)| (acts[e][p].values(), splits.shapes[e][p].as_slice()))
+        .map(|(e, p)| {
+            (
+                splits.sent(e, p, acts[e][p].values()),
+                splits.shapes[e][p].as_slice(),
+            )
+        })
         .collect();
+    let tensors: Vec<(&[f32], &[usize])> = sent.iter().map(|(x, s)| (&x[..], *s)).collect();
     let batches: Vec<usize> = INPUT_BATCHES
         .into_iter()
         .filter(|&b| b <= workload.len())
@@ -1277,9 +1303,22 @@ mod tests {
                 let p = entry.partition;
                 assert_eq!(entry.total, 3);
                 assert!(entry.bytes_median <= entry.bytes_p95);
-                // The activation at p, the direct way: the whole prefix in one slice.
+                // What the device sends at p, the direct way: the whole prefix in one slice,
+                // through the ReLU when it is the edge's first layer.
+                let relu = spec
+                    .layers
+                    .get(p)
+                    .is_some_and(|l| l.kind == LayerKind::Relu);
                 let xs: Vec<Activation> = (0..images)
-                    .map(|i| engine.forward_slice(spec.exit, 0..p, &input(i)).unwrap())
+                    .map(|i| {
+                        let x = engine.forward_slice(spec.exit, 0..p, &input(i)).unwrap();
+                        if relu {
+                            let values = x.values().iter().map(|v| v.max(0.0)).collect();
+                            Activation::from_values(values, x.dims()).unwrap()
+                        } else {
+                            x
+                        }
+                    })
                     .collect();
                 let shape = spec.boundary_shape(p);
                 let elements: usize = shape.iter().product();

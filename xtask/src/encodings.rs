@@ -11,7 +11,7 @@ use anyhow::{Context, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::wire::encoding::{Encoding, Values};
-use runtime::{ExitSpec, Isa, LayerKind, LayerTable, PackedNetwork};
+use runtime::{ExitSpec, Isa, LayerTable, PackedNetwork};
 use toolchain::encodings::{
     ACTIVATION_VALUES, EncodingEntry, EncodingMeasurements, Lossless, LosslessComparison, Progress,
     Settings, Source, Workload,
@@ -300,13 +300,11 @@ fn shape_text(shape: &[usize]) -> String {
         .join("×")
 }
 
-/// One row per exit against the goals, with `sent(spec, p)` the split whose tensor
-/// goes out at partition `p`; whether every exit meets them.
+/// One row per exit against the goals; whether every exit meets them.
 fn goals_table(
     r: &mut String,
     entries: &Entries<'_>,
     table: &LayerTable,
-    sent: impl Fn(&ExitSpec, usize) -> usize,
 ) -> anyhow::Result<bool> {
     writeln!(
         r,
@@ -316,7 +314,7 @@ fn goals_table(
     for spec in &table.exits {
         let n = spec.len();
         let ratio = |p: usize| -> Option<(f64, &EncodingEntry)> {
-            let best = entries.best_within_goal(spec.exit, sent(spec, p))?;
+            let best = entries.best_within_goal(spec.exit, p)?;
             Some((
                 entries.f32_bytes(spec.exit, p) / best.bytes_median as f64,
                 best,
@@ -376,10 +374,10 @@ fn report(m: &EncodingMeasurements, cx: &ReportContext<'_>) -> anyhow::Result<St
     // The goals.
     writeln!(
         r,
-        "## The goals\n\nGoals: ≥ 4× fewer bytes than f32 at every partition, ≥ 8× at the median partition (`N / 2` of an exit of N layers; *met* judges this one — the median of the ratios over the partitions is shown too), ≤ 0.5 pt accuracy loss per exit; the compressed input ≥ 2× smaller than raw. At every split the planner can take the smallest encoding that keeps the exit within {:.1} pt of its plain accuracy (\"best\" below).\n\n### As measured: the tensor entering layer p\n",
+        "## The goals\n\nGoals: ≥ 4× fewer bytes than f32 at every partition, ≥ 8× at the median partition (`N / 2` of an exit of N layers; *met* judges this one — the median of the ratios over the partitions is shown too), ≤ 0.5 pt accuracy loss per exit; the compressed input ≥ 2× smaller than raw. At every split the planner can take the smallest encoding that keeps the exit within {:.1} pt of its plain accuracy (\"best\" below).\n\n### As measured: the tensor the device sends at p (the activation entering layer p; `relu(x)` where layer p is a ReLU, which the edge would apply anyway)\n",
         MAX_LOSS * 100.0
     )?;
-    let met = goals_table(&mut r, &entries, cx.table, |_, p| p)?;
+    let met = goals_table(&mut r, &entries, cx.table)?;
     let input_ratio = m.input.raw as f64 / m.input.zstd_median.max(1) as f64;
     writeln!(
         r,
@@ -430,26 +428,6 @@ fn report(m: &EncodingMeasurements, cx: &ReportContext<'_>) -> anyhow::Result<St
         worst.encoding,
         worst.exit,
         worst.partition,
-    )?;
-    writeln!(
-        r,
-        "### If the device applied a ReLU before sending\n\nWhere layer p is a ReLU, the tensor entering it is the convolution's or FC layer's output, half negative: dense, and a q8 range wasted on values the edge's ReLU zeroes. Sending `relu(x)` instead gives the edge exactly the same result (ReLU is idempotent) — that tensor is the one entering layer p + 1, measured above, with the same accuracy. Not what the protocol does today; the same table with it:\n"
-    )?;
-    let relu_met = goals_table(&mut r, &entries, cx.table, |spec, p| {
-        if spec.layers[p].kind == LayerKind::Relu && p + 1 < spec.len() {
-            p + 1
-        } else {
-            p
-        }
-    })?;
-    writeln!(
-        r,
-        "\nSplits with the ReLU before sending: {}.\n",
-        if relu_met {
-            "every exit meets the bytes goal within the accuracy goal"
-        } else {
-            "**at least one exit still misses the bytes goal**"
-        }
     )?;
     // Each single encoding against the goals.
     let splits: usize = cx.table.exits.iter().map(|s| s.len() - 1).sum();
