@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use runtime::engine::{Activation, Engine};
-use runtime::model::layers::LayerKind;
 use runtime::model::entropy::argmax;
+use runtime::model::layers::LayerKind;
 use runtime::model::{ModelError, normalize};
 use runtime::slowdown::Repeats;
-use runtime::wire::encoding::{self, Encoding, Quantized, Values};
+use runtime::wire::encoding::{self, Encoding, Values};
+use runtime::wire::protocol;
 use serde::{Deserialize, Serialize};
 
 use crate::profile::Role;
@@ -63,88 +64,26 @@ pub enum MeasureError {
     Png(String),
 }
 
-/// The body of a tensor of `shape` (batch excluded) as `values`, before the lossless stage:
-/// little-endian `f32` or binary16, or [`Quantized::to_bytes`] (one group for `q8`, one per
-/// channel for `q8c`); `u8` takes the values as bytes (the image's pixels).
+/// The body of a tensor of `shape` (batch excluded) as `values`, before the lossless stage
+/// (`u8` takes the values as the image's pixels): the protocol's encoder.
 pub fn encode_body(values: Values, x: &[f32], shape: &[usize]) -> Vec<u8> {
-    match values {
-        Values::U8 => x.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect(),
-        Values::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Values::F16 => encoding::to_f16(x)
-            .iter()
-            .flat_map(|b| b.to_le_bytes())
-            .collect(),
-        Values::Q8 | Values::Q8c => Quantized::quantize(x, values.groups(shape)).to_bytes(),
-    }
+    encode(Encoding::new(values, false), x, shape)
 }
 
-/// What the device sends: the body, through the lossless stage when `encoding.lossless`.
+/// What the device sends: the protocol's payload for `encoding`.
 pub fn encode(encoding: Encoding, x: &[f32], shape: &[usize]) -> Vec<u8> {
-    let body = encode_body(encoding.values, x, shape);
-    if encoding.lossless {
-        encoding::compress(&body)
-    } else {
-        body
-    }
+    protocol::encode_tensor(x, shape, encoding)
 }
 
-/// What the edge does with a body of a tensor of `shape`: reads it (checking a quantised
-/// tensor's scales), widens it to `f32`, and refuses a non-finite value.
+/// What the edge does with a body of a tensor of `shape`: the protocol's decoder (reads
+/// it, checks a quantised tensor's scales, widens it to `f32`, refuses a non-finite value).
 pub fn decode_body(values: Values, body: &[u8], shape: &[usize]) -> Result<Vec<f32>, String> {
-    let elements: usize = shape.iter().product();
-    let groups = values.groups(shape);
-    let expected = values
-        .body_len(elements, groups)
-        .ok_or("the tensor's size overflows")?;
-    if body.len() != expected {
-        return Err(format!(
-            "{} bytes, a {} tensor of {shape:?} takes {expected}",
-            body.len(),
-            values.name()
-        ));
-    }
-    let x: Vec<f32> = match values {
-        Values::U8 => body.iter().map(|&b| f32::from(b)).collect(),
-        Values::F32 => body
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Values::F16 => {
-            let bits: Vec<u16> = body
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            encoding::from_f16(&bits)
-        }
-        Values::Q8 | Values::Q8c => {
-            let q = Quantized::from_bytes(body, groups);
-            if let Some((group, scale)) = q.bad_scale() {
-                return Err(format!(
-                    "scale {scale} of group {group} is not a finite number above 0"
-                ));
-            }
-            q.dequantize()
-        }
-    };
-    match x.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(format!("element {i} is {} (tensors must be finite)", x[i])),
-        None => Ok(x),
-    }
+    decode(Encoding::new(values, false), body, shape)
 }
 
 /// [`decode_body`] after the bounded inflate when `encoding.lossless`.
 pub fn decode(encoding: Encoding, payload: &[u8], shape: &[usize]) -> Result<Vec<f32>, String> {
-    if encoding.lossless {
-        let elements: usize = shape.iter().product();
-        let expected = encoding
-            .values
-            .body_len(elements, encoding.values.groups(shape))
-            .ok_or("the tensor's size overflows")?;
-        let body = encoding::decompress(payload, expected).map_err(|e| e.to_string())?;
-        decode_body(encoding.values, &body, shape)
-    } else {
-        decode_body(encoding.values, payload, shape)
-    }
+    protocol::decode_tensor(payload, shape, encoding).map_err(|e| e.to_string())
 }
 
 /// The image as the device sends it at partition 0: the pixels, compressed when
@@ -394,6 +333,10 @@ fn measure_image(
             let owned = splits.owner[e][p] == e;
             let sent = splits.sent(e, p, x.values());
             for (k, values) in ACTIVATION_VALUES.into_iter().enumerate() {
+                // Per-channel quantisation needs channels (the protocol refuses it on vectors).
+                if !Encoding::new(values, false).applies_to(shape) {
+                    continue;
+                }
                 let body = encode_body(values, &sent, shape);
                 if let Some(b) = result.bytes.as_mut().filter(|_| owned) {
                     b.activations[e][p][k] = encoding::compress(&body).len() as u32;
@@ -810,7 +753,7 @@ fn tally(
             let shape = &splits.shapes[e][p];
             let elements: usize = shape.iter().product();
             let owner = splits.owner[e][p];
-            for encoding in Encoding::ACTIVATIONS {
+            for encoding in Encoding::for_tensor(p, shape) {
                 let k = ACTIVATION_VALUES
                     .iter()
                     .position(|&v| v == encoding.values)
@@ -994,6 +937,9 @@ fn compare_lossless(
         let acts = splits.activations(workload.engine, workload.input(i)?)?;
         for &(e, p) in &distinct {
             for (k, values) in ACTIVATION_VALUES.into_iter().enumerate() {
+                if !Encoding::new(values, false).applies_to(&splits.shapes[e][p]) {
+                    continue;
+                }
                 let sent = splits.sent(e, p, acts[e][p].values());
                 let body = encode_body(values, &sent, &splits.shapes[e][p]);
                 for (s, stage) in stages.iter_mut().enumerate() {
@@ -1076,7 +1022,10 @@ fn time_codecs(
     let mut fits = Vec::new();
     for encoding in Encoding::ACTIVATIONS {
         let (mut device, mut edge) = (Vec::new(), Vec::new());
-        for &(x, shape) in &tensors {
+        for &(x, shape) in tensors
+            .iter()
+            .filter(|(_, shape)| encoding.applies_to(shape))
+        {
             let payload = encode(encoding, x, shape);
             decode(encoding, &payload, shape).map_err(failed(encoding))?;
             let elements = x.len() as u64;
@@ -1275,7 +1224,15 @@ mod tests {
         };
         let m = measure(&workload, source, &settings, &()).unwrap();
         assert_eq!((m.images, m.bytes_images), (3, 2));
-        let expected: usize = table.exits.iter().map(|s| 2 + 8 * (s.len() - 1)).sum();
+        let expected: usize = table
+            .exits
+            .iter()
+            .map(|s| {
+                (0..s.len())
+                    .map(|p| Encoding::for_tensor(p, s.boundary_shape(p)).count())
+                    .sum::<usize>()
+            })
+            .sum();
         assert_eq!(m.entries.len(), expected);
 
         let input = |i: usize| {
@@ -1379,10 +1336,18 @@ mod tests {
         assert!(m.input.zstd_median < 1024 && m.input.png_median < 1024);
         assert!(m.input.png_best_median <= m.input.png_median + 16);
         // One image's distinct activations, each body through every stage.
-        let distinct = Splits::new(&engine).distinct().count() as u64;
+        let splits = Splits::new(&engine);
+        let distinct: Vec<(usize, usize)> = splits.distinct().collect();
         assert_eq!(m.lossless_comparison.len(), 16);
         for row in &m.lossless_comparison {
-            assert_eq!(row.tensors, distinct);
+            // q8c only where there are channels.
+            let tensors = distinct
+                .iter()
+                .filter(|&&(e, p)| {
+                    Encoding::new(row.values, false).applies_to(&splits.shapes[e][p])
+                })
+                .count() as u64;
+            assert_eq!(row.tensors, tensors, "{:?}", row.values);
             assert!(row.compressed_bytes > 0 && row.compress_ms > 0.0);
         }
         let f32_raw: u64 = m

@@ -301,11 +301,7 @@ fn shape_text(shape: &[usize]) -> String {
 }
 
 /// One row per exit against the goals; whether every exit meets them.
-fn goals_table(
-    r: &mut String,
-    entries: &Entries<'_>,
-    table: &LayerTable,
-) -> anyhow::Result<bool> {
+fn goals_table(r: &mut String, entries: &Entries<'_>, table: &LayerTable) -> anyhow::Result<bool> {
     writeln!(
         r,
         "| exit | median partition | best there | its bytes | × fewer than f32 | fewest × over partitions (where, best) | median × over partitions | met |\n|---|---|---|---|---|---|---|---|"
@@ -752,6 +748,173 @@ fn bytes_figure(
     )
 }
 
+/// The experiments' section on encodings, computed from the plan (its measured bytes and
+/// accuracies, its latency models): bytes per split at each exit's median partition,
+/// accuracy per family, and where (bandwidth × device speed) a middle partition wins with
+/// the encodings and with the paper's routes alone. Writes the maps into `out`.
+pub fn section(
+    out: &std::path::Path,
+    plan: &codegen::plan::Plan,
+    costs: &[runtime::plan::ExitCosts],
+    (deadline_ms, rtt_ms): (f64, f64),
+) -> anyhow::Result<crate::paper::Section> {
+    let mut md = String::new();
+    writeln!(
+        md,
+        "## Bytes on the wire: encodings as Edgent's third choice\n\nEdgent chooses (exit, partition, encoding); the baselines keep the raw image and `f32` activations. Bytes are the medians measured over the test set (`cargo xtask encodings`, in the plan), at each exit's median partition `N / 2`; accuracy is measured on the test set with that encoding at every split of the exit (a family's is its worst split's).\n\n| exit | p (tensor) | f32 | f32+zstd | f16+zstd | q8 | q8+zstd | q8c+zstd | u8 image | u8+zstd | exact acc. % | f16 % | q8 % | q8c % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    let names = ["f32", "f32+zstd", "f16+zstd", "q8", "q8+zstd", "q8c+zstd"];
+    for (exit, c) in plan.exits.iter().zip(costs) {
+        let p = exit.layers.len() / 2;
+        let bytes = |p: usize, name: &str| {
+            exit.partitions[p]
+                .encodings
+                .iter()
+                .find(|e| e.encoding == name)
+                .map_or("–".to_string(), |e| e.bytes_median.to_string())
+        };
+        let accuracy = |values: Option<Values>| {
+            c.families()
+                .iter()
+                .find(|f| f.lossy == values)
+                .map_or("–".to_string(), |f| format!("{:.2}", 100.0 * f.accuracy))
+        };
+        write!(
+            md,
+            "| {} | {p} ({}) |",
+            exit.exit,
+            exit.layers[p]
+                .input
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("×")
+        )?;
+        for name in names {
+            write!(md, " {} |", bytes(p, name))?;
+        }
+        writeln!(
+            md,
+            " {} | {} | {} | {} | {} | {} |",
+            bytes(0, "u8"),
+            bytes(0, "u8+zstd"),
+            accuracy(None),
+            accuracy(Some(Values::F16)),
+            accuracy(Some(Values::Q8)),
+            accuracy(Some(Values::Q8c)),
+        )?;
+    }
+    // Why a split rarely wins: its bytes against the compressed image's, and what the
+    // device pays to get there.
+    writeln!(
+        md,
+        "\nEach exit's smallest tensor at any split against the image (95th percentiles, what the planner charges), and the device time it costs to get there (layers and encoding, at the plan's slowdown) beyond the image's encoding. A split can only win below the bandwidth at which the bytes it saves take as long to send as the device's extra time (the edge's saved time, at most {:.1} ms, is left out in its favour):\n\n| exit | smallest split (p, encoding) | its bytes | image (u8+zstd) | bytes saved | extra device ms | wins over the image below | split's device ms | device-only ms |\n|---|---|---|---|---|---|---|---|---|",
+        costs.iter().map(|c| c.pairs[0].edge_ms).fold(0.0, f64::max)
+    )?;
+    for c in costs {
+        let routes: Vec<runtime::plan::Route> = c
+            .families()
+            .iter()
+            .flat_map(|f| f.routes.clone())
+            .filter(|r| r.encoding.is_some())
+            .collect();
+        let image = routes
+            .iter()
+            .filter(|r| r.partition == 0)
+            .min_by_key(|r| r.cost.bytes);
+        let split = routes
+            .iter()
+            .filter(|r| r.partition > 0)
+            .min_by_key(|r| r.cost.bytes);
+        let (Some(image), Some(split)) = (image, split) else {
+            continue;
+        };
+        let saved = image.cost.bytes as f64 - split.cost.bytes as f64;
+        let extra_ms = split.cost.device_ms - image.cost.device_ms;
+        let wins_below = if saved > 0.0 && extra_ms > 0.0 {
+            format!("{:.2} kbit/s", saved * 8.0 / extra_ms)
+        } else if saved > 0.0 {
+            "always".to_string()
+        } else {
+            "never".to_string()
+        };
+        writeln!(
+            md,
+            "| {} | {}, {} | {} | {} | {:.0} | {:.1} | {wins_below} | {:.1} | {:.1} |",
+            c.exit,
+            split.partition,
+            split.encoding.map(|e| e.to_string()).unwrap_or_default(),
+            split.cost.bytes,
+            image.cost.bytes,
+            saved,
+            extra_ms,
+            split.cost.device_ms,
+            c.pairs[c.pairs.len() - 1].device_ms
+        )?;
+    }
+    writeln!(
+        md,
+        "\nBelow those bandwidths the split's transfer alone takes longer than running the whole exit on the device, which needs no network: the split's device time is already most of device-only's. Where that holds for every exit, no split beats both ends on this network and data (the map below counts the cells); what the encodings change is the image's own size."
+    )?;
+    let bandwidths = plot::log_grid(10e3, 100e6, 8);
+    let factors = plot::log_grid(0.1, 10.0, 8);
+    let paper_routes: Vec<runtime::plan::ExitCosts> = costs
+        .iter()
+        .map(|c| runtime::plan::ExitCosts {
+            families: Vec::new(),
+            ..c.clone()
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for (file, title, costs) in [
+        (
+            "partition-map-encodings.png",
+            "This model, with encodings",
+            costs,
+        ),
+        (
+            "partition-map-f32.png",
+            "This model, raw image and f32 only",
+            &paper_routes[..],
+        ),
+    ] {
+        counts.push(plot::partition_map(
+            &out.join(file),
+            &plot::MapLabels {
+                title,
+                y_desc: "device time × (1 = the profiled device)",
+            },
+            costs,
+            (deadline_ms, rtt_ms),
+            &bandwidths,
+            &factors,
+        )?);
+    }
+    writeln!(
+        md,
+        "\n### Where a middle partition wins\n\nAlgorithm 1's placement over bandwidth (10 kbit/s to 100 Mbit/s) × device speed (every device time of the plan, encoding included, multiplied by 0.1 to 10; the edge unchanged), deadline {deadline_ms:.0} ms, {rtt_ms} ms round trip. With encodings: a middle partition in **{}** of {} cells (edge-only {}, device-only {}, nothing in time {}). With the raw image and `f32` only: **{}** (edge-only {}, device-only {}, nothing in time {}).\n\n![with encodings](partition-map-encodings.png)\n![f32 only](partition-map-f32.png)\n",
+        counts[0].middle,
+        counts[0].total(),
+        counts[0].edge_only,
+        counts[0].device_only,
+        counts[0].infeasible,
+        counts[1].middle,
+        counts[1].edge_only,
+        counts[1].device_only,
+        counts[1].infeasible,
+    )?;
+    let summary = format!(
+        "Encodings: a middle partition is Algorithm 1's choice in {} of {} (bandwidth, device speed) cells at {deadline_ms:.0} ms with them, in {} with the raw image and f32 alone.",
+        counts[0].middle,
+        counts[0].total(),
+        counts[1].middle
+    );
+    Ok(crate::paper::Section {
+        markdown: md,
+        summary,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -830,119 +993,4 @@ mod tests {
         }
         assert_eq!(median_partition(22), 11);
     }
-}
-
-/// The experiments' section on encodings, computed from the plan (its measured bytes and
-/// accuracies, its latency models): bytes per split at each exit's median partition,
-/// accuracy per family, and where (bandwidth × device speed) a middle partition wins with
-/// the encodings and with the paper's routes alone. Writes the maps into `out`.
-pub fn section(
-    out: &std::path::Path,
-    plan: &codegen::plan::Plan,
-    costs: &[runtime::plan::ExitCosts],
-    (deadline_ms, rtt_ms): (f64, f64),
-) -> anyhow::Result<crate::paper::Section> {
-    let mut md = String::new();
-    writeln!(
-        md,
-        "## Bytes on the wire: encodings as Edgent's third choice\n\nEdgent chooses (exit, partition, encoding); the baselines keep the raw image and `f32` activations. Bytes are the medians measured over the test set (`cargo xtask encodings`, in the plan), at each exit's median partition `N / 2`; accuracy is measured on the test set with that encoding at every split of the exit (a family's is its worst split's).\n\n| exit | p (tensor) | f32 | f32+zstd | f16+zstd | q8 | q8+zstd | q8c+zstd | u8 image | u8+zstd | exact acc. % | f16 % | q8 % | q8c % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    )?;
-    let names = ["f32", "f32+zstd", "f16+zstd", "q8", "q8+zstd", "q8c+zstd"];
-    for (exit, c) in plan.exits.iter().zip(costs) {
-        let p = exit.layers.len() / 2;
-        let bytes = |p: usize, name: &str| {
-            exit.partitions[p]
-                .encodings
-                .iter()
-                .find(|e| e.encoding == name)
-                .map_or("–".to_string(), |e| e.bytes_median.to_string())
-        };
-        let accuracy = |values: Option<Values>| {
-            c.families()
-                .iter()
-                .find(|f| f.lossy == values)
-                .map_or("–".to_string(), |f| format!("{:.2}", 100.0 * f.accuracy))
-        };
-        write!(
-            md,
-            "| {} | {p} ({}) |",
-            exit.exit,
-            exit.layers[p]
-                .input
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("×")
-        )?;
-        for name in names {
-            write!(md, " {} |", bytes(p, name))?;
-        }
-        writeln!(
-            md,
-            " {} | {} | {} | {} | {} | {} |",
-            bytes(0, "u8"),
-            bytes(0, "u8+zstd"),
-            accuracy(None),
-            accuracy(Some(Values::F16)),
-            accuracy(Some(Values::Q8)),
-            accuracy(Some(Values::Q8c)),
-        )?;
-    }
-    let bandwidths = plot::log_grid(10e3, 100e6, 8);
-    let factors = plot::log_grid(0.1, 10.0, 8);
-    let paper_routes: Vec<runtime::plan::ExitCosts> = costs
-        .iter()
-        .map(|c| runtime::plan::ExitCosts {
-            families: Vec::new(),
-            ..c.clone()
-        })
-        .collect();
-    let mut counts = Vec::new();
-    for (file, title, costs) in [
-        (
-            "partition-map-encodings.png",
-            "This model, with encodings",
-            costs,
-        ),
-        (
-            "partition-map-f32.png",
-            "This model, raw image and f32 only",
-            &paper_routes[..],
-        ),
-    ] {
-        counts.push(plot::partition_map(
-            &out.join(file),
-            &plot::MapLabels {
-                title,
-                y_desc: "device time × (1 = the profiled device)",
-            },
-            costs,
-            (deadline_ms, rtt_ms),
-            &bandwidths,
-            &factors,
-        )?);
-    }
-    writeln!(
-        md,
-        "\n### Where a middle partition wins\n\nAlgorithm 1's placement over bandwidth (10 kbit/s to 100 Mbit/s) × device speed (every device time of the plan, encoding included, multiplied by 0.1 to 10; the edge unchanged), deadline {deadline_ms:.0} ms, {rtt_ms} ms round trip. With encodings: a middle partition in **{}** of {} cells (edge-only {}, device-only {}, nothing in time {}). With the raw image and `f32` only: **{}** (edge-only {}, device-only {}, nothing in time {}).\n\n![with encodings](partition-map-encodings.png)\n![f32 only](partition-map-f32.png)\n",
-        counts[0].middle,
-        counts[0].total(),
-        counts[0].edge_only,
-        counts[0].device_only,
-        counts[0].infeasible,
-        counts[1].middle,
-        counts[1].edge_only,
-        counts[1].device_only,
-        counts[1].infeasible,
-    )?;
-    let summary = format!(
-        "Encodings: a middle partition is Algorithm 1's choice in {} of {} (bandwidth, device speed) cells at {deadline_ms:.0} ms with them, in {} with the raw image and f32 alone.",
-        counts[0].middle,
-        counts[0].total(),
-        counts[1].middle
-    );
-    Ok(crate::paper::Section {
-        markdown: md,
-        summary,
-    })
 }

@@ -202,10 +202,9 @@ impl Point {
             let plan = &l["plan"];
             if plan["exit"].as_u64() == Some(exit as u64)
                 && plan["partition"].as_u64() == Some(partition as u64)
+                && let Some(e) = plan["encoding"].as_str()
             {
-                if let Some(e) = plan["encoding"].as_str() {
-                    *counts.entry(e).or_default() += 1;
-                }
+                *counts.entry(e).or_default() += 1;
             }
         }
         counts

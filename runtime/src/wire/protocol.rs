@@ -828,6 +828,42 @@ impl Message {
     }
 }
 
+/// The payload frame of an Infer carrying `values`, a tensor of `shape` (per sample), sent
+/// as `encoding`: exactly what a device puts on the wire (for `u8`, the values are the
+/// pixels).
+pub fn encode_tensor(values: &[f32], shape: &[usize], encoding: Encoding) -> Vec<u8> {
+    let mut msg = Message::infer(
+        [0; 32],
+        0,
+        1,
+        0,
+        0,
+        shape,
+        Payload::encode_f32(values, encoding.values, shape),
+    );
+    msg.header.set_encoding(encoding);
+    let [_, payload] = msg.encode();
+    payload
+}
+
+/// The values of a tensor of `shape` received as `encoding` in `payload`, through every
+/// check an edge makes (length, bounded inflation, scales, finiteness); `u8` gives the
+/// pixels as values.
+pub fn decode_tensor(
+    payload: &[u8],
+    shape: &[usize],
+    encoding: Encoding,
+) -> Result<Vec<f32>, ProtocolError> {
+    let mut header = Header::new(MessageType::Infer, [0; 32], 0);
+    header.set_encoding(encoding);
+    header.shape = shape.iter().map(|&d| d as u32).collect();
+    let frames = [header.encode().to_vec(), payload.to_vec()];
+    match Message::decode(&frames)?.payload {
+        Payload::U8(pixels) => Ok(pixels.into_iter().map(f32::from).collect()),
+        tensor => Ok(tensor.to_f32().expect("a tensor dtype")),
+    }
+}
+
 /// Parses a 64-hex-digit plan digest.
 pub fn digest_bytes(hex_digest: &str) -> Result<[u8; 32], String> {
     let bytes = hex::decode(hex_digest).map_err(|e| format!("plan digest `{hex_digest}`: {e}"))?;
