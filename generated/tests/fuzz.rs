@@ -16,6 +16,16 @@ fn regressions() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions")
 }
 
+/// `frames` with the header's plan digest set to `digest`, when the first frame is a
+/// header (80 bytes starting with the magic).
+fn addressed_to(frames: &[Vec<u8>], digest: &[u8; 32]) -> Vec<Vec<u8>> {
+    let mut frames = frames.to_vec();
+    if let Some(h) = frames.first_mut().filter(|h| h.len() == 80 && h.starts_with(b"EDGT")) {
+        h[8..40].copy_from_slice(digest);
+    }
+    frames
+}
+
 #[test]
 fn every_saved_case_replays_cleanly() {
     let table = generated::layer_table();
@@ -72,8 +82,11 @@ fn every_saved_case_replays_cleanly() {
             .iter()
             .find(|(p, _)| p.file_stem().is_some_and(|s| s == name))
             .unwrap_or_else(|| panic!("fuzz/regressions/{name}.frames is missing"));
+        // Written for the plan of their day: addressed to today's, so that the rule each
+        // one shows is reached, not `unknown_plan`.
+        let frames = addressed_to(frames, &plan.digest);
         let checked =
-            check(frames, &table, &plan).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            check(&frames, &table, &plan).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(checked.outcome, outcome, "{}", path.display());
     }
     for (path, frames) in &cases {
