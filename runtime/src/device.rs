@@ -795,8 +795,8 @@ pub struct DeviceClient {
     /// Measured time of each exit run whole on this device (slowdown included), ms:
     /// the fallback keeps at least this much time, whatever the latency models say.
     local_measured: Vec<f64>,
-    /// Warm (fastest seen) time of each (exit, partition, encoding) encoding, for the
-    /// slowdown.
+    /// Warm time of each (exit, partition, encoding) encoding, measured back to back at
+    /// its first use, for the slowdown.
     encode_warm: std::collections::HashMap<(usize, usize, Encoding), Duration>,
     /// Measured / predicted latency of recent answers (not fallbacks).
     overruns: VecDeque<f64>,
@@ -1210,29 +1210,31 @@ impl DeviceClient {
         let encoding = encoding
             .or(crate::plan::paper_encoding(p, chain))
             .unwrap_or(Encoding::F32);
-        let payload = match prefix {
-            None => Payload::U8(pixels.to_vec()),
-            Some(x) if self.enters_relu(exit, p) => {
-                // The edge's first layer is a ReLU: sending relu(x) gives it the same
-                // result, and zeros (half the values) shrink every encoding but raw f32.
-                let relu: Vec<f32> = x.values().iter().map(|&v| v.max(0.0)).collect();
-                Payload::encode_f32(&relu, encoding.values, &shape)
+        // The edge's first layer is a ReLU: sending relu(x) gives it the same result, and
+        // zeros (half the values) shrink every encoding but raw f32.
+        let relu = self.enters_relu(exit, p);
+        let values: Option<Vec<f32>> = prefix.map(|x| {
+            if relu {
+                x.values().iter().map(|&v| v.max(0.0)).collect()
+            } else {
+                x.into_values()
             }
-            Some(x) => Payload::encode_f32(x.values(), encoding.values, &shape),
-        };
+        });
         let deadline_us = (deadline_ms * 1e3).clamp(0.0, f64::from(u32::MAX)) as u32;
-        let mut msg = Message::infer(
-            self.plan.digest,
-            id,
-            exit as u8,
-            p as u8,
-            deadline_us,
-            &shape,
-            payload,
-        );
-        msg.header.set_encoding(encoding);
-        let frames = msg.encode();
-        let encode_ms = self.stretch_encoding((exit, p, encoding), started.elapsed());
+        let digest = self.plan.digest;
+        let encode = || {
+            let payload = match values.as_deref() {
+                None => Payload::U8(pixels.to_vec()),
+                Some(v) => Payload::encode_f32(v, encoding.values, &shape),
+            };
+            let mut msg =
+                Message::infer(digest, id, exit as u8, p as u8, deadline_us, &shape, payload);
+            msg.header.set_encoding(encoding);
+            msg.encode()
+        };
+        let frames = encode();
+        let took = started.elapsed();
+        let encode_ms = self.stretch_encoding((exit, p, encoding), took, encode);
         let bytes = frames[1].len() as u64;
         let sent = Instant::now();
         if let Err(e) = self.socket.send_multipart(frames, zmq::DONTWAIT) {
@@ -1256,18 +1258,32 @@ impl DeviceClient {
             .is_some_and(|l| l.kind == crate::model::layers::LayerKind::Relu)
     }
 
-    /// Emulates encoding on the slower device: waits (K − 1) × the fastest time this
-    /// encoding of this tensor has taken here (its warm time, so that this machine's jitter
-    /// is not multiplied, as for layers), and returns the emulated time, ms.
-    fn stretch_encoding(&mut self, key: (usize, usize, Encoding), took: Duration) -> f64 {
-        let warm = self.encode_warm.entry(key).or_insert(took);
-        *warm = (*warm).min(took);
-        let typical = *warm;
-        self.config
-            .slowdown
-            .stretch(took, typical, None)
-            .as_secs_f64()
-            * 1e3
+    /// Emulates encoding on the slower device: waits (K − 1) × this encoding's warm time
+    /// for this (exit, partition) — the median of `encode` run back to back the first time,
+    /// as the encodings' latency lines were measured and as layers are stretched (so that
+    /// this machine's jitter and a cold first call are not multiplied) — and returns the
+    /// emulated time, ms.
+    fn stretch_encoding<F: Fn() -> [Vec<u8>; 2]>(
+        &mut self,
+        key: (usize, usize, Encoding),
+        took: Duration,
+        encode: F,
+    ) -> f64 {
+        if self.config.slowdown.factor() <= 1.0 {
+            return took.as_secs_f64() * 1e3;
+        }
+        let warm = *self.encode_warm.entry(key).or_insert_with(|| {
+            let mut times: Vec<Duration> = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::hint::black_box(encode());
+                    start.elapsed()
+                })
+                .collect();
+            times.sort();
+            times[times.len() / 2]
+        });
+        self.config.slowdown.stretch(took, warm, None).as_secs_f64() * 1e3
     }
 
     /// Waits until `until` for the reply to request `id`, sent for `(exit, p)`.

@@ -199,7 +199,7 @@ fn malformed_requests_get_error_replies_and_the_edge_keeps_serving() {
             ErrorCode::BadHeaderLength,
         ),
         (patched(0, b"HTTP"), ErrorCode::BadMagic),
-        (patched(4, &[2]), ErrorCode::BadVersion),
+        (patched(4, &[3]), ErrorCode::BadVersion),
         (patched(5, &[2]), ErrorCode::BadType), // a Result sent to the edge
         (patched(6, &[7]), ErrorCode::BadDtype),
         (patched(7, &[6]), ErrorCode::BadShape),
