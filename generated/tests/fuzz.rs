@@ -20,7 +20,10 @@ fn regressions() -> PathBuf {
 /// header (80 bytes starting with the magic).
 fn addressed_to(frames: &[Vec<u8>], digest: &[u8; 32]) -> Vec<Vec<u8>> {
     let mut frames = frames.to_vec();
-    if let Some(h) = frames.first_mut().filter(|h| h.len() == 80 && h.starts_with(b"EDGT")) {
+    if let Some(h) = frames
+        .first_mut()
+        .filter(|h| h.len() == 80 && h.starts_with(b"EDGT"))
+    {
         h[8..40].copy_from_slice(digest);
     }
     frames

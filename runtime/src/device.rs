@@ -1227,8 +1227,15 @@ impl DeviceClient {
                 None => Payload::U8(pixels.to_vec()),
                 Some(v) => Payload::encode_f32(v, encoding.values, &shape),
             };
-            let mut msg =
-                Message::infer(digest, id, exit as u8, p as u8, deadline_us, &shape, payload);
+            let mut msg = Message::infer(
+                digest,
+                id,
+                exit as u8,
+                p as u8,
+                deadline_us,
+                &shape,
+                payload,
+            );
             msg.header.set_encoding(encoding);
             msg.encode()
         };
