@@ -102,10 +102,10 @@ pub struct PlanEncoding {
     /// Its name: `u8` or `u8+zstd` at `p = 0`; `f32`, `f16`, `q8` or `q8c`, each optionally
     /// followed by `+zstd`, after (`runtime::wire::encoding::Encoding`).
     pub encoding: String,
-    /// Median bytes on the wire over the test images.
+    /// Median bytes on the wire over the test images: what the planner charges.
     pub bytes_median: u64,
-    /// 95th percentile of the bytes: what the planner charges, so that 95 % of requests
-    /// send no more than planned.
+    /// 95th percentile of the bytes (for reports: the planner charges the median, so that
+    /// its predictions are typical; the device's fallback covers the images that send more).
     pub bytes_p95: u64,
     /// Predicted device time of encoding, ms (at the device's slowdown).
     pub encode_ms: f64,
@@ -149,7 +149,7 @@ pub struct PlanRoute {
     pub device_ms: f64,
     /// Edge time: decoding and layers `[p, N)`, ms.
     pub edge_ms: f64,
-    /// Bytes charged (the 95th percentile).
+    /// Bytes charged (the median).
     pub bytes: u64,
 }
 
@@ -204,7 +204,7 @@ impl PlanExit {
                     encoding: Some(e.encoding.clone()),
                     device_ms: partition.device_ms + e.encode_ms,
                     edge_ms: partition.edge_ms + e.decode_ms,
-                    bytes: e.bytes_p95,
+                    bytes: e.bytes_median,
                 };
                 if VALUES.iter().any(|(v, exact)| *v == values && *exact) {
                     exact.push(route);

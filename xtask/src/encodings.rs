@@ -808,7 +808,7 @@ pub fn section(
     // device pays to get there.
     writeln!(
         md,
-        "\nEach exit's smallest tensor at any split against the image (95th percentiles, what the planner charges), and the device time it costs to get there (layers and encoding, at the plan's slowdown) beyond the image's encoding. A split can only win below the bandwidth at which the bytes it saves take as long to send as the device's extra time (the edge's saved time, at most {:.1} ms, is left out in its favour):\n\n| exit | smallest split (p, encoding) | its bytes | image (u8+zstd) | bytes saved | extra device ms | wins over the image below | split's device ms | device-only ms |\n|---|---|---|---|---|---|---|---|---|",
+        "\nEach exit's smallest tensor at any split against the image (medians, what the planner charges), and the device time it costs to get there (layers and encoding, at the plan's slowdown) beyond the image's encoding. A split can only win below the bandwidth at which the bytes it saves take as long to send as the device's extra time (the edge's saved time, at most {:.1} ms, is left out in its favour):\n\n| exit | smallest split (p, encoding) | its bytes | image (u8+zstd) | bytes saved | extra device ms | wins over the image below | split's device ms | device-only ms |\n|---|---|---|---|---|---|---|---|---|",
         costs.iter().map(|c| c.pairs[0].edge_ms).fold(0.0, f64::max)
     )?;
     for c in costs {
