@@ -1266,20 +1266,29 @@ impl DeviceClient {
     }
 
     /// Emulates encoding on the slower device: waits (K − 1) × this encoding's warm time
-    /// for this (exit, partition) — the median of `encode` run back to back the first time,
-    /// as the encodings' latency lines were measured and as layers are stretched (so that
-    /// this machine's jitter and a cold first call are not multiplied) — and returns the
-    /// emulated time, ms.
+    /// for this (exit, partition) — the plan's encode time ÷ K where the plan has the route,
+    /// else the median of `encode` run back to back the first time (so that this machine's
+    /// jitter and a cold first call are not multiplied) — and returns the emulated time, ms.
     fn stretch_encoding<F: Fn() -> [Vec<u8>; 2]>(
         &mut self,
         key: (usize, usize, Encoding),
         took: Duration,
         encode: F,
     ) -> f64 {
-        if self.config.slowdown.factor() <= 1.0 {
+        let factor = self.config.slowdown.factor();
+        if factor <= 1.0 {
             return took.as_secs_f64() * 1e3;
         }
+        // The plan's own figure for this encoding (its line, measured on this machine, × K)
+        // when the plan has the route: the emulated device then encodes as it was planned,
+        // as its layers run as they were profiled.
+        let planned = self
+            .planned_encode_ms(key)
+            .map(|ms| Duration::from_secs_f64((ms / factor / 1e3).max(0.0)));
         let warm = *self.encode_warm.entry(key).or_insert_with(|| {
+            if let Some(planned) = planned {
+                return planned;
+            }
             let mut times: Vec<Duration> = (0..5)
                 .map(|_| {
                     let start = Instant::now();
@@ -1291,6 +1300,19 @@ impl DeviceClient {
             times[times.len() / 2]
         });
         self.config.slowdown.stretch(took, warm, None).as_secs_f64() * 1e3
+    }
+
+    /// The plan's encode time (device, at its slowdown) of `encoding` at partition `p` of
+    /// `exit`: the route's device time less its layers'.
+    fn planned_encode_ms(&self, (exit, p, encoding): (usize, usize, Encoding)) -> Option<f64> {
+        let layers = self.plan.tables.get(exit - 1)?.pairs.get(p)?.device_ms;
+        self.plan
+            .families
+            .iter()
+            .filter(|f| f.exit == exit)
+            .flat_map(|f| f.remote.iter())
+            .find(|r| r.partition == p && r.encoding == Some(encoding))
+            .map(|r| r.cost.device_ms - layers)
     }
 
     /// Waits until `until` for the reply to request `id`, sent for `(exit, p)`.
