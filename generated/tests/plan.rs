@@ -175,3 +175,10 @@ fn bad_units_are_rejected_clearly() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn the_plan_schema_names_the_same_kinds_of_values_as_the_runtime() {
+    use runtime::wire::encoding::Values;
+    let runtime: Vec<(&str, bool)> = Values::ALL.iter().map(|v| (v.name(), !v.lossy())).collect();
+    assert_eq!(codegen::plan::VALUES.to_vec(), runtime);
+}
