@@ -116,12 +116,14 @@ pub struct PlanEncoding {
 }
 
 /// The kinds of values an encoding name may start with, and whether each is exact.
-pub const VALUES: [(&str, bool); 5] = [
+pub const VALUES: [(&str, bool); 7] = [
     ("u8", true),
     ("f32", true),
     ("f16", false),
     ("q8", false),
     ("q8c", false),
+    ("q4", false),
+    ("q4c", false),
 ];
 
 /// Splits an encoding name into its values and whether zstd follows; `None` for a name

@@ -264,17 +264,14 @@ fn exit_table(rt: &TokenStream, exit: &PlanExit) -> TokenStream {
 
 /// `::runtime::wire::encoding::Values::…` for a kind of values by name.
 fn values_tokens(values: &str) -> TokenStream {
-    let variant = match values {
-        "u8" => quote!(U8),
-        "f32" => quote!(F32),
-        "f16" => quote!(F16),
-        "q8" => quote!(Q8),
-        "q8c" => quote!(Q8c),
-        other => {
-            let message = format!("`{other}` is not a kind of values: run `cargo xtask generate`");
-            return quote!(::core::compile_error!(#message));
-        }
-    };
+    if !VALUES.iter().any(|(v, _)| *v == values) {
+        let message = format!("`{values}` is not a kind of values: run `cargo xtask generate`");
+        return quote!(::core::compile_error!(#message));
+    }
+    // The variant is the name with its first letter in capitals: `q8c` is `Values::Q8c`.
+    let mut name = values.to_string();
+    name[..1].make_ascii_uppercase();
+    let variant = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
     quote!(::runtime::wire::encoding::Values::#variant)
 }
 

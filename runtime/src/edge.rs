@@ -711,7 +711,7 @@ fn check_request(
         return Err((
             ErrorCode::BadDtype,
             format!(
-                "partition {p} takes {} (the u8 image at 0, f32, f16, q8 or q8c activations after; each optionally compressed), got {:?}{}",
+                "partition {p} takes {} (the u8 image at 0, f32, f16, q8, q8c, q4 or q4c activations after; each optionally compressed), got {:?}{}",
                 if p == 0 { "u8" } else { "an activation" },
                 h.dtype,
                 if h.compressed { " compressed" } else { "" }

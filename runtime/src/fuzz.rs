@@ -145,18 +145,18 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
     );
     let dims: Vec<u32> = (0..MAX_DIMS).map(|i| u32_at(h, 64 + 4 * i)).collect();
     let mut failing = Vec::new();
-    // dtypes: 0 none, 1 u8, 2 f32 (version 1 and 2); 3 f16, 4 q8, 5 q8c and the
-    // compression bit (version 2 only).
-    if dtype > 5 || (version == 1 && (compressed || dtype > 2)) || (compressed && dtype == 0) {
+    // dtypes: 0 none, 1 u8, 2 f32 (version 1 and 2); 3 f16, 4 q8, 5 q8c, 6 q4, 7 q4c and
+    // the compression bit (version 2 only).
+    if dtype > 7 || (version == 1 && (compressed || dtype > 2)) || (compressed && dtype == 0) {
         failing.push(BadDtype);
     }
     if ndim > MAX_DIMS || dims[..ndim].contains(&0) || dims[ndim..].iter().any(|&d| d != 0) {
         failing.push(BadShape);
     }
-    if dtype <= 5 && (dtype == 0) != (ndim == 0) {
+    if dtype <= 7 && (dtype == 0) != (ndim == 0) {
         failing.push(BadDtype);
     }
-    if dtype == 5 && ndim < 2 {
+    if matches!(dtype, 5 | 7) && ndim < 2 {
         failing.push(BadDtype);
     }
     let tensor_ok = match kind {
@@ -180,7 +180,7 @@ fn expected_header(h: &[u8], accept: &Accept) -> Expected {
 /// What the oracle works out about a payload once, for the verdicts on both decoders
 /// (they read the same frames): the body a compressed payload inflates to (`None`: it does
 /// not inflate to the tensor's size), and whether its values are finite (`f32`, `f16`, and
-/// what `q8`/`q8c` codes stand for).
+/// what quantised codes stand for).
 #[derive(Debug, Default)]
 struct Memo {
     inflated: OnceCell<Option<Vec<u8>>>,
@@ -221,15 +221,17 @@ fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -
     let elements = (0..ndim)
         .map(|i| u128::from(u32_at(h, 64 + 4 * i)))
         .product::<u128>();
-    // Bytes per element, and 5 bytes (f32 scale, u8 zero point) per quantisation group.
-    let (size, groups): (u128, u128) = match dtype {
-        1 => (1, 0),
-        2 => (4, 0),
-        3 => (2, 0),
-        4 => (1, 1),
-        _ => (1, u128::from(u32_at(h, 64))),
+    // Bits per element, and 5 bytes (f32 scale, u8 zero point) per quantisation group.
+    let (bits, groups): (u128, u128) = match dtype {
+        1 => (8, 0),
+        2 => (32, 0),
+        3 => (16, 0),
+        4 => (8, 1),
+        5 => (8, u128::from(u32_at(h, 64))),
+        6 => (4, 1),
+        _ => (4, u128::from(u32_at(h, 64))),
     };
-    let needed = elements * size + 5 * groups;
+    let needed = (elements * bits).div_ceil(8) + 5 * groups;
     if needed > limit as u128 || (!compressed && needed != p.len() as u128) {
         return Expected::Code(BadLength);
     }
@@ -245,13 +247,27 @@ fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -
     } else {
         p
     };
-    if matches!(dtype, 4 | 5) {
-        let scales = &body[..4 * groups as usize];
-        let bad = scales.chunks_exact(4).any(|c| {
+    // Quantised: the codes, one a byte (4-bit ones low nibble first).
+    let quantised = (4..=7).contains(&dtype);
+    let codes: Vec<u8> = match dtype {
+        6 | 7 => body[5 * groups as usize..]
+            .iter()
+            .flat_map(|&b| [b & 0x0f, b >> 4])
+            .collect(),
+        _ if quantised => body[5 * groups as usize..].to_vec(),
+        _ => Vec::new(),
+    };
+    if quantised {
+        let g = groups as usize;
+        let bad_scale = body[..4 * g].chunks_exact(4).any(|c| {
             let s = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             !(s.is_finite() && s > 0.0)
         });
-        if bad {
+        let top = if bits == 4 { 15 } else { 255 };
+        let bad_zero = body[4 * g..5 * g].iter().any(|&z| z > top);
+        // An odd count of 4-bit codes leaves a high nibble that must be 0.
+        let bad_padding = codes.len() as u128 > elements && codes.last() != Some(&0);
+        if bad_scale || bad_zero || bad_padding {
             return Expected::Code(BadQuantization);
         }
     }
@@ -263,12 +279,13 @@ fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -
         3 => body
             .chunks_exact(2)
             .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
-        // q8, q8c: each group's widest code from its zero point, times its scale (the
+        // Quantised: each group's widest code from its zero point, times its scale (the
         // scales are finite and above 0 by now, and the product grows with the distance).
-        4 | 5 => {
+        _ if quantised => {
             let g = groups as usize;
             let (scales, rest) = body.split_at(4 * g);
-            let (zero_points, codes) = rest.split_at(g);
+            let zero_points = &rest[..g];
+            let codes = &codes[..elements as usize];
             let per_group = (codes.len() / g).max(1);
             codes
                 .chunks(per_group)
@@ -281,7 +298,7 @@ fn expected_decode<F: AsRef<[u8]>>(frames: &[F], accept: &Accept, memo: &Memo) -
         }
         _ => true,
     };
-    if (2..=5).contains(&dtype) && !*memo.finite.get_or_init(all_finite) {
+    if (2..=7).contains(&dtype) && !*memo.finite.get_or_init(all_finite) {
         return Expected::Code(NonFinite);
     }
     Expected::Ok

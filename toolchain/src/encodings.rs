@@ -33,10 +33,23 @@ use serde::{Deserialize, Serialize};
 use crate::profile::Role;
 
 /// The values kinds of an activation, in [`Encoding::ACTIVATIONS`] order.
-pub const ACTIVATION_VALUES: [Values; 4] = [Values::F32, Values::F16, Values::Q8, Values::Q8c];
+pub const ACTIVATION_VALUES: [Values; 6] = [
+    Values::F32,
+    Values::F16,
+    Values::Q8,
+    Values::Q8c,
+    Values::Q4,
+    Values::Q4c,
+];
 
 /// The values kinds that change an activation (the accuracy is measured for each).
-const LOSSY: [Values; 3] = [Values::F16, Values::Q8, Values::Q8c];
+const LOSSY: [Values; 5] = [
+    Values::F16,
+    Values::Q8,
+    Values::Q8c,
+    Values::Q4,
+    Values::Q4c,
+];
 
 /// Images per batch when timing the input's encodings (the image has one size; batches of
 /// several real images give the line its slope).
@@ -281,7 +294,7 @@ struct ImageResult {
     /// `[e]`: whether the exit's plain prediction is right.
     plain: Vec<bool>,
     /// `[e][p][k]`: whether it is right with the activation at `p` through `LOSSY[k]`.
-    lossy: Vec<Vec<[bool; 3]>>,
+    lossy: Vec<Vec<[bool; LOSSY.len()]>>,
     /// Compressed sizes, when this image's bytes are measured.
     bytes: Option<ImageBytes>,
 }
@@ -293,7 +306,7 @@ struct ImageBytes {
     input: u32,
     /// `[e][p][k]`: the activation's body as `ACTIVATION_VALUES[k]` through zstd (only
     /// where `e` owns the activation).
-    activations: Vec<Vec<[u32; 4]>>,
+    activations: Vec<Vec<[u32; ACTIVATION_VALUES.len()]>>,
 }
 
 /// Runs one image: every exit's chain, every lossy encoding at every split (and the rest of
@@ -315,14 +328,14 @@ fn measure_image(
         lossy: splits
             .shapes
             .iter()
-            .map(|s| vec![[false; 3]; s.len() - 1])
+            .map(|s| vec![[false; LOSSY.len()]; s.len() - 1])
             .collect(),
         bytes: bytes.then(|| ImageBytes {
             input: encoding::compress(workload.image(i)).len() as u32,
             activations: splits
                 .shapes
                 .iter()
-                .map(|s| vec![[0; 4]; s.len() - 1])
+                .map(|s| vec![[0; ACTIVATION_VALUES.len()]; s.len() - 1])
                 .collect(),
         }),
     };
@@ -1101,10 +1114,11 @@ mod tests {
                     xs.iter().fold(0.0f32, |m, v| m.max(*v))
                         - xs.iter().fold(0.0f32, |m, v| m.min(*v))
                 };
-                match encoding.values {
-                    Values::Q8 => range(&x) / 255.0,
-                    Values::Q8c => range(&x[i / 15 * 15..i / 15 * 15 + 15]) / 255.0,
-                    _ => 0.0,
+                let top = ((1u32 << encoding.values.bits().unwrap_or(0)) - 1) as f32;
+                if encoding.values.per_channel() {
+                    range(&x[i / 15 * 15..i / 15 * 15 + 15]) / top
+                } else {
+                    range(&x) / top
                 }
             };
             for (i, (a, b)) in x.iter().zip(&back).enumerate() {
@@ -1130,6 +1144,8 @@ mod tests {
             x.iter().zip(&back).map(|(a, b)| (a - b).abs()).sum()
         };
         assert!(error(Values::Q8c) < error(Values::Q8));
+        assert!(error(Values::Q4c) < error(Values::Q4));
+        assert!(error(Values::Q8) < error(Values::Q4));
     }
 
     #[test]
@@ -1338,7 +1354,10 @@ mod tests {
         // One image's distinct activations, each body through every stage.
         let splits = Splits::new(&engine);
         let distinct: Vec<(usize, usize)> = splits.distinct().collect();
-        assert_eq!(m.lossless_comparison.len(), 16);
+        assert_eq!(
+            m.lossless_comparison.len(),
+            ACTIVATION_VALUES.len() * Lossless::ALL.len()
+        );
         for row in &m.lossless_comparison {
             // q8c only where there are channels.
             let tensors = distinct

@@ -109,7 +109,7 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
         /// Every encoding of every partition (the image raw and compressed; f32, f16, q8,
-        /// q8c, each with and without zstd), not only the raw image and f32.
+        /// q8c, q4, q4c, each with and without zstd), not only the raw image and f32.
         #[arg(long)]
         all_encodings: bool,
         #[command(flatten)]

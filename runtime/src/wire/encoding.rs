@@ -1,6 +1,6 @@
 //! How a tensor is written on the wire (DESIGN.md §12, PROTOCOL.md "Encodings"): its values
-//! as `f32`, `f16` or 8-bit affine quantisation (one scale and zero point for the tensor,
-//! or one per channel), then optionally a lossless stage (zstd) over those bytes; the raw
+//! as `f32`, `f16` or 8- or 4-bit affine quantisation (one scale and zero point for the
+//! tensor, or one per channel), then optionally a lossless stage (zstd) over those bytes; the raw
 //! image as `u8`, optionally through the same lossless stage.
 //!
 //! The device picks an [`Encoding`] per request (the plan says which wins for the link);
@@ -26,11 +26,23 @@ pub enum Values {
     Q8,
     /// 8-bit affine quantisation, one scale and zero point per channel (first dimension).
     Q8c,
+    /// 4-bit affine quantisation (two codes a byte), one scale and zero point for the tensor.
+    Q4,
+    /// 4-bit affine quantisation (two codes a byte), one scale and zero point per channel.
+    Q4c,
 }
 
 impl Values {
     /// Every kind of values.
-    pub const ALL: [Values; 5] = [Self::U8, Self::F32, Self::F16, Self::Q8, Self::Q8c];
+    pub const ALL: [Values; 7] = [
+        Self::U8,
+        Self::F32,
+        Self::F16,
+        Self::Q8,
+        Self::Q8c,
+        Self::Q4,
+        Self::Q4c,
+    ];
 
     /// The name in plans, reports and on the command line.
     pub fn name(self) -> &'static str {
@@ -40,41 +52,65 @@ impl Values {
             Self::F16 => "f16",
             Self::Q8 => "q8",
             Self::Q8c => "q8c",
+            Self::Q4 => "q4",
+            Self::Q4c => "q4c",
         }
     }
 
     /// Whether decoding gives back other values than the device had.
     pub fn lossy(self) -> bool {
-        matches!(self, Self::F16 | Self::Q8 | Self::Q8c)
+        self == Self::F16 || self.bits().is_some()
     }
 
-    /// Quantisation groups (scale/zero-point pairs) of a tensor of `shape`: 1 for `q8`,
-    /// the first dimension for `q8c`, 0 for the rest.
-    pub fn groups(self, shape: &[usize]) -> usize {
+    /// Bits of a quantised code (8 for `q8`/`q8c`, 4 for `q4`/`q4c`); `None` for the rest.
+    pub fn bits(self) -> Option<u32> {
         match self {
-            Self::Q8 => 1,
-            Self::Q8c => shape.first().copied().unwrap_or(0),
-            _ => 0,
+            Self::Q8 | Self::Q8c => Some(8),
+            Self::Q4 | Self::Q4c => Some(4),
+            Self::U8 | Self::F32 | Self::F16 => None,
         }
     }
 
-    /// Whether a tensor of `ndim` dimensions can be written this way: `q8c` needs a channel
-    /// dimension and at least one more (2 or more dimensions); the rest take any.
+    /// Whether each channel has its own scale and zero point (`q8c`, `q4c`).
+    pub fn per_channel(self) -> bool {
+        matches!(self, Self::Q8c | Self::Q4c)
+    }
+
+    /// Quantisation groups (scale/zero-point pairs) of a tensor of `shape`: 1 for `q8`/`q4`,
+    /// the first dimension for `q8c`/`q4c`, 0 for the rest.
+    pub fn groups(self, shape: &[usize]) -> usize {
+        match self.bits() {
+            None => 0,
+            Some(_) if self.per_channel() => shape.first().copied().unwrap_or(0),
+            Some(_) => 1,
+        }
+    }
+
+    /// Whether a tensor of `ndim` dimensions can be written this way: `q8c`/`q4c` need a
+    /// channel dimension and at least one more (2 or more dimensions); the rest take any.
     pub fn fits(self, ndim: usize) -> bool {
-        self != Self::Q8c || ndim >= 2
+        !self.per_channel() || ndim >= 2
     }
 
     /// Bytes of the body (before the lossless stage) for `elements` values in `groups`
-    /// groups: values × size, plus 5 bytes (f32 scale, u8 zero point) per group. `None` on
-    /// overflow.
+    /// groups: the values (codes packed, [`packed_len`]), plus 5 bytes (f32 scale, u8 zero
+    /// point) per group when quantised. `None` on overflow.
     pub fn body_len(self, elements: usize, groups: usize) -> Option<usize> {
         match self {
             Self::U8 => Some(elements),
             Self::F32 => elements.checked_mul(4),
             Self::F16 => elements.checked_mul(2),
-            Self::Q8 | Self::Q8c => groups.checked_mul(5)?.checked_add(elements),
+            Self::Q8 | Self::Q8c | Self::Q4 | Self::Q4c => groups
+                .checked_mul(5)?
+                .checked_add(packed_len(elements, self.bits()?)?),
         }
     }
+}
+
+/// Bytes of `count` codes of `bits` bits packed from the lowest bit of each byte up (the
+/// last byte's unused high bits are 0). `None` on overflow.
+pub fn packed_len(count: usize, bits: u32) -> Option<usize> {
+    Some(count.checked_mul(bits as usize)?.div_ceil(8))
 }
 
 /// How one tensor crosses the wire: its values, and whether the lossless stage follows.
@@ -94,7 +130,7 @@ impl Encoding {
     pub const F32: Encoding = Encoding::new(Values::F32, false);
 
     /// Every encoding of an activation (`0 < p < N`).
-    pub const ACTIVATIONS: [Encoding; 8] = [
+    pub const ACTIVATIONS: [Encoding; 12] = [
         Encoding::new(Values::F32, false),
         Encoding::new(Values::F32, true),
         Encoding::new(Values::F16, false),
@@ -103,6 +139,10 @@ impl Encoding {
         Encoding::new(Values::Q8, true),
         Encoding::new(Values::Q8c, false),
         Encoding::new(Values::Q8c, true),
+        Encoding::new(Values::Q4, false),
+        Encoding::new(Values::Q4, true),
+        Encoding::new(Values::Q4c, false),
+        Encoding::new(Values::Q4c, true),
     ];
 
     /// Every encoding of the input image (`p = 0`).
@@ -128,7 +168,7 @@ impl Encoding {
     /// Whether a tensor of `shape` (per sample) can be sent this way: per-channel
     /// quantisation needs channels (two dimensions or more).
     pub fn applies_to(self, shape: &[usize]) -> bool {
-        self.values != Values::Q8c || shape.len() >= 2
+        self.values.fits(shape.len())
     }
 
     /// The encodings of the tensor of `shape` sent at partition `p`.
@@ -174,7 +214,7 @@ impl std::str::FromStr for Encoding {
             .map(|values| Encoding::new(values, lossless))
             .ok_or_else(|| {
                 format!(
-                    "unknown encoding `{s}`: expected u8, f32, f16, q8 or q8c, optionally followed by +zstd"
+                    "unknown encoding `{s}`: expected u8, f32, f16, q8, q8c, q4 or q4c, optionally followed by +zstd"
                 )
             })
     }
@@ -193,73 +233,102 @@ impl<'de> Deserialize<'de> for Encoding {
     }
 }
 
-/// An 8-bit affine-quantised tensor: value `i` of group `g` is
-/// `(values[i] − zero_points[g]) · scales[g]` (ONNX's `DequantizeLinear` with `uint8`).
-/// Groups are equal, contiguous runs of `values` (channels, in C, H, W order).
+/// An affine-quantised tensor of `bits`-bit codes: value `i` of group `g` is
+/// `(codes[i] − zero_points[g]) · scales[g]` (ONNX's `DequantizeLinear` with `uint8`; for
+/// 4 bits, with codes 0–15). Groups are equal, contiguous runs of `codes` (channels, in C,
+/// H, W order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quantized {
+    /// Bits of a code: 8 or 4.
+    pub bits: u32,
     /// Scale of each group: finite and > 0.
     pub scales: Vec<f32>,
     /// Zero point of each group: the code of 0.0.
     pub zero_points: Vec<u8>,
-    /// The codes, row-major.
-    pub values: Vec<u8>,
+    /// The codes, row-major, one a byte (packed only on the wire).
+    pub codes: Vec<u8>,
 }
 
 impl Quantized {
-    /// Quantises `x` in `groups` equal contiguous groups (`groups` divides `x.len()`). Each
-    /// group's range is stretched to include 0, so a ReLU's zeros stay exactly 0.
-    pub fn quantize(x: &[f32], groups: usize) -> Self {
+    /// Quantises `x` to `bits`-bit codes (1 to 8) in `groups` equal contiguous groups
+    /// (`groups` divides `x.len()`). Each group's range is stretched to include 0, so a
+    /// ReLU's zeros stay exactly 0.
+    pub fn quantize(x: &[f32], groups: usize, bits: u32) -> Self {
         assert!(
             groups > 0 && x.len().is_multiple_of(groups),
             "{groups} groups do not divide {} values",
             x.len()
         );
+        assert!((1..=8).contains(&bits), "codes of {bits} bits");
+        let top = Self::top_code(bits);
         let per_group = x.len() / groups;
         let mut scales = Vec::with_capacity(groups);
         let mut zero_points = Vec::with_capacity(groups);
-        let mut values = Vec::with_capacity(x.len());
+        let mut codes = Vec::with_capacity(x.len());
         for group in x.chunks_exact(per_group.max(1)).take(groups) {
             let (lo, hi) = group
                 .iter()
                 .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
             let range = hi - lo;
             let scale = if range > 0.0 && range.is_finite() {
-                range / 255.0
+                range / top
             } else {
                 1.0
             };
-            let zero_point = (-lo / scale).round().clamp(0.0, 255.0);
+            let zero_point = (-lo / scale).round().clamp(0.0, top);
             let inverse = 1.0 / scale;
-            values.extend(
+            codes.extend(
                 group
                     .iter()
-                    .map(|&v| (v * inverse + zero_point).round().clamp(0.0, 255.0) as u8),
+                    .map(|&v| (v * inverse + zero_point).round().clamp(0.0, top) as u8),
             );
             scales.push(scale);
             zero_points.push(zero_point as u8);
         }
         Self {
+            bits,
             scales,
             zero_points,
-            values,
+            codes,
         }
     }
 
-    /// The group whose scale is not a finite number above 0, if any.
-    pub fn bad_scale(&self) -> Option<(usize, f32)> {
-        self.scales
+    /// The largest code of `bits` bits (255 for 8, 15 for 4).
+    fn top_code(bits: u32) -> f32 {
+        ((1u32 << bits) - 1) as f32
+    }
+
+    /// Why these codes cannot stand for a tensor, if they cannot: a scale that is not a
+    /// finite number above 0, or a zero point above the largest code.
+    pub fn invalid(&self) -> Option<String> {
+        if let Some((group, scale)) = self
+            .scales
             .iter()
             .copied()
             .enumerate()
             .find(|&(_, s)| !(s.is_finite() && s > 0.0))
+        {
+            return Some(format!(
+                "scale {scale} of group {group} is not a finite number above 0"
+            ));
+        }
+        let top = Self::top_code(self.bits);
+        self.zero_points
+            .iter()
+            .position(|&z| f32::from(z) > top)
+            .map(|group| {
+                format!(
+                    "zero point {} of group {group} is above {top}, the largest {}-bit code",
+                    self.zero_points[group], self.bits
+                )
+            })
     }
 
     /// The values the codes stand for, in order: `(q − zero point) · scale` in `f32`.
     pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
         let groups = self.scales.len().max(1);
-        let per_group = (self.values.len() / groups).max(1);
-        self.values
+        let per_group = (self.codes.len() / groups).max(1);
+        self.codes
             .chunks(per_group)
             .zip(self.scales.iter().zip(&self.zero_points))
             .flat_map(|(codes, (&scale, &zero))| {
@@ -274,30 +343,79 @@ impl Quantized {
         self.values().collect()
     }
 
-    /// The body on the wire: scales (f32, little-endian), zero points, codes.
+    /// The body on the wire: scales (f32, little-endian), zero points, then the codes packed
+    /// from the lowest bit of each byte up (for 4 bits: code `2k` in the low nibble of byte
+    /// `k`, code `2k + 1` in its high nibble).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 * self.scales.len() + self.values.len());
+        let packed = packed_len(self.codes.len(), self.bits).expect("codes fit in memory");
+        let mut out = Vec::with_capacity(5 * self.scales.len() + packed);
         for s in &self.scales {
             out.extend_from_slice(&s.to_le_bytes());
         }
         out.extend_from_slice(&self.zero_points);
-        out.extend_from_slice(&self.values);
+        if self.bits == 8 {
+            out.extend_from_slice(&self.codes);
+            return out;
+        }
+        let (mut acc, mut filled) = (0u32, 0u32);
+        for &code in &self.codes {
+            acc |= u32::from(code) << filled;
+            filled += self.bits;
+            while filled >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                filled -= 8;
+            }
+        }
+        if filled > 0 {
+            out.push(acc as u8);
+        }
         out
     }
 
-    /// Reads a body of `groups` groups; the caller has checked its length
-    /// (`5 · groups + elements`).
-    pub fn from_bytes(bytes: &[u8], groups: usize) -> Self {
+    /// Reads a body of `groups` groups and `count` codes of `bits` bits; the caller has
+    /// checked its length ([`Values::body_len`]). Refuses set bits in the last byte's
+    /// padding (a writer that packs codes some other way).
+    pub fn from_bytes(
+        bytes: &[u8],
+        groups: usize,
+        count: usize,
+        bits: u32,
+    ) -> Result<Self, String> {
         let (scales, rest) = bytes.split_at(4 * groups);
-        let (zero_points, values) = rest.split_at(groups);
-        Self {
+        let (zero_points, packed) = rest.split_at(groups);
+        let codes = if bits == 8 {
+            packed.to_vec()
+        } else {
+            let mask = (1u32 << bits) - 1;
+            let mut codes = Vec::with_capacity(count);
+            let (mut acc, mut filled) = (0u32, 0u32);
+            let mut bytes = packed.iter();
+            while codes.len() < count {
+                if filled < bits {
+                    acc |= u32::from(*bytes.next().ok_or("fewer codes than the shape")?) << filled;
+                    filled += 8;
+                }
+                codes.push((acc & mask) as u8);
+                acc >>= bits;
+                filled -= bits;
+            }
+            if acc != 0 {
+                return Err(format!(
+                    "the padding after the last {bits}-bit code is {acc:#x}, not 0"
+                ));
+            }
+            codes
+        };
+        Ok(Self {
+            bits,
             scales: scales
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect(),
             zero_points: zero_points.to_vec(),
-            values: values.to_vec(),
-        }
+            codes,
+        })
     }
 }
 
@@ -419,6 +537,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<Encoding>(&json).unwrap(), *e);
         }
         assert_eq!("q8c+zstd".parse(), Ok(Encoding::new(Values::Q8c, true)));
+        assert_eq!("q4".parse(), Ok(Encoding::new(Values::Q4, false)));
         assert!(
             "f64"
                 .parse::<Encoding>()
@@ -439,9 +558,12 @@ mod tests {
                 }
             })
             .collect();
-        for groups in [1, 4] {
-            let q = Quantized::quantize(&x, groups);
+        for (values, groups) in [(Values::Q8, 1), (Values::Q8c, 4), (Values::Q4, 1)] {
+            let bits = values.bits().unwrap();
+            let q = Quantized::quantize(&x, groups, bits);
             assert_eq!(q.scales.len(), groups);
+            assert!(q.invalid().is_none());
+            assert!(q.codes.iter().all(|&c| u32::from(c) < 1 << bits));
             let back = q.dequantize();
             for (i, (a, b)) in x.iter().zip(&back).enumerate() {
                 let scale = q.scales[i / (64 / groups)];
@@ -451,8 +573,45 @@ mod tests {
                 }
             }
             let bytes = q.to_bytes();
-            assert_eq!(bytes.len(), Values::Q8.body_len(64, groups).unwrap());
-            assert_eq!(Quantized::from_bytes(&bytes, groups), q);
+            assert_eq!(bytes.len(), values.body_len(64, groups).unwrap());
+            assert_eq!(Quantized::from_bytes(&bytes, groups, 64, bits), Ok(q));
+        }
+    }
+
+    #[test]
+    fn four_bit_codes_pack_two_a_byte_low_nibble_first() {
+        let q = Quantized {
+            bits: 4,
+            scales: vec![0.5],
+            zero_points: vec![3],
+            codes: vec![1, 2, 15, 0, 7],
+        };
+        let bytes = q.to_bytes();
+        assert_eq!(bytes[..5], [0, 0, 0, 0x3f, 3]);
+        assert_eq!(bytes[5..], [0x21, 0x0f, 0x07]);
+        assert_eq!(bytes.len(), Values::Q4.body_len(5, 1).unwrap());
+        assert_eq!(Quantized::from_bytes(&bytes, 1, 5, 4), Ok(q));
+        // The odd code's empty high nibble must be 0; a zero point must be a 4-bit code.
+        let mut padded = bytes.clone();
+        padded[7] = 0x97;
+        let err = Quantized::from_bytes(&padded, 1, 5, 4).unwrap_err();
+        assert!(err.contains("padding"), "{err}");
+        let mut high_zero = bytes;
+        high_zero[4] = 16;
+        let q = Quantized::from_bytes(&high_zero, 1, 5, 4).unwrap();
+        assert!(q.invalid().unwrap().contains("largest 4-bit code"));
+    }
+
+    #[test]
+    fn four_bits_keep_zeros_and_a_sixteenth_of_the_range() {
+        let x: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        let q = Quantized::quantize(&x, 1, 4);
+        assert_eq!(q.scales[0], 10.0 / 15.0);
+        for (a, b) in x.iter().zip(q.dequantize()) {
+            assert!((a - b).abs() <= 10.0 / 30.0 + 1e-5, "{a} vs {b}");
+            if *a == 0.0 {
+                assert_eq!(b, 0.0);
+            }
         }
     }
 
@@ -460,21 +619,22 @@ mod tests {
     fn a_valid_scale_can_still_overflow_a_value() {
         // f32::MAX is a finite scale above 0, yet (255 − 0) · f32::MAX is infinite.
         let q = Quantized {
+            bits: 8,
             scales: vec![f32::MAX],
             zero_points: vec![0],
-            values: vec![0, 1, 255],
+            codes: vec![0, 1, 255],
         };
-        assert!(q.bad_scale().is_none());
+        assert!(q.invalid().is_none());
         assert_eq!(q.values().position(|v| !v.is_finite()), Some(2));
     }
 
     #[test]
     fn a_constant_or_zero_group_quantises_without_dividing_by_zero() {
-        let q = Quantized::quantize(&[0.0; 8], 2);
-        assert!(q.bad_scale().is_none());
+        let q = Quantized::quantize(&[0.0; 8], 2, 8);
+        assert!(q.invalid().is_none());
         assert_eq!(q.dequantize(), vec![0.0; 8]);
-        let q = Quantized::quantize(&[3.0; 4], 1);
-        assert!(q.bad_scale().is_none());
+        let q = Quantized::quantize(&[3.0; 4], 1, 4);
+        assert!(q.invalid().is_none());
         assert!((q.dequantize()[0] - 3.0).abs() < 0.01);
     }
 

@@ -122,9 +122,10 @@ pub enum Mutation {
     /// than it holds; or padded validly (a skippable frame before or after it, an empty
     /// frame after it).
     CorruptStream,
-    /// A `q8`/`q8c` tensor (another tensor quantised first) with one scale 0, −0, negative,
-    /// NaN or infinite, or valid but odd (subnormal, tiny, or `f32::MAX`, whose values
-    /// overflow unless every code is the zero point), or another zero point.
+    /// A quantised tensor (`q8`, `q8c`, `q4`, `q4c`; another tensor quantised first) with
+    /// one scale 0, −0, negative, NaN or infinite, or valid but odd (subnormal, tiny, or
+    /// `f32::MAX`, whose values overflow unless every code is the zero point), or another
+    /// zero point (for 4-bit codes, possibly above 15), or a 4-bit tensor's padding nibble set.
     QuantScale,
     /// NaN or an infinity (or a finite oddity: −0, a subnormal, 65504) in an `f16` tensor
     /// (another tensor converted to `f16` first; any other payload blindly).
@@ -524,7 +525,7 @@ impl Corpus {
             Mutation::Dtype => {
                 let d = if rng.random_bool(0.8) {
                     let flag = if rng.random_bool(0.3) { COMPRESSED } else { 0 };
-                    rng.random_range(0..=Dtype::Q8c as u8 + 1) | flag
+                    rng.random_range(0..=Dtype::Q4c as u8 + 1) | flag
                 } else {
                     rng.random()
                 };
@@ -1020,21 +1021,35 @@ impl Corpus {
     /// `None` when `frames` hold no tensor that can be quantised.
     fn quant_scale<R: Rng + ?Sized>(&self, frames: &mut Frames, rng: &mut R) -> Option<()> {
         let per_channel = rng.random_bool(0.5);
+        let four_bits = rng.random_bool(0.5);
         let (header, mut body) = self.tensor_as(frames, |h| match h.dtype {
-            Dtype::Q8 => Values::Q8,
-            Dtype::Q8c => Values::Q8c,
-            _ if per_channel && Values::Q8c.fits(h.shape.len()) => Values::Q8c,
-            _ => Values::Q8,
+            Dtype::Q8 | Dtype::Q8c | Dtype::Q4 | Dtype::Q4c => {
+                h.dtype.values().expect("a tensor dtype")
+            }
+            _ => {
+                let channels = per_channel && Values::Q8c.fits(h.shape.len());
+                match (four_bits, channels) {
+                    (false, false) => Values::Q8,
+                    (false, true) => Values::Q8c,
+                    (true, false) => Values::Q4,
+                    (true, true) => Values::Q4c,
+                }
+            }
         })?;
         let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
-        let groups = header.dtype.values()?.groups(&shape);
+        let values = header.dtype.values()?;
+        let groups = values.groups(&shape);
         let g = rng.random_range(0..groups.max(1));
         let scale = f32::from_le_bytes(body.get(4 * g..4 * g + 4)?.try_into().ok()?);
         match rng.random_range(0..10) {
-            // Any zero point is valid.
+            // Any 8-bit zero point is valid; a 4-bit one only up to 15.
             0 | 1 => {
                 let random = rng.random();
-                *body.get_mut(4 * groups + g)? = *pick(rng, &[0, 255, random]);
+                *body.get_mut(4 * groups + g)? = *pick(rng, &[0, 15, 16, 255, random]);
+            }
+            // The padding nibble after an odd count of 4-bit codes.
+            2 if values.bits() == Some(4) && elements(&header.shape) % 2 == 1 => {
+                *body.last_mut()? |= rng.random_range(1..=15) << 4;
             }
             roll => {
                 let new_scale = if roll < 4 {
@@ -1394,10 +1409,10 @@ mod tests {
                 assert_eq!(at(OLDEST_VERSION), [plain], "exit {} p {p}", e + 1);
             }
         }
-        // Infers: (2 + 8 + 6) + (2 + 8) in version 2 ([16] takes no q8c), 5 in version 1;
-        // 6 + 2 Pings, 2 Results, an Error per code, 1 Pong.
+        // Infers: (2 + 12 + 8) + (2 + 12) in version 2 ([16] takes neither q8c nor q4c), 5
+        // in version 1; 6 + 2 Pings, 2 Results, an Error per code, 1 Pong.
         for (kind, n) in [
-            (MessageType::Infer, 31),
+            (MessageType::Infer, 41),
             (MessageType::Ping, 8),
             (MessageType::Result, 2),
             (MessageType::Error, ErrorCode::ALL.len()),

@@ -106,6 +106,11 @@ pub enum Dtype {
     Q8 = 4,
     /// 8-bit affine quantisation, a scale and zero point per channel (version 2).
     Q8c = 5,
+    /// 4-bit affine quantisation, two codes a byte, one scale and zero point (version 2).
+    Q4 = 6,
+    /// 4-bit affine quantisation, two codes a byte, a scale and zero point per channel
+    /// (version 2).
+    Q4c = 7,
 }
 
 impl Dtype {
@@ -118,6 +123,8 @@ impl Dtype {
             3 => Self::F16,
             4 => Self::Q8,
             5 => Self::Q8c,
+            6 => Self::Q4,
+            7 => Self::Q4c,
             _ => return None,
         })
     }
@@ -131,6 +138,8 @@ impl Dtype {
             Self::F16 => Values::F16,
             Self::Q8 => Values::Q8,
             Self::Q8c => Values::Q8c,
+            Self::Q4 => Values::Q4,
+            Self::Q4c => Values::Q4c,
         })
     }
 
@@ -142,6 +151,8 @@ impl Dtype {
             Values::F16 => Self::F16,
             Values::Q8 => Self::Q8,
             Values::Q8c => Self::Q8c,
+            Values::Q4 => Self::Q4,
+            Values::Q4c => Self::Q4c,
         }
     }
 
@@ -497,10 +508,13 @@ impl Header {
             }
             _ => {}
         }
-        if dtype.values().is_some_and(|v| !v.fits(ndim)) {
+        if let Some(values) = dtype.values().filter(|v| !v.fits(ndim)) {
             return Err(fail(
                 ErrorCode::BadDtype,
-                format!("q8c has a scale per channel: it needs 2 or more dimensions, not {ndim}"),
+                format!(
+                    "{} has a scale per channel: it needs 2 or more dimensions, not {ndim}",
+                    values.name()
+                ),
             ));
         }
         if ndim > MAX_DIMS {
@@ -552,8 +566,8 @@ pub enum Payload {
     F32(Vec<f32>),
     /// `f16` tensor, as binary16 bits.
     F16(Vec<u16>),
-    /// 8-bit quantised tensor (`q8`: one group; `q8c`: one per channel).
-    Q8(Quantized),
+    /// Quantised tensor (`q8`/`q4`: one group; `q8c`/`q4c`: one per channel).
+    Quantized(Quantized),
 }
 
 impl Payload {
@@ -564,8 +578,12 @@ impl Payload {
             Values::U8 => Self::U8(values.iter().map(|&v| v as u8).collect()),
             Values::F32 => Self::F32(values.to_vec()),
             Values::F16 => Self::F16(encoding::to_f16(values)),
-            Values::Q8 | Values::Q8c => {
-                Self::Q8(Quantized::quantize(values, values_kind.groups(shape)))
+            Values::Q8 | Values::Q8c | Values::Q4 | Values::Q4c => {
+                Self::Quantized(Quantized::quantize(
+                    values,
+                    values_kind.groups(shape),
+                    values_kind.bits().unwrap_or(8),
+                ))
             }
         }
     }
@@ -576,7 +594,7 @@ impl Payload {
             Self::Text(_) | Self::U8(_) => None,
             Self::F32(v) => Some(v.clone()),
             Self::F16(bits) => Some(encoding::from_f16(bits)),
-            Self::Q8(q) => Some(q.dequantize()),
+            Self::Quantized(q) => Some(q.dequantize()),
         }
     }
 
@@ -587,7 +605,7 @@ impl Payload {
             Self::U8(v) => v.clone(),
             Self::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Self::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Self::Q8(q) => q.to_bytes(),
+            Self::Quantized(q) => q.to_bytes(),
         }
     }
 }
@@ -671,19 +689,18 @@ impl Message {
                 finite(&encoding::from_f16(&bits))?;
                 Payload::F16(bits)
             }
-            Dtype::Q8 | Dtype::Q8c => {
+            Dtype::Q8 | Dtype::Q8c | Dtype::Q4 | Dtype::Q4c => {
                 let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
-                let groups = header
-                    .dtype
-                    .values()
-                    .expect("a tensor dtype")
-                    .groups(&shape);
-                let quantized = Quantized::from_bytes(bytes, groups);
-                if let Some((group, scale)) = quantized.bad_scale() {
-                    return Err(fail(
-                        ErrorCode::BadQuantization,
-                        format!("scale {scale} of group {group} is not a finite number above 0"),
-                    ));
+                let values = header.dtype.values().expect("a tensor dtype");
+                let quantized = Quantized::from_bytes(
+                    bytes,
+                    values.groups(&shape),
+                    shape.iter().product(),
+                    values.bits().expect("a quantised dtype"),
+                )
+                .map_err(|why| fail(ErrorCode::BadQuantization, why))?;
+                if let Some(why) = quantized.invalid() {
+                    return Err(fail(ErrorCode::BadQuantization, why));
                 }
                 // A valid scale may still be too large for its codes: (255 − 0) · f32::MAX.
                 if let Some(i) = quantized.values().position(|v| !v.is_finite()) {
@@ -694,7 +711,7 @@ impl Message {
                         ),
                     ));
                 }
-                Payload::Q8(quantized)
+                Payload::Quantized(quantized)
             }
         };
         Ok(Self { header, payload })
@@ -803,9 +820,15 @@ impl Message {
             Payload::U8(_) => Dtype::U8,
             Payload::F32(_) => Dtype::F32,
             Payload::F16(_) => Dtype::F16,
-            Payload::Q8(q) if q.scales.len() == 1 && shape.len() == 1 => Dtype::Q8,
-            Payload::Q8(q) if q.scales.len() == shape.first().copied().unwrap_or(0) => Dtype::Q8c,
-            Payload::Q8(_) => Dtype::Q8,
+            Payload::Quantized(q) => {
+                let per_channel = shape.len() > 1 && shape.first() == Some(&q.scales.len());
+                match (q.bits, per_channel) {
+                    (4, false) => Dtype::Q4,
+                    (4, true) => Dtype::Q4c,
+                    (_, false) => Dtype::Q8,
+                    (_, true) => Dtype::Q8c,
+                }
+            }
             Payload::Text(_) => Dtype::None,
         };
         Self { header, payload }
@@ -1109,10 +1132,12 @@ mod tests {
             let back = Message::decode(&frames).unwrap();
             assert_eq!(back.header.encoding(), Some(encoding));
             let got = back.payload.to_f32().unwrap();
-            let tolerance = match encoding.values {
-                Values::F32 => 0.0,
-                Values::F16 => 3.0 / 1024.0,
-                _ => 6.0 / 255.0,
+            // f16 keeps 11 bits; quantised codes are within half a step of a range of 3.
+            let tolerance = match encoding.values.bits() {
+                _ if encoding.values == Values::F32 => 0.0,
+                _ if encoding.values == Values::F16 => 3.0 / 1024.0,
+                Some(bits) => 3.0 / ((1u32 << bits) - 1) as f32 / 2.0 + 1e-6,
+                None => unreachable!("every activation's values are exact, f16 or quantised"),
             };
             for (a, b) in values.iter().zip(&got) {
                 assert!((a - b).abs() <= tolerance, "{encoding}: {a} vs {b}");
@@ -1275,7 +1300,9 @@ mod tests {
         assert_eq!(back.payload, Payload::U8(pixels.clone()));
         // The activation [2, 2, 2] in each encoding; the full header with the first.
         let values = [0.0, 0.5, 0.0, 1.5, -0.5, 0.0, 1.0, 2.0];
-        for name in ["f32", "f16", "q8", "q8c", "f32+zstd", "f16+zstd"] {
+        for name in [
+            "f32", "f16", "q8", "q8c", "q4", "q4c", "f32+zstd", "f16+zstd",
+        ] {
             let encoding: Encoding = name.parse().unwrap();
             let payload = Payload::encode_f32(&values, encoding.values, &[2, 2, 2]);
             let mut msg = Message::infer(digest, 7, 1, 3, 0, &[2, 2, 2], payload);
