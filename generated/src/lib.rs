@@ -92,7 +92,9 @@ pub fn load_engine(kind: EngineKind, backend: Backend) -> anyhow::Result<Arc<dyn
             Arc::new(generated_engine(isa)?)
         }
         EngineKind::Burn => {
-            let device = backend.device();
+            let device = backend
+                .open()
+                .map_err(|why| anyhow::anyhow!("backend {backend}: {why}"))?;
             Arc::new(BurnEngine::new(load_model(&device)?, device))
         }
     })
@@ -112,7 +114,8 @@ pub struct EngineArgs {
     /// profiled on.
     #[arg(long)]
     pub engine: Option<EngineKind>,
-    /// Burn backend with `--engine burn`: flex or ndarray.
+    /// Burn backend with `--engine burn`: flex, ndarray or wgpu (a GPU, or Mesa's CPU
+    /// Vulkan driver).
     #[arg(long, default_value = "flex")]
     pub backend: Backend,
 }

@@ -41,7 +41,7 @@ fn each_subcommand_lists_the_flags_it_uses() {
             &["--allow", "--key"],
         ),
         (EDGE, "keygen", &["--name"], &["--threads", "--allow"]),
-        (EDGE, "info", &[], &["--threads"]),
+        (EDGE, "info", &["--engine", "--backend"], &["--threads"]),
         (
             EDGE,
             "serve",

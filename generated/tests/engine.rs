@@ -1,7 +1,8 @@
 //! The generated engine against burn, the reference: every slice of every exit chain of the
 //! committed model — the device's prefixes `[0, p)` and the edge's suffixes `[p, N)` — at
 //! every instruction set this CPU has, with activations as they come and scaled ×50 (where
-//! LRN's α·Σx² is no longer small next to k, so a wrong α or β shows).
+//! LRN's α·Σx² is no longer small next to k, so a wrong α or β shows). And burn on wgpu
+//! against burn on the CPU, the same way, one image and a batch.
 
 use generated::{generated_engine, layer_table, load_model, weights};
 use runtime::{Activation, Backend, BurnEngine, Engine, Isa, PackedNetwork};
@@ -44,9 +45,21 @@ fn scaled(x: &Activation, by: f32) -> Activation {
     Activation::from_values(values, x.dims()).unwrap()
 }
 
-/// Every prefix and suffix of every exit on `engine` against `reference`.
-fn compare(engine: &dyn Engine, reference: &dyn Engine) {
-    let image = image();
+/// `batch` images: [`image`] scaled by 1, 1.25, 1.5, …
+fn images(batch: usize) -> Activation {
+    let one = image();
+    let values: Vec<f32> = (0..batch)
+        .flat_map(|k| scaled(&one, 1.0 + 0.25 * k as f32).into_values())
+        .collect();
+    let mut dims = one.dims().to_vec();
+    dims[0] = batch;
+    Activation::from_values(values, &dims).unwrap()
+}
+
+/// Every prefix and suffix of every exit on `engine` against `reference`, on a batch of
+/// `batch` images.
+fn compare(engine: &dyn Engine, reference: &dyn Engine, batch: usize) {
+    let image = images(batch);
     let mut worst = (0.0, String::new());
     for spec in &reference.table().exits {
         let n = spec.len();
@@ -69,7 +82,7 @@ fn compare(engine: &dyn Engine, reference: &dyn Engine) {
                     assert_eq!(got.dims(), want.dims());
                     let d = rel_diff(got.values(), want.values());
                     let at = format!(
-                        "{}: exit {} layers [{}, {}) ×{by}",
+                        "{}: exit {} layers [{}, {}) ×{by}, batch {batch}",
                         engine.describe(),
                         spec.exit,
                         range.start,
@@ -97,7 +110,7 @@ fn the_generated_engine_gives_burns_results_at_every_instruction_set() {
     let isas = Isa::available();
     println!("instruction sets here: {isas:?}");
     for isa in isas {
-        compare(&generated_engine(isa).unwrap(), &reference);
+        compare(&generated_engine(isa).unwrap(), &reference, 1);
     }
 }
 
@@ -106,7 +119,29 @@ fn the_interpreted_kernels_give_burns_results() {
     // What the toolchain profiles and checks before a plan exists.
     let reference = burn();
     let net = PackedNetwork::new(&layer_table(), &weights().unwrap(), Isa::detect().unwrap());
-    compare(&net.unwrap(), &reference);
+    compare(&net.unwrap(), &reference, 1);
+}
+
+#[test]
+fn burn_on_wgpu_gives_the_cpu_results_one_image_and_batched() {
+    // scripts/setup.sh installs Mesa's CPU Vulkan driver (lavapipe): under CI (`CI=true`) a
+    // missing adapter is a failure, elsewhere a skip.
+    let device = match Backend::Wgpu.open() {
+        Ok(device) => device,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and scripts/setup.sh installs lavapipe, yet {why}")
+        }
+        Err(why) => {
+            println!("SKIPPED: {why} (install mesa-vulkan-drivers for a CPU one)");
+            return;
+        }
+    };
+    println!("wgpu adapter: {}", Backend::Wgpu.adapter());
+    let gpu = BurnEngine::new(load_model(&device).unwrap(), device);
+    let reference = burn();
+    for batch in [1, 8] {
+        compare(&gpu, &reference, batch);
+    }
 }
 
 #[test]

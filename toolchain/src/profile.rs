@@ -248,7 +248,7 @@ impl ProfileSettings {
                         .map_err(|e| e.to_string())?,
                 )
             }
-            EngineKind::Burn => Box::new(BurnEngine::new(model, self.backend.device())),
+            EngineKind::Burn => Box::new(BurnEngine::new(model, self.backend.open()?)),
         })
     }
 }
@@ -472,7 +472,7 @@ fn profile_here(
     settings: &ProfileSettings,
     mut progress: impl FnMut(&Sample),
 ) -> Result<Vec<Sample>, String> {
-    let device = settings.backend.device();
+    let device = settings.backend.open()?;
     let mut samples = Vec::with_capacity(profile_len());
     for kind in LayerKind::ALL {
         for layer in sweep(kind) {
@@ -819,7 +819,7 @@ fn check_slices_here(
     mut progress: impl FnMut(&SliceCheck),
 ) -> Result<Vec<SliceCheck>, String> {
     let rounds = rounds.max(1);
-    let device = settings.backend.device();
+    let device = settings.backend.open()?;
     let model = runtime::BranchyAlexNetConfig::new()
         .with_channels(channels)
         .init_seeded(&device, 0);

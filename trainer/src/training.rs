@@ -95,7 +95,11 @@ pub fn train(config: &TrainConfig) -> Result<Metrics, TrainError> {
         test_set.truncate(limit);
     }
 
-    let device = config.backend.device().autodiff();
+    let device = config
+        .backend
+        .open()
+        .map_err(|why| TrainError::Config(format!("backend {}: {why}", config.backend)))?
+        .autodiff();
     device.seed(config.seed);
     let model_config = BranchyAlexNetConfig::new().with_channels(train_set.channels);
     // Weights drawn at the first forward pass, between its dropout masks, as always: the

@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: forward latency at batch 1 of every exit of the committed model, on
 //! the generated engine (the kernels compiled from the plan), the same kernels interpreted
 //! from the layer table, and burn-flex — and, with `--onnxruntime`, onnxruntime on the same
-//! weights as the outside anchor — measured in one run, with their ratios.
+//! weights as the outside anchor, with `--wgpu` burn on the GPU (or lavapipe) — measured in
+//! one run, with their ratios; with `--batches`, each in-process engine's throughput against
+//! the batch size.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +32,13 @@ pub struct BenchArgs {
     /// `scripts/onnxruntime/setup.sh`; its logits are checked against the project's first).
     #[arg(long)]
     onnxruntime: bool,
+    /// Also time burn on wgpu: the GPU wgpu picks, or Mesa's CPU Vulkan driver (lavapipe).
+    #[arg(long)]
+    wgpu: bool,
+    /// Batch sizes for a throughput sweep of exit 5 (images/s per in-process engine), e.g.
+    /// `1,8,64,256`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batches: Vec<u32>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -65,6 +74,42 @@ impl Workload {
             table,
             input,
         })
+    }
+
+    /// `batch` copies of the input.
+    fn batch(&self, batch: usize) -> anyhow::Result<Activation> {
+        let mut dims = self.input.dims().to_vec();
+        dims[0] = batch;
+        Ok(Activation::from_values(
+            self.input.values().repeat(batch),
+            &dims,
+        )?)
+    }
+
+    /// Images per second of exit 5's whole chain on `engine` at each batch size (the
+    /// median of `repeats` runs, fewer for batches over 16).
+    fn throughput(
+        &self,
+        engine: &dyn Engine,
+        batches: &[u32],
+        repeats: u32,
+    ) -> anyhow::Result<Vec<f64>> {
+        let exit = NUM_EXITS;
+        let n = engine.exit_len(exit)?;
+        batches
+            .iter()
+            .map(|&b| {
+                let x = self.batch(b as usize)?;
+                engine.forward_slice(exit, 0..n, &x)?;
+                let runs = (repeats * 16 / b.max(16)).max(5) as usize;
+                let ms = Repeats::exactly(runs).median_ms(|| {
+                    let start = Instant::now();
+                    let _ = std::hint::black_box(engine.forward_slice(exit, 0..n, &x));
+                    start.elapsed()
+                });
+                Ok(f64::from(b) / ms * 1e3)
+            })
+            .collect()
     }
 
     /// Median ms of every exit's whole chain on `engine` (each checked to run first).
@@ -200,13 +245,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let generated = generated(&args, isa)?;
     let interpreted = PackedNetwork::new(&workload.table, &workload.weights, isa)?;
-    let device = Backend::Flex.device();
-    let model = runtime::BranchyAlexNetConfig::new()
-        .with_channels(workload.table.input[0])
-        .with_classes(workload.table.classes)
-        .init(&device)
-        .load_weights(&workload.weights, &device)?;
-    let flex = BurnEngine::new(model, device);
+    let burn_on = |device: burn::prelude::Device| -> anyhow::Result<BurnEngine> {
+        let model = runtime::BranchyAlexNetConfig::new()
+            .with_channels(workload.table.input[0])
+            .with_classes(workload.table.classes)
+            .init(&device)
+            .load_weights(&workload.weights, &device)?;
+        Ok(BurnEngine::new(model, device))
+    };
+    let flex = burn_on(Backend::Flex.device())?;
+    let wgpu = if args.wgpu {
+        let device = Backend::Wgpu
+            .open()
+            .map_err(|why| anyhow::anyhow!("--wgpu: {why}"))?;
+        eprintln!("wgpu adapter: {}", Backend::Wgpu.adapter());
+        Some(burn_on(device)?)
+    } else {
+        None
+    };
     let mut columns: Vec<(&str, Vec<f64>)> = vec![
         ("generated", generated.ms.clone()),
         (
@@ -215,17 +271,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         ("flex", pool.install(|| workload.time(&flex, args.repeats))?),
     ];
+    if let Some(wgpu) = &wgpu {
+        columns.push(("wgpu", workload.time(wgpu, args.repeats)?));
+    }
     let mut ort_version = None;
     if args.onnxruntime {
         let (ms, version) = onnxruntime(&workload, &generated, args.threads, args.repeats)?;
         columns.push(("onnxruntime", ms));
         ort_version = Some(version);
     }
+    // The sweep runs the in-process engines (the generated one is timed in its own process).
+    let mut sweep: Vec<(&str, Vec<f64>)> = Vec::new();
+    if !args.batches.is_empty() {
+        let batches = &args.batches;
+        sweep.push((
+            "interpreted",
+            pool.install(|| workload.throughput(&interpreted, batches, args.repeats))?,
+        ));
+        sweep.push((
+            "flex",
+            pool.install(|| workload.throughput(&flex, batches, args.repeats))?,
+        ));
+        if let Some(wgpu) = &wgpu {
+            sweep.push(("wgpu", workload.throughput(wgpu, batches, args.repeats)?));
+        }
+    }
     let ratio =
         |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
     let column = |name: &str| columns.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
     let flex_ms = column("flex").context("flex was timed")?;
     let mut ratios = vec![("flex/generated", ratio(flex_ms, &generated.ms))];
+    if let Some(wgpu_ms) = column("wgpu") {
+        ratios.push(("wgpu/generated", ratio(wgpu_ms, &generated.ms)));
+    }
     if let Some(ort) = column("onnxruntime") {
         ratios.push(("generated/onnxruntime", ratio(&generated.ms, ort)));
     }
@@ -238,8 +316,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(name, v)| (name.to_string(), json!(v)))
             .collect();
+        let throughput: serde_json::Map<String, serde_json::Value> = sweep
+            .iter()
+            .map(|(name, v)| (name.to_string(), json!(v)))
+            .collect();
         let out = json!({
             "threads": args.threads,
+            "wgpu_adapter": wgpu.as_ref().map(|_| Backend::Wgpu.adapter()),
+            "batches": args.batches,
+            "images_per_s_exit5": throughput,
             "isa": isa.name(),
             "generated": generated.engine,
             "repeats": args.repeats,
@@ -276,6 +361,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "onnxruntime {version}; its logits matched the generated engine's (≤ 1e-4 relative)"
         );
+    }
+    if wgpu.is_some() {
+        println!("wgpu adapter: {}", Backend::Wgpu.adapter());
+    }
+    if !sweep.is_empty() {
+        println!("\nthroughput of exit 5 against batch size (images/s)");
+        print!("{:<6}", "batch");
+        for (name, _) in &sweep {
+            print!(" {name:>12}");
+        }
+        println!();
+        for (i, b) in args.batches.iter().enumerate() {
+            print!("{b:<6}");
+            for (_, v) in &sweep {
+                print!(" {:>12.0}", v[i]);
+            }
+            println!();
+        }
     }
     Ok(())
 }

@@ -95,8 +95,12 @@ enum Command {
     },
     /// Create a CurveZMQ key pair.
     Keygen(KeygenArgs),
-    /// Print what was compiled in and check that the embedded weights load.
-    Info,
+    /// Print what was compiled in and check that the embedded weights load (on the engine
+    /// and backend given, e.g. `--engine burn --backend wgpu` names the GPU).
+    Info {
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
     /// Fuzz the protocol decoder and the edge's admission checks with mutated valid
     /// messages of every type, in this process (all cores) or, with --socket, against a
     /// live `edgent-edge serve --insecure` on loopback. Fails if any case fails.
@@ -237,11 +241,8 @@ fn main() -> anyhow::Result<()> {
             let exe = std::env::current_exe().context("cannot find this binary")?;
             generated::fuzz::run(&args, &exe)?;
         }
-        Command::Info => {
-            let engine = generated::load_engine(
-                generated::planned_engine(plan::EDGE_ENGINE),
-                runtime::Backend::default(),
-            )?;
+        Command::Info { engine: args } => {
+            let engine = args.load(plan::EDGE_ENGINE)?;
             outln!("plan digest    {}", plan::DIGEST);
             outln!("weights digest {} (loaded)", plan::WEIGHTS_DIGEST);
             outln!("latency models {}", plan::LATENCY_SOURCE);
@@ -251,6 +252,13 @@ fn main() -> anyhow::Result<()> {
                 plan::EDGE_ENGINE,
                 plan::EDGE_THREADS
             );
+            if engine.kind() == runtime::EngineKind::Burn {
+                outln!(
+                    "backend        {} on {}",
+                    args.backend,
+                    args.backend.adapter()
+                );
+            }
             outln!(
                 "CURVE          {}",
                 if runtime::wire::transport::curve_available() {

@@ -1,5 +1,7 @@
 //! Choosing the burn backend the model runs on.
 
+use std::sync::OnceLock;
+
 use burn::prelude::Device;
 
 /// A burn backend this build can run on.
@@ -10,19 +12,59 @@ pub enum Backend {
     Flex,
     /// burn-ndarray CPU backend.
     Ndarray,
+    /// burn-wgpu: the GPU wgpu picks (Vulkan on Linux, Metal on macOS), or Mesa's CPU
+    /// Vulkan driver (lavapipe) where there is no GPU.
+    Wgpu,
 }
+
+/// The wgpu device, opened once per process (burn's wgpu runtime cannot be initialised
+/// twice), with a description of its adapter; or why there is none.
+static WGPU: OnceLock<Result<(Device, String), String>> = OnceLock::new();
 
 impl Backend {
     /// Every backend of this build.
-    pub const ALL: [Backend; 2] = [Self::Flex, Self::Ndarray];
+    pub const ALL: [Backend; 3] = [Self::Flex, Self::Ndarray, Self::Wgpu];
 
-    /// The backend's device.
+    /// The backend's device. The CPU backends always have one; for `wgpu` this is
+    /// [`Backend::open`]'s device, or — when no adapter could be opened — a lazy one that
+    /// fails at first use: call [`Backend::open`] to get the reason instead.
     #[allow(deprecated)]
     pub fn device(self) -> Device {
         match self {
             Self::Flex => Device::flex(),
             Self::Ndarray => Device::ndarray(),
+            Self::Wgpu => self
+                .open()
+                .unwrap_or_else(|_| Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         }
+    }
+
+    /// The backend's device, or why it cannot run here: for `wgpu`, the adapter that
+    /// could not be found or opened (no GPU and no Vulkan driver: install Mesa's
+    /// `mesa-vulkan-drivers` for a CPU one).
+    pub fn open(self) -> Result<Device, String> {
+        match self {
+            Self::Flex | Self::Ndarray => Ok(self.device()),
+            Self::Wgpu => wgpu().map(|(device, _)| device.clone()),
+        }
+    }
+
+    /// What the backend runs on, for reports: for `wgpu` the adapter, its driver and
+    /// graphics API (e.g. `NVIDIA H200 (Vulkan, NVIDIA 570.86)`), or why there is none.
+    pub fn adapter(self) -> String {
+        match self {
+            Self::Flex | Self::Ndarray => "this CPU".into(),
+            Self::Wgpu => match wgpu() {
+                Ok((_, adapter)) => adapter.clone(),
+                Err(why) => format!("none ({why})"),
+            },
+        }
+    }
+
+    /// Whether the backend runs its kernels asynchronously on another device (a GPU):
+    /// timing a layer there needs a sync.
+    pub fn is_gpu(self) -> bool {
+        self == Self::Wgpu
     }
 
     /// The backend's name on the command line.
@@ -30,8 +72,32 @@ impl Backend {
         match self {
             Self::Flex => "flex",
             Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
         }
     }
+}
+
+/// Opens burn's wgpu runtime on the adapter wgpu prefers (a discrete GPU first; a CPU
+/// driver such as lavapipe last), once per process.
+fn wgpu() -> Result<&'static (Device, String), String> {
+    WGPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options()
+            .init_with_setup()
+            .map_err(|e| format!("no wgpu adapter: {e}"))?;
+        let info = setup.adapter.get_info();
+        let driver = [info.driver.as_str(), info.driver_info.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let adapter = format!(
+            "{} ({:?}, {:?}, driver {})",
+            info.name, info.device_type, info.backend, driver
+        );
+        Ok((device, adapter))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 /// A pool of `threads` CPU threads (0: one per core) for burn's parallel kernels: layers
@@ -91,7 +157,7 @@ impl std::str::FromStr for Backend {
         Self::ALL
             .into_iter()
             .find(|b| b.name() == s)
-            .ok_or_else(|| format!("unknown backend `{s}`: expected flex or ndarray"))
+            .ok_or_else(|| format!("unknown backend `{s}`: expected flex, ndarray or wgpu"))
     }
 }
 
