@@ -76,40 +76,14 @@ impl Workload {
         })
     }
 
-    /// `batch` copies of the input.
-    fn batch(&self, batch: usize) -> anyhow::Result<Activation> {
-        let mut dims = self.input.dims().to_vec();
-        dims[0] = batch;
-        Ok(Activation::from_values(
-            self.input.values().repeat(batch),
-            &dims,
-        )?)
-    }
-
-    /// Images per second of exit 5's whole chain on `engine` at each batch size (the
-    /// median of `repeats` runs, fewer for batches over 16).
+    /// Images per second of exit 5's whole chain on `engine` at each batch size.
     fn throughput(
         &self,
         engine: &dyn Engine,
         batches: &[u32],
         repeats: u32,
     ) -> anyhow::Result<Vec<f64>> {
-        let exit = NUM_EXITS;
-        let n = engine.exit_len(exit)?;
-        batches
-            .iter()
-            .map(|&b| {
-                let x = self.batch(b as usize)?;
-                engine.forward_slice(exit, 0..n, &x)?;
-                let runs = (repeats * 16 / b.max(16)).max(5) as usize;
-                let ms = Repeats::exactly(runs).median_ms(|| {
-                    let start = Instant::now();
-                    let _ = std::hint::black_box(engine.forward_slice(exit, 0..n, &x));
-                    start.elapsed()
-                });
-                Ok(f64::from(b) / ms * 1e3)
-            })
-            .collect()
+        Ok(engine.throughput(NUM_EXITS, &self.input, batches, repeats)?)
     }
 
     /// Median ms of every exit's whole chain on `engine` (each checked to run first).

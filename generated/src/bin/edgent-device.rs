@@ -125,6 +125,9 @@ enum Command {
         /// Timed runs per exit.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
         repeats: u32,
+        /// Also the throughput of exit 5 (images/s) at these batch sizes, e.g. 1,8,64,256.
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batches: Vec<u32>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -424,6 +427,7 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(args) => args.run()?,
         Command::Bench {
             repeats,
+            batches,
             engine,
             threads,
             json,
@@ -452,10 +456,13 @@ fn main() -> anyhow::Result<()> {
                     start.elapsed()
                 }));
             }
+            let exit = table.exits.len();
+            let per_s = engine.throughput(exit, &input, &batches, repeats.min as u32)?;
             if json {
                 let value = serde_json::json!({
                     "engine": engine.describe(), "threads": runtime::model::backend::current_threads(),
                     "ms": ms, "input": input.values(), "logits": logits,
+                    "batches": batches, "images_per_s": per_s,
                 });
                 outln!("{value}");
             } else {
@@ -466,6 +473,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 for (spec, ms) in table.exits.iter().zip(&ms) {
                     outln!("exit {}: {ms:.3}", spec.exit);
+                }
+                for (b, r) in batches.iter().zip(&per_s) {
+                    outln!("exit {exit}, batch {b}: {r:.0} images/s");
                 }
             }
         }

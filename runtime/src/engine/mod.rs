@@ -67,6 +67,16 @@ impl Activation {
     pub fn into_values(self) -> Vec<f32> {
         self.values
     }
+
+    /// A batch of `batch` copies of this activation's samples.
+    pub fn repeated(&self, batch: usize) -> Self {
+        let mut dims = self.dims.clone();
+        dims[0] *= batch;
+        Self {
+            dims,
+            values: self.values.repeat(batch),
+        }
+    }
 }
 
 /// Which engine runs the layers.
@@ -138,6 +148,33 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         x: &Activation,
         after_layer: AfterLayer<'_>,
     ) -> Result<Activation, ModelError>;
+
+    /// Samples per second through exit `exit`'s whole chain at each batch size: `input`
+    /// (one sample) repeated, the median of `repeats` timed runs after a warm-up (fewer
+    /// runs for batches over 16, at least 5).
+    fn throughput(
+        &self,
+        exit: usize,
+        input: &Activation,
+        batches: &[u32],
+        repeats: u32,
+    ) -> Result<Vec<f64>, ModelError> {
+        let n = self.exit_len(exit)?;
+        batches
+            .iter()
+            .map(|&b| {
+                let x = input.repeated(b as usize);
+                self.forward_slice(exit, 0..n, &x)?;
+                let runs = (repeats * 16 / b.max(16)).max(5) as usize;
+                let ms = crate::slowdown::Repeats::exactly(runs).median_ms(|| {
+                    let start = std::time::Instant::now();
+                    let _ = std::hint::black_box(self.forward_slice(exit, 0..n, &x));
+                    start.elapsed()
+                });
+                Ok(f64::from(b) / ms * 1e3)
+            })
+            .collect()
+    }
 
     /// [`Engine::run`] without a callback.
     fn forward_slice(

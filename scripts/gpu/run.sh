@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU run (issue "The GPU edge"), on a machine with a GPU and no Rust: run from the folder
+# scripts/gpu/bundle.sh made (`bash target/gpu/run.sh OUT_DIR`). Records the GPU and its
+# driver, then measures with burn on wgpu:
+#   1. batch-1 latency of every exit, and exit 5's throughput at batch 1 … 256, in process;
+#   2. one GPU edge and 16, then 64, device processes on this machine's CPUs over ZeroMQ
+#      with CURVE: results/s and the devices' latency percentiles.
+# Everything it prints goes to OUT_DIR too (default ./gpu-results). About 3 minutes.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-gpu-results}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+# The binaries travel gzipped (bundle.sh): unpack them outside the results.
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+for b in edgent-edge edgent-device; do
+  gunzip -c "$here/bin/$b.gz" > "$bin/$b"
+  chmod +x "$bin/$b"
+done
+edge="$bin/edgent-edge"
+device="$bin/edgent-device"
+log() { echo "== $*" | tee -a "$out/run.log"; }
+step() { log "$*"; "$@" 2>&1 | tee -a "$out/run.log"; }
+
+log "$(date -u) on $(hostname), $(nproc) CPUs"
+step nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+step "$edge" info --engine burn --backend wgpu
+
+log "1. in process: batch-1 latency per exit, exit 5's throughput against batch size"
+"$device" bench --engine burn --backend wgpu --threads 0 --repeats 200 \
+  --batches 1,2,4,8,16,32,64,128,256 --json > "$out/bench-wgpu.json" 2>> "$out/run.log"
+"$device" bench --engine generated --threads 1 --repeats 200 --batches 1,8,64 \
+  --json > "$out/bench-generated.json" 2>> "$out/run.log"
+cat "$out/bench-wgpu.json" "$out/bench-generated.json" | tee -a "$out/run.log"
+
+log "2. end to end: one GPU edge, N device processes (edge-only exit 5, CURVE)"
+keys="$out/keys"
+mkdir -p "$keys"
+[ -e "$keys/edge.key" ] || "$edge" keygen --name edge --out "$keys" > /dev/null
+for n in 16 64; do
+  for i in $(seq 1 "$n"); do
+    [ -e "$keys/d$i.key" ] || "$device" keygen --name "d$i" --out "$keys" > /dev/null
+  done
+  cat "$keys"/d*.pub > "$keys/allow.pub"
+  "$edge" serve --engine burn --backend wgpu --workers 4 --queue 1024 \
+    --bind tcp://127.0.0.1:5555 --key "$keys/edge.key" --allow "$keys/allow.pub" \
+    --stats "$out/edge-$n.json" > "$out/edge-$n.log" 2>&1 &
+  edge_pid=$!
+  sleep 3
+  pids=()
+  for i in $(seq 1 "$n"); do
+    "$device" eval --data "$here/data" --policy edge-only --slowdown 1 --threads 1 \
+      --bandwidth 10Gbit --deadline 1s --duration 20s --no-fallback \
+      --key "$keys/d$i.key" --server-key "$keys/edge.pub" --json \
+      > "$out/device-$n-$i.json" 2> "$out/device-$n-$i.log" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  kill -TERM "$edge_pid"
+  wait "$edge_pid"
+  log "$n devices: the edge's counters (results_per_s, queue and compute means)"
+  tee -a "$out/run.log" < "$out/edge-$n.json"
+  echo | tee -a "$out/run.log"
+done
+log "done: $out"
