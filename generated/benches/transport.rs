@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use generated::{load_engine, plan, plan_digest, served_plan};
 use runtime::edge::{EdgeConfig, Endpoint, serve};
@@ -153,6 +153,8 @@ fn throughput(engine: EngineKind, devices: usize, seconds: f64) -> f64 {
                 reload: None,
                 heartbeat: Default::default(),
                 metrics: None,
+                max_batch: 1,
+                max_wait: Duration::ZERO,
             };
             serve(
                 &engine,

@@ -94,6 +94,12 @@ pub struct EdgeConfig {
     pub heartbeat: Heartbeat,
     /// Serve Prometheus metrics over HTTP here (e.g. `127.0.0.1:9100`).
     pub metrics: Option<String>,
+    /// Dynamic batching: requests for the same (exit, partition) waiting for a worker run
+    /// as one batch of up to this many (1: one at a time).
+    pub max_batch: usize,
+    /// How long a worker holding a request waits for more of its kind to fill a batch (0:
+    /// it takes only those already queued, so an idle edge adds no latency).
+    pub max_wait: Duration,
 }
 
 /// Heartbeats between a broker and its edges, both ways (the zguide's "Paranoid
@@ -144,6 +150,10 @@ pub struct EdgeCounters {
     pub compute_us: AtomicU64,
     /// Times the edge reconnected to a silent broker.
     pub reconnects: AtomicU64,
+    /// Batches run (a request run alone is a batch of 1).
+    pub batches: AtomicU64,
+    /// Largest batch run.
+    pub batch_max: AtomicU64,
     /// Histograms of queue and compute time (for `--metrics`).
     pub timings: Timings,
 }
@@ -183,6 +193,12 @@ pub struct EdgeStats {
     pub allow_keys: u64,
     /// Times the edge reconnected to a silent broker.
     pub reconnects: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Results per batch, on average.
+    pub batch_mean: f64,
+    /// Largest batch run.
+    pub batch_max: u64,
 }
 
 impl EdgeCounters {
@@ -235,6 +251,9 @@ impl EdgeCounters {
             allow_reloads: zap.map_or(0, |z| load(&z.reloads)),
             allow_keys: allow.map_or(0, |a| a.len() as u64),
             reconnects: load(&self.reconnects),
+            batches: load(&self.batches),
+            batch_mean: results as f64 / load(&self.batches).max(1) as f64,
+            batch_max: load(&self.batch_max),
         }
     }
 }
@@ -303,7 +322,14 @@ pub fn serve(
         None => None,
     };
     let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
-    let queue = Arc::new(Mutex::new(queue));
+    let queue = Arc::new(Mutex::new(Queue {
+        rx: queue,
+        held: std::collections::VecDeque::new(),
+    }));
+    let batching = Batching {
+        max: config.max_batch.max(1),
+        wait: config.max_wait,
+    };
     let mut workers = Vec::new();
     for i in 0..config.workers.max(1) {
         let push = context
@@ -315,7 +341,7 @@ pub fn serve(
         let (plan, counters) = (plan.clone(), Arc::clone(&counters));
         let handle = std::thread::Builder::new()
             .name(format!("edgent-worker-{i}"))
-            .spawn(move || worker(&*engine, &plan, &queue, &push, &counters))
+            .spawn(move || worker(&*engine, &plan, &queue, batching, &push, &counters))
             .map_err(|source| TransportError::Io {
                 path: "<worker thread>".into(),
                 source,
@@ -733,88 +759,192 @@ fn check_request(
     Ok(())
 }
 
+/// The jobs waiting for a worker: the admission queue, and those a worker took while
+/// filling a batch of another kind (served first, in order).
+struct Queue {
+    rx: Receiver<Job>,
+    held: std::collections::VecDeque<Job>,
+}
+
+/// How workers form batches ([`EdgeConfig::max_batch`], [`EdgeConfig::max_wait`]).
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    max: usize,
+    wait: Duration,
+}
+
+impl Queue {
+    /// The next batch: the oldest job, and up to `batching.max − 1` more for the same
+    /// (exit, partition) — held ones first, then from the queue, waiting up to
+    /// `batching.wait` for them. Jobs of other kinds met on the way are held (at most
+    /// `batching.max` are looked at), so the held list stays short. `None` once the queue
+    /// is closed and empty.
+    fn next_batch(&mut self, batching: Batching) -> Option<Vec<Job>> {
+        let first = match self.held.pop_front() {
+            Some(job) => job,
+            None => self.rx.recv().ok()?,
+        };
+        let key = (first.header.exit, first.header.partition);
+        let same = |job: &Job| (job.header.exit, job.header.partition) == key;
+        let mut batch = vec![first];
+        let mut i = 0;
+        while batch.len() < batching.max && i < self.held.len() {
+            if same(&self.held[i]) {
+                batch.extend(self.held.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let until = Instant::now() + batching.wait;
+        for _ in 1..batching.max {
+            if batch.len() >= batching.max {
+                break;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            let next = if left.is_zero() {
+                self.rx.try_recv().ok()
+            } else {
+                self.rx.recv_timeout(left).ok()
+            };
+            match next {
+                Some(job) if same(&job) => batch.push(job),
+                Some(job) => self.held.push_back(job),
+                None => break,
+            }
+        }
+        Some(batch)
+    }
+}
+
 fn worker(
     engine: &dyn Engine,
     plan: &ServedPlan,
-    queue: &Mutex<Receiver<Job>>,
+    queue: &Mutex<Queue>,
+    batching: Batching,
     push: &zmq::Socket,
     counters: &EdgeCounters,
 ) {
     loop {
-        // The lock is held only while waiting for the next job.
-        let job = match queue.lock() {
-            Ok(rx) => rx.recv(),
+        // The lock is held only while waiting for (and gathering) the next batch.
+        let batch = match queue.lock() {
+            Ok(mut queue) => queue.next_batch(batching),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
-        let queued = job.received.elapsed();
-        let h = &job.header;
-        let deadline = Duration::from_micros(u64::from(h.deadline_us));
-        let reply = if h.deadline_us > 0 && queued >= deadline {
-            // The device has given up on it already: running it would only delay others.
-            counters.error(ErrorCode::Expired);
-            Message::error(
-                plan.digest,
-                h.request_id,
-                ErrorCode::Expired,
-                &format!(
+        let Some(batch) = batch else { return };
+        let started = Instant::now();
+        // A job whose device has given up already would only delay the others.
+        let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|job| {
+            let deadline = Duration::from_micros(u64::from(job.header.deadline_us));
+            job.header.deadline_us == 0 || started.duration_since(job.received) < deadline
+        });
+        let mut replies: Vec<(Vec<Vec<u8>>, Message)> = expired
+            .into_iter()
+            .map(|job| {
+                let h = &job.header;
+                counters.error(ErrorCode::Expired);
+                let text = format!(
                     "waited {} µs for a worker, past its deadline of {} µs; not run",
-                    queued.as_micros(),
+                    started.duration_since(job.received).as_micros(),
                     h.deadline_us
-                ),
-            )
-        } else {
-            // A panic in the layers must still answer (and return the broker's credit).
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_job(engine, plan, &job, queued, counters)
+                );
+                let reply = Message::error(plan.digest, h.request_id, ErrorCode::Expired, &text)
+                    .in_version(h.version);
+                (job.envelope, reply)
+            })
+            .collect();
+        if !live.is_empty() {
+            // A panic in the layers must still answer every job (and return the broker's
+            // credits).
+            let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_batch(engine, plan, &live, started, counters)
             }))
             .unwrap_or_else(|_| {
-                counters.error(ErrorCode::Internal);
-                Message::error(
-                    plan.digest,
-                    h.request_id,
-                    ErrorCode::Internal,
-                    "the edge failed running the layers (a panic; see its log)",
-                )
-            })
-        };
-        let mut frames = job.envelope;
-        frames.extend(reply.encode());
-        if push.send_multipart(frames, 0).is_err() {
-            return;
+                live.iter()
+                    .map(|job| {
+                        counters.error(ErrorCode::Internal);
+                        Message::error(
+                            plan.digest,
+                            job.header.request_id,
+                            ErrorCode::Internal,
+                            "the edge failed running the layers (a panic; see its log)",
+                        )
+                        .in_version(job.header.version)
+                    })
+                    .collect()
+            });
+            replies.extend(live.into_iter().map(|job| job.envelope).zip(answers));
+        }
+        for (envelope, reply) in replies {
+            let mut frames = envelope;
+            frames.extend(reply.encode());
+            if push.send_multipart(frames, 0).is_err() {
+                return;
+            }
         }
     }
 }
 
-fn run_job(
+/// Runs `jobs` (all for one exit and partition) as one batch from `started`, and answers
+/// each: its logits, the batch's compute time as `edge_us` and its own wait as `queue_us`.
+fn run_batch(
     engine: &dyn Engine,
     plan: &ServedPlan,
-    job: &Job,
-    queued: Duration,
+    jobs: &[Job],
+    started: Instant,
     counters: &EdgeCounters,
-) -> Message {
-    let h = &job.header;
+) -> Vec<Message> {
+    let h = &jobs[0].header;
     let (exit, p) = (usize::from(h.exit), usize::from(h.partition));
     let n = engine.table().exit(exit).map_or(0, |e| e.len());
-    let mut dims = vec![1];
+    let mut dims = vec![jobs.len()];
     dims.extend(h.shape.iter().map(|&d| d as usize));
-    let outcome = Activation::from_values(job.input.clone(), &dims)
-        .and_then(|x| run_slice(engine, exit, p..n, &x))
-        .and_then(|(logits, took)| {
-            // Finite inputs can still overflow in the layers (an f32 near its maximum):
-            // a Result must hold finite logits, or no client could decode it.
-            match logits.values().iter().position(|v| !v.is_finite()) {
-                Some(i) => Err(crate::model::ModelError::NonFinite(format!(
-                    "logit {i} is {} (the input overflowed in the layers)",
-                    logits.values()[i]
-                ))),
-                None => Ok((logits, took)),
+    let input: Vec<f32> = jobs.iter().flat_map(|j| j.input.iter().copied()).collect();
+    let outcome =
+        Activation::from_values(input, &dims).and_then(|x| run_slice(engine, exit, p..n, &x));
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .batch_max
+        .fetch_max(jobs.len() as u64, Ordering::Relaxed);
+    let (logits, took) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            return jobs
+                .iter()
+                .map(|job| {
+                    counters.error(ErrorCode::Internal);
+                    Message::error(
+                        plan.digest,
+                        job.header.request_id,
+                        ErrorCode::Internal,
+                        &format!("running exit {exit} layers [{p}, {n}) failed: {e}"),
+                    )
+                    .in_version(job.header.version)
+                })
+                .collect();
+        }
+    };
+    let classes = logits.values().len() / jobs.len();
+    jobs.iter()
+        .zip(logits.values().chunks(classes))
+        .map(|(job, values)| {
+            let h = &job.header;
+            // Finite inputs can still overflow in the layers (an f32 near its maximum): a
+            // Result must hold finite logits, or no client could decode it.
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                counters.error(ErrorCode::Internal);
+                return Message::error(
+                    plan.digest,
+                    h.request_id,
+                    ErrorCode::Internal,
+                    &format!(
+                        "running exit {exit} layers [{p}, {n}) failed: logit {i} is {} (the input overflowed in the layers)",
+                        values[i]
+                    ),
+                )
+                .in_version(h.version);
             }
-        });
-    match outcome {
-        Ok((logits, took)) => {
+            let queued = started.duration_since(job.received);
             counters.timings.observe(queued, took);
-            let values = logits.to_values();
             let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
             let mut header = Header::new(MessageType::Result, plan.digest, h.request_id);
             header.version = h.version;
@@ -836,18 +966,8 @@ fn run_job(
                 .fetch_max(u64::from(header.queue_us), Ordering::Relaxed);
             Message {
                 header,
-                payload: Payload::F32(values),
+                payload: Payload::F32(values.to_vec()),
             }
-        }
-        Err(e) => {
-            counters.error(ErrorCode::Internal);
-            Message::error(
-                plan.digest,
-                h.request_id,
-                ErrorCode::Internal,
-                &format!("running exit {exit} layers [{p}, {n}) failed: {e}"),
-            )
-            .in_version(h.version)
-        }
-    }
+        })
+        .collect()
 }

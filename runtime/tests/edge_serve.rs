@@ -90,6 +90,8 @@ fn panics_are_answered_late_jobs_skipped_and_nothing_outlives_serve() {
         reload: None,
         heartbeat: Heartbeat::default(),
         metrics: None,
+        max_batch: 1,
+        max_wait: Duration::ZERO,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

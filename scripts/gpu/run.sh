@@ -3,8 +3,9 @@
 # scripts/gpu/bundle.sh made (`bash target/gpu/run.sh OUT_DIR`). Records the GPU and its
 # driver, then measures with burn on wgpu:
 #   1. batch-1 latency of every exit, and exit 5's throughput at batch 1 … 256, in process;
-#   2. one GPU edge and 16, then 64, device processes on this machine's CPUs over ZeroMQ
-#      with CURVE: results/s and the devices' latency percentiles.
+#   2. one GPU edge (dynamic batching: up to 64 requests, 0.5 ms) and 16, then 64, device
+#      processes on this machine's CPUs over ZeroMQ with CURVE: results/s, batch sizes
+#      formed (the edge's counters) and the devices' latency percentiles.
 # Everything it prints goes to OUT_DIR too (default ./gpu-results). About 3 minutes.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -46,6 +47,7 @@ for n in 16 64; do
   done
   cat "$keys"/d*.pub > "$keys/allow.pub"
   "$edge" serve --engine burn --backend wgpu --workers 4 --queue 1024 \
+    --max-batch 64 --max-wait-us 500 \
     --bind tcp://127.0.0.1:5555 --key "$keys/edge.key" --allow "$keys/allow.pub" \
     --stats "$out/edge-$n.json" > "$out/edge-$n.log" 2>&1 &
   edge_pid=$!

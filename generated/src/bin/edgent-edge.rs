@@ -1,6 +1,7 @@
 //! `edgent-edge`: the edge side of Edgent, with the plan compiled in.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,14 @@ enum Command {
         /// Requests that may wait for a worker; more get a `busy` error.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         queue: u32,
+        /// Dynamic batching: a worker runs up to this many queued requests for the same
+        /// (exit, partition) as one batch (1: one at a time; a GPU backend gains from more).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        max_batch: u16,
+        /// With --max-batch: how long a worker waits for more requests to fill a batch, µs
+        /// (0: only those already queued, so an idle edge adds no latency).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        max_wait_us: u32,
         /// Write the counters as JSON to this file every second (and at shutdown).
         #[arg(long)]
         stats: Option<PathBuf>,
@@ -148,6 +157,8 @@ fn main() -> anyhow::Result<()> {
             broker,
             workers,
             queue,
+            max_batch,
+            max_wait_us,
             stats,
             metrics,
             engine,
@@ -178,6 +189,8 @@ fn main() -> anyhow::Result<()> {
                 reload: Some(reload_on_sighup()?),
                 heartbeat: heartbeat.heartbeat(),
                 metrics,
+                max_batch: usize::from(max_batch),
+                max_wait: Duration::from_micros(u64::from(max_wait_us)),
             };
             let mut stats_file = StatsFile::new(stats);
             let last = serve(
