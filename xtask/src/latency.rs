@@ -26,7 +26,7 @@ pub struct ProfileArgs {
     /// Engine to profile: generated (the kernels the binaries run by default) or burn.
     #[arg(long, default_value = "generated")]
     pub(crate) engine: EngineKind,
-    /// Burn backend with `--engine burn`: flex or ndarray.
+    /// Burn backend with `--engine burn`: flex, ndarray or wgpu.
     #[arg(long, default_value = "flex")]
     pub(crate) backend: Backend,
     /// CPU threads the layers run on (0: one per core); the binaries run with the count the

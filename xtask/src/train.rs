@@ -35,7 +35,7 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only.
     #[arg(long, value_parser = positive)]
     pub(crate) test_limit: Option<usize>,
-    /// Burn backend: flex or ndarray.
+    /// Burn backend: flex, ndarray or wgpu (a GPU, or Mesa's CPU Vulkan driver).
     #[arg(long, default_value = "flex")]
     pub(crate) backend: Backend,
     /// Output directory for weights, config and metrics.
