@@ -859,18 +859,12 @@ fn worker(
                 run_batch(engine, plan, &live, started, counters)
             }))
             .unwrap_or_else(|_| {
-                live.iter()
-                    .map(|job| {
-                        counters.error(ErrorCode::Internal);
-                        Message::error(
-                            plan.digest,
-                            job.header.request_id,
-                            ErrorCode::Internal,
-                            "the edge failed running the layers (a panic; see its log)",
-                        )
-                        .in_version(job.header.version)
-                    })
-                    .collect()
+                internal_errors(
+                    &live,
+                    plan,
+                    counters,
+                    "the edge failed running the layers (a panic; see its log)",
+                )
             });
             replies.extend(live.into_iter().map(|job| job.envelope).zip(answers));
         }
@@ -882,6 +876,27 @@ fn worker(
             }
         }
     }
+}
+
+/// An `internal` error reply, saying `text`, to each of `jobs`.
+fn internal_errors(
+    jobs: &[Job],
+    plan: &ServedPlan,
+    counters: &EdgeCounters,
+    text: &str,
+) -> Vec<Message> {
+    jobs.iter()
+        .map(|job| {
+            counters.error(ErrorCode::Internal);
+            Message::error(
+                plan.digest,
+                job.header.request_id,
+                ErrorCode::Internal,
+                text,
+            )
+            .in_version(job.header.version)
+        })
+        .collect()
 }
 
 /// Runs `jobs` (all for one exit and partition) as one batch from `started`, and answers
@@ -908,19 +923,8 @@ fn run_batch(
     let (logits, took) = match outcome {
         Ok(done) => done,
         Err(e) => {
-            return jobs
-                .iter()
-                .map(|job| {
-                    counters.error(ErrorCode::Internal);
-                    Message::error(
-                        plan.digest,
-                        job.header.request_id,
-                        ErrorCode::Internal,
-                        &format!("running exit {exit} layers [{p}, {n}) failed: {e}"),
-                    )
-                    .in_version(job.header.version)
-                })
-                .collect();
+            let text = format!("running exit {exit} layers [{p}, {n}) failed: {e}");
+            return internal_errors(jobs, plan, counters, &text);
         }
     };
     let classes = logits.values().len() / jobs.len();

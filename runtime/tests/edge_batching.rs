@@ -3,11 +3,13 @@
 //! wait for their own batch, and every reply carries its own request's logits.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime::edge::{EdgeConfig, Endpoint, Heartbeat, ServedPlan, serve};
+mod common;
+use common::{free_port, start_edge};
+use runtime::edge::{EdgeConfig, Endpoint, Heartbeat, ServedPlan};
 use runtime::engine::AfterLayer;
 use runtime::wire::protocol::{Message, MessageType, Payload};
 use runtime::wire::transport::Security;
@@ -61,11 +63,7 @@ impl Engine for Echo {
 
 #[test]
 fn queued_requests_of_one_kind_run_as_one_batch_and_get_their_own_logits() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let table = BranchyAlexNetConfig::new().layer_table();
     let plan = ServedPlan {
         digest: [5; 32],
@@ -89,23 +87,7 @@ fn queued_requests_of_one_kind_run_as_one_batch_and_get_their_own_logits() {
         max_batch: 4,
         max_wait: Duration::ZERO,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let running = {
-        let (stop, plan) = (Arc::clone(&stop), plan.clone());
-        std::thread::spawn(move || {
-            serve(
-                &engine,
-                &plan,
-                &config,
-                &stop,
-                || ready_tx.send(()).unwrap(),
-                |_| {},
-            )
-            .unwrap()
-        })
-    };
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (stop, running) = start_edge(engine, &plan, config);
 
     let context = zmq::Context::new();
     let device = context.socket(zmq::DEALER).unwrap();

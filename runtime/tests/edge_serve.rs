@@ -5,10 +5,12 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use runtime::edge::{EdgeConfig, Endpoint, Heartbeat, ServedPlan, serve};
+mod common;
+use common::{free_port, start_edge};
+use runtime::edge::{EdgeConfig, Endpoint, Heartbeat, ServedPlan};
 use runtime::engine::AfterLayer;
 use runtime::wire::protocol::{ErrorCode, Message, MessageType, Payload};
 use runtime::wire::transport::{AllowList, KeyPair, Security};
@@ -65,11 +67,7 @@ fn threads(prefix: &str) -> usize {
 fn panics_are_answered_late_jobs_skipped_and_nothing_outlives_serve() {
     let pair = || KeyPair::generate().unwrap();
     let (server, client) = (pair(), pair());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let table = BranchyAlexNetConfig::new().layer_table();
     let plan = ServedPlan {
         digest: [3; 32],
@@ -93,23 +91,7 @@ fn panics_are_answered_late_jobs_skipped_and_nothing_outlives_serve() {
         max_batch: 1,
         max_wait: Duration::ZERO,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let running = {
-        let (stop, plan) = (Arc::clone(&stop), plan.clone());
-        std::thread::spawn(move || {
-            serve(
-                &engine,
-                &plan,
-                &config,
-                &stop,
-                || ready_tx.send(()).unwrap(),
-                |_| {},
-            )
-            .unwrap()
-        })
-    };
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (stop, running) = start_edge(engine, &plan, config);
     assert_eq!(threads("edgent-zap"), 1);
 
     let context = zmq::Context::new();

@@ -9,18 +9,9 @@
 # Everything it prints goes to OUT_DIR too (default ./gpu-results). About 3 minutes.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:-gpu-results}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-# The binaries travel gzipped (bundle.sh): unpack them outside the results.
-bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
-for b in edgent-edge edgent-device; do
-  gunzip -c "$here/bin/$b.gz" > "$bin/$b"
-  chmod +x "$bin/$b"
-done
+default_out=gpu-results
+# shellcheck source=common.sh
+source "$here/common.sh"
 edge="$bin/edgent-edge"
 device="$bin/edgent-device"
 log() { echo "== $*" | tee -a "$out/run.log"; }

@@ -5,15 +5,9 @@
 # for images/s, wall time, the accuracy per exit and whether the weights digest repeats.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:-gpu-train-results}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
-gunzip -c "$here/bin/xtask.gz" > "$bin/xtask"
-chmod +x "$bin/xtask"
+default_out=gpu-train-results
+# shellcheck source=common.sh
+source "$here/common.sh"
 {
   echo "== $(date -u) on $(hostname), $(nproc) CPUs"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
