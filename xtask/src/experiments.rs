@@ -35,6 +35,11 @@ pub struct ExperimentsArgs {
     /// where a middle partition wins): no shaped links, no root.
     #[arg(long)]
     paper_only: bool,
+    /// Run the edge on burn with this backend (e.g. wgpu: the GPU, or lavapipe) instead of
+    /// the plan's engine; the plan's edge times stay the profiled engine's, and the device
+    /// learns the difference as it goes.
+    #[arg(long)]
+    edge_backend: Option<runtime::Backend>,
 }
 
 /// Deadline of the computed-only report's placement map, ms (the full run's fixed deadline).
@@ -290,7 +295,21 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         anyhow::bail!("the experiments run on shaped links: {reason}");
     }
     let bins = Binaries::build(Some(&args.plan))?;
-    let lab = Lab::start("edgent-exp", &out, bins, images, bar.clone(), true)?;
+    let edge_args: Vec<String> = match args.edge_backend {
+        Some(backend) => ["--engine", "burn", "--backend", backend.name()]
+            .map(String::from)
+            .to_vec(),
+        None => Vec::new(),
+    };
+    let lab = Lab::start(
+        "edgent-exp",
+        &out,
+        bins,
+        images,
+        bar.clone(),
+        true,
+        &edge_args,
+    )?;
     let mut report = String::new();
     let mut summary = Vec::new();
 
@@ -661,11 +680,22 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
 
     let elapsed = started.elapsed().as_secs_f64();
     let mut head = format!(
-        "# Edgent experiments\n\n{} run, {images} images per point, {:.0} s in all (`cargo xtask experiments{}`).\n\nDevice: this machine slowed down {:.0}× (`--slowdown`, the slowdown the plan was profiled with: local exits take tens to hundreds of ms, so device-only misses short deadlines while edge-only is limited by the bandwidth); edge: this machine. Latency models: {}. Device and edge run as separate processes in two network namespaces joined by a veth pair, both directions shaped by `tc tbf` (2 KiB burst), CurveZMQ on. Computed lines (*paper's setting*) are the paper's own setting, with a {RTT_MS} ms round trip: its B-AlexNet on CIFAR-10, its Table II models (Raspberry Pi 3 device, desktop edge), its bytes on the wire and per-exit accuracies as assumed in the section \"The paper's own setting\".\n\n## Summary\n\n",
+        "# Edgent experiments\n\n{} run, {images} images per point, {:.0} s in all (`cargo xtask experiments{}`).\n\nDevice: this machine slowed down {:.0}× (`--slowdown`, the slowdown the plan was profiled with: local exits take tens to hundreds of ms, so device-only misses short deadlines while edge-only is limited by the bandwidth); edge: this machine{}. Latency models: {}. Device and edge run as separate processes in two network namespaces joined by a veth pair, both directions shaped by `tc tbf` (2 KiB burst), CurveZMQ on. Computed lines (*paper's setting*) are the paper's own setting, with a {RTT_MS} ms round trip: its B-AlexNet on CIFAR-10, its Table II models (Raspberry Pi 3 device, desktop edge), its bytes on the wire and per-exit accuracies as assumed in the section \"The paper's own setting\".\n\n## Summary\n\n",
         if args.quick { "Quick" } else { "Full" },
         elapsed,
-        if args.quick { " --quick" } else { "" },
+        match (args.quick, args.edge_backend) {
+            (false, None) => String::new(),
+            (quick, backend) => format!(
+                "{}{}",
+                if quick { " --quick" } else { "" },
+                backend.map_or(String::new(), |b| format!(" --edge-backend {b}"))
+            ),
+        },
         costs.slowdown,
+        args.edge_backend.map_or(String::new(), |b| format!(
+            ", on burn's {b} backend ({}; the plan's edge times are the profiled engine's, the device learns the difference)",
+            b.adapter()
+        )),
         costs.source
     );
     for line in &summary {

@@ -257,7 +257,8 @@ impl Point {
 impl Lab {
     /// Starts the edge (CurveZMQ keys made under `out/keys`) and keeps device traces under
     /// `out/traces`. `shaped` asks for network namespaces and tc (root); without it the lab
-    /// runs on unshaped loopback and each device plans for the stated rate.
+    /// runs on unshaped loopback and each device plans for the stated rate. `edge_args` go
+    /// to `edgent-edge serve` as they are (e.g. `--engine burn --backend wgpu`).
     pub fn start(
         name: &str,
         out: &Path,
@@ -265,6 +266,7 @@ impl Lab {
         images: usize,
         bar: ProgressBar,
         shaped: bool,
+        edge_args: &[String],
     ) -> anyhow::Result<Self> {
         let traces = out.join("traces");
         std::fs::create_dir_all(&traces)
@@ -300,6 +302,7 @@ impl Lab {
             .arg(keys.join("edge.key"))
             .arg("--allow")
             .arg(keys.join("allow.pub"))
+            .args(edge_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

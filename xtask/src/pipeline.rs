@@ -579,6 +579,7 @@ impl Demonstration {
             images,
             bar.clone(),
             shaped,
+            &[],
         )?;
         let mut points = Vec::new();
         for &rate in rates {
