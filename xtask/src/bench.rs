@@ -76,16 +76,6 @@ impl Workload {
         })
     }
 
-    /// Images per second of exit 5's whole chain on `engine` at each batch size.
-    fn throughput(
-        &self,
-        engine: &dyn Engine,
-        batches: &[u32],
-        repeats: u32,
-    ) -> anyhow::Result<Vec<f64>> {
-        Ok(engine.throughput(NUM_EXITS, &self.input, batches, repeats)?)
-    }
-
     /// Median ms of every exit's whole chain on `engine` (each checked to run first).
     fn time(&self, engine: &dyn Engine, repeats: u32) -> anyhow::Result<Vec<f64>> {
         let repeats = Repeats::exactly(repeats as usize);
@@ -111,6 +101,8 @@ struct DeviceBench {
     ms: Vec<f64>,
     input: Vec<f32>,
     logits: Vec<Vec<f32>>,
+    /// Exit 5's images/s at each of `--batches`.
+    images_per_s: Vec<f64>,
 }
 
 /// Builds the binaries of the committed plan and times the generated engine with
@@ -122,6 +114,11 @@ fn generated(args: &BenchArgs, isa: Isa) -> anyhow::Result<DeviceBench> {
         .args(["bench", "--json", "--engine", "generated"])
         .args(["--repeats", &args.repeats.to_string()])
         .args(["--threads", &args.threads.to_string()])
+        .args(if args.batches.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--batches".to_string(), batches_arg(&args.batches)]
+        })
         .env("EDGENT_ISA", isa.name())
         .output()
         .context("cannot run edgent-device bench")?;
@@ -138,6 +135,15 @@ fn generated(args: &BenchArgs, isa: Isa) -> anyhow::Result<DeviceBench> {
         bench.ms.len()
     );
     Ok(bench)
+}
+
+/// `--batches` as the binaries take it: `1,8,64`.
+fn batches_arg(batches: &[u32]) -> String {
+    batches
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// onnxruntime's medians per exit, from `scripts/onnxruntime/bench.py` run on the same
@@ -232,7 +238,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let device = Backend::Wgpu
             .open()
             .map_err(|why| anyhow::anyhow!("--wgpu: {why}"))?;
-        eprintln!("wgpu adapter: {}", Backend::Wgpu.adapter());
         Some(burn_on(device)?)
     } else {
         None
@@ -254,20 +259,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         columns.push(("onnxruntime", ms));
         ort_version = Some(version);
     }
-    // The sweep runs the in-process engines (the generated one is timed in its own process).
+    // Exit 5's images/s against batch size: the generated engine as its own process
+    // measured it, the others here.
     let mut sweep: Vec<(&str, Vec<f64>)> = Vec::new();
     if !args.batches.is_empty() {
-        let batches = &args.batches;
-        sweep.push((
-            "interpreted",
-            pool.install(|| workload.throughput(&interpreted, batches, args.repeats))?,
-        ));
-        sweep.push((
-            "flex",
-            pool.install(|| workload.throughput(&flex, batches, args.repeats))?,
-        ));
+        let throughput = |engine: &dyn Engine| {
+            engine.throughput(NUM_EXITS, &workload.input, &args.batches, args.repeats)
+        };
+        sweep.push(("generated", generated.images_per_s.clone()));
+        sweep.push(("interpreted", pool.install(|| throughput(&interpreted))?));
+        sweep.push(("flex", pool.install(|| throughput(&flex))?));
         if let Some(wgpu) = &wgpu {
-            sweep.push(("wgpu", workload.throughput(wgpu, batches, args.repeats)?));
+            sweep.push(("wgpu", throughput(wgpu)?));
         }
     }
     let ratio =

@@ -49,8 +49,9 @@ impl Backend {
         }
     }
 
-    /// What the backend runs on, for reports: for `wgpu` the adapter, its driver and
-    /// graphics API (e.g. `NVIDIA H200 (Vulkan, NVIDIA 570.86)`), or why there is none.
+    /// What the backend runs on, for reports: for `wgpu` the adapter, its type, graphics API
+    /// and driver (e.g. `llvmpipe (…) (Cpu, Vulkan, driver llvmpipe Mesa 22.3.6 …)`), or
+    /// why there is none.
     pub fn adapter(self) -> String {
         match self {
             Self::Flex | Self::Ndarray => "this CPU".into(),
@@ -59,12 +60,6 @@ impl Backend {
                 Err(why) => format!("none ({why})"),
             },
         }
-    }
-
-    /// Whether the backend runs its kernels asynchronously on another device (a GPU):
-    /// timing a layer there needs a sync.
-    pub fn is_gpu(self) -> bool {
-        self == Self::Wgpu
     }
 
     /// The backend's name on the command line.
