@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the plan schema; the macro refuses other versions.
-pub const PLAN_VERSION: u32 = 3;
+pub const PLAN_VERSION: u32 = 4;
 
 /// A layer's hyper-parameters, written as `runtime::LayerParams` serialises them: with the
 /// shapes, all the generated engine needs to call the layer's kernel with constants.
@@ -86,6 +86,9 @@ pub struct PlanPartition {
     pub device_ms: f64,
     /// Predicted edge time of `[p, N)`, ms.
     pub edge_ms: f64,
+    /// Predicted edge time each further request adds to a batch of `[p, N)`, ms: a batch
+    /// of `b` takes `edge_ms + (b − 1)·edge_ms_per_image` (DESIGN.md §11).
+    pub edge_ms_per_image: f64,
     /// Bytes sent to the edge: the raw `u8` image at `p = 0`, the `f32` activation entering
     /// layer `p` for `0 < p < N`, nothing at `p = N`.
     pub bytes: u64,
@@ -151,6 +154,9 @@ pub struct PlanRoute {
     pub device_ms: f64,
     /// Edge time: decoding and layers `[p, N)`, ms.
     pub edge_ms: f64,
+    /// Edge time each further request of a batch adds: its decoding and its share of the
+    /// layers, ms.
+    pub edge_ms_per_image: f64,
     /// Bytes charged (the median).
     pub bytes: u64,
 }
@@ -184,6 +190,7 @@ impl PlanExit {
                     encoding: None,
                     device_ms: partition.device_ms,
                     edge_ms: partition.edge_ms,
+                    edge_ms_per_image: partition.edge_ms_per_image,
                     bytes: 0,
                 });
                 continue;
@@ -194,6 +201,7 @@ impl PlanExit {
                     encoding: Some(if p == 0 { "u8" } else { "f32" }.to_string()),
                     device_ms: partition.device_ms,
                     edge_ms: partition.edge_ms,
+                    edge_ms_per_image: partition.edge_ms_per_image,
                     bytes: partition.bytes,
                 });
             }
@@ -206,6 +214,7 @@ impl PlanExit {
                     encoding: Some(e.encoding.clone()),
                     device_ms: partition.device_ms + e.encode_ms,
                     edge_ms: partition.edge_ms + e.decode_ms,
+                    edge_ms_per_image: partition.edge_ms_per_image + e.decode_ms,
                     bytes: e.bytes_median,
                 };
                 if VALUES.iter().any(|(v, exact)| *v == values && *exact) {
@@ -403,10 +412,9 @@ impl Plan {
                 ));
             }
             let bad_time = exit.partitions.iter().any(|p| {
-                !(p.device_ms.is_finite()
-                    && p.edge_ms.is_finite()
-                    && p.device_ms >= 0.0
-                    && p.edge_ms >= 0.0)
+                [p.device_ms, p.edge_ms, p.edge_ms_per_image]
+                    .iter()
+                    .any(|t| !(t.is_finite() && *t >= 0.0))
             });
             if bad_time {
                 problems.push(format!(

@@ -239,11 +239,23 @@ fn layer_call(eng: &TokenStream, layer: &PlanLayer, e: &Literal, i: &Literal) ->
 }
 
 /// One `ExitTable` literal: the pairs `p = 0..=N` and the envelope of the lines of `p < N`.
-fn pair_cost(rt: &TokenStream, device_ms: f64, edge_ms: f64, bytes: u64) -> TokenStream {
+fn pair_cost(
+    rt: &TokenStream,
+    device_ms: f64,
+    edge_ms: f64,
+    edge_ms_per_image: f64,
+    bytes: u64,
+) -> TokenStream {
     let device_ms = f64_literal(device_ms);
     let edge_ms = f64_literal(edge_ms);
+    let per_image = f64_literal(edge_ms_per_image);
     let bytes = Literal::u64_unsuffixed(bytes);
-    quote!(#rt::PairCost { device_ms: #device_ms, edge_ms: #edge_ms, bytes: #bytes })
+    quote!(#rt::PairCost {
+        device_ms: #device_ms,
+        edge_ms: #edge_ms,
+        bytes: #bytes,
+        edge_ms_per_image: #per_image,
+    })
 }
 
 fn exit_table(rt: &TokenStream, exit: &PlanExit) -> TokenStream {
@@ -252,7 +264,7 @@ fn exit_table(rt: &TokenStream, exit: &PlanExit) -> TokenStream {
     let pairs = exit
         .partitions
         .iter()
-        .map(|p| pair_cost(rt, p.device_ms, p.edge_ms, p.bytes));
+        .map(|p| pair_cost(rt, p.device_ms, p.edge_ms, p.edge_ms_per_image, p.bytes));
     quote! {
         #rt::ExitTable {
             exit: #number,
@@ -291,7 +303,13 @@ fn route_tokens(rt: &TokenStream, route: &PlanRoute) -> TokenStream {
             quote!(::core::compile_error!(#message))
         }
     };
-    let cost = pair_cost(rt, route.device_ms, route.edge_ms, route.bytes);
+    let cost = pair_cost(
+        rt,
+        route.device_ms,
+        route.edge_ms,
+        route.edge_ms_per_image,
+        route.bytes,
+    );
     quote!(#rt::Route { partition: #partition, encoding: #encoding, cost: #cost })
 }
 
@@ -484,6 +502,7 @@ pub(crate) mod tests {
                     .map(|p| PlanPartition {
                         device_ms: layers[..p].iter().map(|l| l.device_ms).sum(),
                         edge_ms: layers[p..].iter().map(|l| l.edge_ms).sum(),
+                        edge_ms_per_image: layers[p..].iter().map(|l| 0.4 * l.edge_ms).sum(),
                         bytes: match p {
                             0 => 16,
                             p if p == n => 0,
@@ -731,6 +750,7 @@ pub(crate) mod tests {
                 "device_ms",
                 "edge_ms",
                 "bytes",
+                "edge_ms_per_image",
                 "from_x",
                 "partition",
                 "route",
@@ -747,7 +767,8 @@ pub(crate) mod tests {
                 expected.push(("device_ms".into(), String::new()));
                 expected.push(("edge_ms".into(), String::new()));
                 expected.push(("bytes".into(), p.bytes.to_string()));
-                floats.extend([p.device_ms, p.edge_ms]);
+                expected.push(("edge_ms_per_image".into(), String::new()));
+                floats.extend([p.device_ms, p.edge_ms, p.edge_ms_per_image]);
             }
         }
         fn route(r: &PlanRoute, expected: &mut Vec<(String, String)>, floats: &mut Vec<f64>) {
@@ -755,7 +776,8 @@ pub(crate) mod tests {
             expected.push(("device_ms".into(), String::new()));
             expected.push(("edge_ms".into(), String::new()));
             expected.push(("bytes".into(), r.bytes.to_string()));
-            floats.extend([r.device_ms, r.edge_ms]);
+            expected.push(("edge_ms_per_image".into(), String::new()));
+            floats.extend([r.device_ms, r.edge_ms, r.edge_ms_per_image]);
         }
         let mut families = 0;
         for exit in &plan.exits {

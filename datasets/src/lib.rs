@@ -12,6 +12,6 @@ pub mod fashion_mnist;
 pub mod image_set;
 pub mod synthetic;
 
-pub use batcher::{Batch, Batcher, shuffled_indices};
+pub use batcher::{Augmentation, Batch, Batcher, shuffled_indices};
 pub use error::DatasetError;
 pub use image_set::{DatasetKind, ImageSet, Normalization, Split, load};

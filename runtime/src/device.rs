@@ -18,6 +18,7 @@ use crate::model::entropy::argmax;
 use crate::model::{ModelError, normalize};
 use crate::plan::{
     Decision, ExitTable, FamilyTable, Link, Policy, choose, decide_policy, decide_tables,
+    decide_tables_at,
 };
 use crate::slowdown::Slowdown;
 use crate::slowdown::{Emulation, LayerClock, run_slice_clocked};
@@ -52,6 +53,13 @@ impl DevicePlan {
         decide_tables(self.families, self.families_by_accuracy, link, deadline_ms)
     }
 
+    /// The planner's decision when the edge runs requests in batches of `batch`
+    /// ([`decide_tables_at`]).
+    pub fn decide_at(&self, link: Link, deadline_ms: f64, batch: f64) -> Decision {
+        let families = self.families_by_accuracy;
+        decide_tables_at(self.families, families, link, deadline_ms, batch)
+    }
+
     /// Layers of exit `exit`'s chain.
     pub fn chain_len(&self, exit: usize) -> usize {
         self.tables[exit - 1].pairs.len() - 1
@@ -78,6 +86,7 @@ impl DevicePlan {
                 device_ms: ms,
                 network_ms: 0.0,
                 edge_ms: 0.0,
+                edge_ms_per_image: 0.0,
             };
             (self.tables[i].accuracy, plan)
         };
@@ -86,11 +95,18 @@ impl DevicePlan {
 }
 
 impl DevicePlan {
-    /// The decision under `policy`: Edgent from the generated tables, a baseline by
-    /// [`decide_policy`] over the same costs.
-    pub fn decide_policy(&self, policy: Policy, link: Link, deadline_ms: f64) -> Decision {
+    /// The decision under `policy`: Edgent from the generated tables (the edge running
+    /// batches of `batch`), a baseline by [`decide_policy`] over the same costs (whose
+    /// edge times are batch 1's: the baselines are the paper's).
+    pub fn decide_policy(
+        &self,
+        policy: Policy,
+        link: Link,
+        deadline_ms: f64,
+        batch: f64,
+    ) -> Decision {
         if policy == Policy::Edgent {
-            return self.decide(link, deadline_ms);
+            return self.decide_at(link, deadline_ms, batch);
         }
         let exits: Vec<(f64, &[crate::plan::PairCost])> =
             self.tables.iter().map(|t| (t.accuracy, t.pairs)).collect();
@@ -106,6 +122,8 @@ impl DevicePlan {
 pub struct LinkEstimator {
     rtts: VecDeque<f64>,
     edge_excess: VecDeque<f64>,
+    /// Sizes of the batches recent replies say the edge ran them in.
+    edge_batches: VecDeque<f64>,
     /// Recent transfers: (bytes, network ms, when observed).
     transfers: VecDeque<(f64, f64, Instant)>,
     window: usize,
@@ -119,6 +137,7 @@ impl LinkEstimator {
         Self {
             rtts: VecDeque::new(),
             edge_excess: VecDeque::new(),
+            edge_batches: VecDeque::new(),
             transfers: VecDeque::new(),
             window: window.max(1),
             fixed: None,
@@ -144,6 +163,25 @@ impl LinkEstimator {
     /// then accounts for an edge slower (or busier) than its latency models say.
     pub fn observe_edge(&mut self, excess_ms: f64) {
         push(&mut self.edge_excess, excess_ms, self.window);
+    }
+
+    /// Records the size of the batch a reply says the edge ran the request in (0 from an
+    /// edge that does not say: counted as 1).
+    pub fn observe_batch(&mut self, batch: u32) {
+        push(&mut self.edge_batches, f64::from(batch.max(1)), self.window);
+    }
+
+    /// The batch size to plan for: the median of the recent replies' (1 before any). The
+    /// plan's edge cost at that size ([`crate::plan::PairCost::edge_ms_at`]) is what a
+    /// request is predicted to take on a busy, batching edge; the edge's excess over it is
+    /// learned as before ([`LinkEstimator::observe_edge`]).
+    pub fn edge_batch(&self) -> f64 {
+        if self.fixed.is_some() {
+            return 1.0;
+        }
+        let mut batches: Vec<f64> = self.edge_batches.iter().copied().collect();
+        batches.sort_by(f64::total_cmp);
+        batches.get(batches.len() / 2).copied().unwrap_or(1.0)
     }
 
     /// Transfers older than this no longer count: a device that answers locally because
@@ -309,6 +347,9 @@ pub struct Answer {
     pub edge_ms: f64,
     /// Edge queue, ms.
     pub queue_ms: f64,
+    /// How many requests the edge ran in one batch with this one (0: not sent, or an edge
+    /// that does not say).
+    pub batch: u32,
     /// Bytes sent.
     pub bytes: u64,
     /// Whether the answer came within the deadline.
@@ -851,6 +892,7 @@ enum Reply {
         edge_ms: f64,
         queue_ms: f64,
         network_ms: f64,
+        batch: u32,
     },
     Refused(Option<ErrorCode>, String),
     Timeout,
@@ -1346,6 +1388,7 @@ impl DeviceClient {
                         edge_ms,
                         queue_ms,
                         network_ms,
+                        batch: h.batch,
                     }
                 }
                 (MessageType::Error, Payload::Text(text)) => {
@@ -1401,6 +1444,13 @@ impl DeviceClient {
         let backing_off =
             self.config.fallback && self.backoff_until.is_some_and(|t| Instant::now() < t);
         let link = self.estimator.link();
+        // The batch size the plan's edge times are taken at: the recent replies' for
+        // Edgent, 1 for the paper's baselines.
+        let batch = if self.config.policy == Policy::Edgent {
+            self.estimator.edge_batch()
+        } else {
+            1.0
+        };
         let margin = self.margin();
         let plan_deadline_ms = deadline_ms / margin;
         let plan = if backing_off {
@@ -1414,7 +1464,7 @@ impl DeviceClient {
             )
         } else {
             self.plan
-                .decide_policy(self.config.policy, link, plan_deadline_ms)
+                .decide_policy(self.config.policy, link, plan_deadline_ms, batch)
         };
         let n = self.plan.chain_len(plan.exit);
         let mut answer = Answer {
@@ -1433,6 +1483,7 @@ impl DeviceClient {
             network_ms: 0.0,
             edge_ms: 0.0,
             queue_ms: 0.0,
+            batch: 0,
             bytes: 0,
             met: false,
             margin: 1.0,
@@ -1500,13 +1551,18 @@ impl DeviceClient {
                     edge_ms,
                     queue_ms,
                     network_ms,
+                    batch: ran_in,
                 } => {
                     if let Some(speculation) = speculation {
                         self.cancel(speculation);
                     }
                     self.estimator.observe(bytes, network_ms);
-                    self.estimator
-                        .observe_edge(edge_ms + queue_ms - plan.edge_ms);
+                    // The excess over what the plan says for the batch it actually ran in.
+                    let ran_in_f = f64::from(ran_in.max(1));
+                    let planned_ms = plan.edge_ms + (ran_in_f - batch) * plan.edge_ms_per_image;
+                    self.estimator.observe_edge(edge_ms + queue_ms - planned_ms);
+                    self.estimator.observe_batch(ran_in);
+                    answer.batch = ran_in;
                     self.backoff = INITIAL_BACKOFF;
                     self.backoff_until = None;
                     answer.logits = logits;
@@ -1738,6 +1794,31 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_to_plan_for_is_the_median_of_recent_replies() {
+        let link = Link {
+            bandwidth_bps: 1e6,
+            rtt_ms: 2.0,
+        };
+        let mut e = LinkEstimator::new(link, 5);
+        assert_eq!(e.edge_batch(), 1.0, "nothing heard yet: alone");
+        e.observe_batch(0); // an edge that does not say: alone
+        assert_eq!(e.edge_batch(), 1.0);
+        for b in [8, 8, 16, 8] {
+            e.observe_batch(b);
+        }
+        assert_eq!(e.edge_batch(), 8.0);
+        for _ in 0..5 {
+            e.observe_batch(1);
+        }
+        assert_eq!(
+            e.edge_batch(),
+            1.0,
+            "the window forgets a load that has gone"
+        );
+        assert_eq!(LinkEstimator::fixed(link).edge_batch(), 1.0);
+    }
+
+    #[test]
     fn a_late_reply_from_a_quick_edge_keeps_the_slow_link() {
         let t0 = Instant::now();
         let mut e = one_megabit(t0);
@@ -1853,11 +1934,13 @@ mod tests {
                         device_ms: 0.0,
                         edge_ms: 1.0,
                         bytes: 1024,
+                        edge_ms_per_image: 1.0,
                     },
                     crate::plan::PairCost {
                         device_ms: 10.0,
                         edge_ms: 0.0,
                         bytes: 0,
+                        edge_ms_per_image: 0.0,
                     },
                 ]),
             })
@@ -2052,6 +2135,7 @@ mod tests {
                         device_ms: 2.0 * p as f64,
                         edge_ms: (n - p) as f64,
                         bytes: if p == n { 0 } else { 1024 },
+                        edge_ms_per_image: (n - p) as f64 / 2.0,
                     })
                     .collect();
                 ExitTable {

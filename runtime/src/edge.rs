@@ -956,6 +956,7 @@ fn run_batch(
             header.partition = h.partition;
             header.edge_us = us(took);
             header.queue_us = us(queued);
+            header.batch = jobs.len() as u32;
             header.dtype = crate::wire::protocol::Dtype::F32;
             header.shape = vec![values.len() as u32];
             counters.results.fetch_add(1, Ordering::Relaxed);

@@ -28,9 +28,20 @@ pub struct PairCost {
     pub edge_ms: f64,
     /// Bytes sent to the edge (0 when device-only).
     pub bytes: u64,
+    /// Predicted edge time each further request adds when the edge runs this suffix for a
+    /// batch of them (DESIGN.md §11), ms: a batch of `b` takes
+    /// [`edge_ms_at(b)`](PairCost::edge_ms_at). 0 when device-only.
+    #[serde(default)]
+    pub edge_ms_per_image: f64,
 }
 
 impl PairCost {
+    /// Predicted edge time of a batch of `batch` requests of this pair (at least 1), ms:
+    /// the time every request of the batch waits for its result.
+    pub fn edge_ms_at(&self, batch: f64) -> f64 {
+        self.edge_ms + (batch - 1.0).max(0.0) * self.edge_ms_per_image
+    }
+
     /// Predicted network time over `link`, ms: transfer plus round trip, 0 when device-only,
     /// and infinite over a link that is not [usable](Link::usable): no plan that needs the
     /// network can then meet a deadline.
@@ -112,11 +123,18 @@ pub struct Route {
 }
 
 impl Route {
-    /// The predicted breakdown of this route of `exit`.
+    /// The predicted breakdown of this route of `exit`, its request run alone.
     pub fn evaluate(&self, exit: usize, link: Link, deadline_ms: f64) -> Decision {
+        self.evaluate_at(exit, link, deadline_ms, 1.0)
+    }
+
+    /// The predicted breakdown of this route of `exit` when the edge runs it in batches of
+    /// `batch` requests.
+    pub fn evaluate_at(&self, exit: usize, link: Link, deadline_ms: f64, batch: f64) -> Decision {
         let device_only = self.encoding.is_none();
         let network_ms = self.cost.network_ms(link, device_only);
-        let predicted_ms = self.cost.device_ms + network_ms + self.cost.edge_ms;
+        let edge_ms = self.cost.edge_ms_at(batch);
+        let predicted_ms = self.cost.device_ms + network_ms + edge_ms;
         Decision {
             exit,
             partition: self.partition,
@@ -125,7 +143,8 @@ impl Route {
             predicted_ms,
             device_ms: self.cost.device_ms,
             network_ms,
-            edge_ms: self.cost.edge_ms,
+            edge_ms,
+            edge_ms_per_image: self.cost.edge_ms_per_image,
         }
     }
 }
@@ -170,18 +189,29 @@ impl Family {
 
     /// The fastest route for `link` (the first on ties).
     pub fn best(&self, link: Link, deadline_ms: f64) -> Decision {
-        self.routes
-            .iter()
-            .map(|r| r.evaluate(self.exit, link, deadline_ms))
-            .reduce(|best, d| {
-                if d.predicted_ms < best.predicted_ms {
-                    d
-                } else {
-                    best
-                }
-            })
-            .expect("a family has at least one route")
+        fastest(self.exit, self.routes.iter(), link, deadline_ms, 1.0)
     }
+}
+
+/// The fastest of `routes` of `exit` for `link`, the edge running batches of `batch` (the
+/// first on ties).
+fn fastest<'r>(
+    exit: usize,
+    routes: impl Iterator<Item = &'r Route>,
+    link: Link,
+    deadline_ms: f64,
+    batch: f64,
+) -> Decision {
+    routes
+        .map(|r| r.evaluate_at(exit, link, deadline_ms, batch))
+        .reduce(|best, d| {
+            if d.predicted_ms < best.predicted_ms {
+                d
+            } else {
+                best
+            }
+        })
+        .expect("a family has at least one route")
 }
 
 /// The encoding the paper's routes send at partition `p` of `n`: the raw image at 0, `f32`
@@ -230,8 +260,10 @@ pub struct Decision {
     pub device_ms: f64,
     /// Predicted network time, ms.
     pub network_ms: f64,
-    /// Predicted edge time, ms.
+    /// Predicted edge time, ms (of the batch the request is predicted to run in).
     pub edge_ms: f64,
+    /// Predicted edge time each further request of a batch adds, ms ([`PairCost`]).
+    pub edge_ms_per_image: f64,
 }
 
 /// Bytes on the wire at partition `p` of a chain of `n` layers: the raw `u8` image at 0,
@@ -405,6 +437,18 @@ impl FamilyTable {
     /// The fastest route of this family for `link`, from the envelope: a few comparisons.
     #[inline]
     pub fn best(&self, link: Link, deadline_ms: f64) -> Decision {
+        self.best_at(link, deadline_ms, 1.0)
+    }
+
+    /// [`FamilyTable::best`] when the edge runs requests in batches of `batch`. The envelope
+    /// holds for batch 1; a larger batch adds a different time to each route, so then every
+    /// remote route is compared (a family has a few dozen).
+    #[inline]
+    pub fn best_at(&self, link: Link, deadline_ms: f64, batch: f64) -> Decision {
+        if batch > 1.0 {
+            let routes = self.remote.iter().chain(self.local.iter());
+            return fastest(self.exit, routes, link, deadline_ms, batch);
+        }
         let remote = self.envelope.first().map(|first| {
             let x = 1.0 / link.bandwidth_bps;
             let mut route = first.route;
@@ -464,11 +508,23 @@ pub fn decide_tables(
     link: Link,
     deadline_ms: f64,
 ) -> Decision {
-    choose(
-        by_accuracy
-            .iter()
-            .map(|&i| (families[i].accuracy, families[i].best(link, deadline_ms))),
-    )
+    decide_tables_at(families, by_accuracy, link, deadline_ms, 1.0)
+}
+
+/// [`decide_tables`] when the edge runs requests in batches of `batch`
+/// ([`FamilyTable::best_at`]).
+#[inline]
+pub fn decide_tables_at(
+    families: &[FamilyTable],
+    by_accuracy: &[usize],
+    link: Link,
+    deadline_ms: f64,
+    batch: f64,
+) -> Decision {
+    choose(by_accuracy.iter().map(|&i| {
+        let family = &families[i];
+        (family.accuracy, family.best_at(link, deadline_ms, batch))
+    }))
 }
 
 /// What the device may choose: Edgent's joint choice of exit and partition, or one of the
@@ -578,6 +634,7 @@ mod tests {
             device_ms,
             edge_ms,
             bytes,
+            edge_ms_per_image: 0.0,
         }
     }
 
@@ -849,5 +906,71 @@ mod tests {
         };
         assert!(link.usable());
         assert_eq!(decide(&exits, link, 50.0).partition, 0);
+    }
+
+    /// A batching edge changes which route is fastest: a split whose suffix shares little
+    /// across a batch loses to one that shares more, and the tables then compare every
+    /// route instead of trusting the batch-1 envelope.
+    #[test]
+    fn batch_sizes_price_each_route_by_its_own_share_of_a_batch() {
+        let route = |partition, edge_ms, edge_ms_per_image| Route {
+            partition,
+            encoding: Some(if partition == 0 {
+                Encoding::RAW
+            } else {
+                Encoding::F32
+            }),
+            cost: PairCost {
+                device_ms: 2.0 * partition as f64,
+                edge_ms,
+                bytes: 1000,
+                edge_ms_per_image,
+            },
+        };
+        let local = Route {
+            partition: 3,
+            encoding: None,
+            cost: pair(50.0, 0.0, 0),
+        };
+        // Partition 0 shares nothing across a batch, partition 1 most of it.
+        let remote = [route(0, 3.0, 3.0), route(1, 4.0, 0.2)];
+        let table = FamilyTable {
+            exit: 1,
+            lossy: None,
+            accuracy: 0.9,
+            remote: Box::leak(Box::new(remote)),
+            // The batch-1 envelope: partition 0 everywhere (fewer ms, same bytes).
+            envelope: Box::leak(Box::new([Segment {
+                from_x: 0.0,
+                route: 0,
+            }])),
+            local: Some(local),
+        };
+        let link = Link {
+            bandwidth_bps: 1e6,
+            rtt_ms: 1.0,
+        };
+        let alone = table.best(link, 100.0);
+        assert_eq!(alone.partition, 0);
+        assert_eq!(alone, table.best_at(link, 100.0, 1.0));
+        assert!((alone.edge_ms - 3.0).abs() < 1e-12);
+        let busy = table.best_at(link, 100.0, 8.0);
+        assert_eq!(busy.partition, 1, "{busy:?}");
+        assert!((busy.edge_ms - (4.0 + 7.0 * 0.2)).abs() < 1e-12);
+        assert_eq!(busy.edge_ms_per_image, 0.2);
+        assert!((busy.predicted_ms - (2.0 + 8.0 + 1.0 + 5.4)).abs() < 1e-12);
+        // The same answer as evaluating every route of the family at that batch.
+        let family = table.family();
+        let best = family
+            .routes
+            .iter()
+            .map(|r| r.evaluate_at(1, link, 100.0, 8.0))
+            .min_by(|a, b| a.predicted_ms.total_cmp(&b.predicted_ms))
+            .unwrap();
+        assert_eq!(best, busy);
+        let tables = [table];
+        assert_eq!(decide_tables_at(&tables, &[0], link, 100.0, 8.0), busy);
+        // A device-only route never waits for a batch.
+        assert_eq!(local.cost.edge_ms_at(8.0), 0.0);
     }
 }

@@ -66,6 +66,10 @@ fn queued_requests_of_one_kind_run_as_one_batch_and_get_their_own_logits() {
         );
         device.send_multipart(request.encode(), 0).unwrap();
     }
+    // Each reply names the size of its batch: over the replies, 1/size adds up to the
+    // number of batches, and replies of one batch carry the same compute time.
+    let mut batch_shares = 0.0;
+    let mut largest = 0;
     for _ in 0..12 {
         assert!(
             device.poll(zmq::POLLIN, 10_000).unwrap() > 0,
@@ -76,6 +80,10 @@ fn queued_requests_of_one_kind_run_as_one_batch_and_get_their_own_logits() {
         let id = reply.header.request_id;
         let exit = usize::from(exit_of(id));
         assert_eq!(usize::from(reply.header.exit), exit);
+        let batch = reply.header.batch;
+        assert!((1..=4).contains(&batch), "request {id}: batch {batch}");
+        batch_shares += 1.0 / f64::from(batch);
+        largest = largest.max(u64::from(batch));
         let alone = Activation::from_values(
             normalize(&image(id), &plan.mean, &plan.std),
             &[1, 1, 32, 32],
@@ -95,4 +103,9 @@ fn queued_requests_of_one_kind_run_as_one_batch_and_get_their_own_logits() {
     assert_eq!(stats.results, 12);
     assert!((2..=4).contains(&stats.batch_max), "{stats:?}");
     assert!(stats.batches < 12, "queued requests batch: {stats:?}");
+    assert!(
+        (batch_shares - stats.batches as f64).abs() < 1e-9,
+        "the replies' batch sizes ({batch_shares} batches by them) are the batches formed: {stats:?}"
+    );
+    assert_eq!(largest, stats.batch_max);
 }

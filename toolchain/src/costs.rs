@@ -5,11 +5,13 @@
 use runtime::model::layers::LayerTable;
 use runtime::plan::{ExitCosts, PairCost, wire_bytes};
 
+use crate::batching::BatchProfile;
 use crate::latency::LatencyModels;
 use crate::profile::Role;
 
 /// Costs of every (exit, partition) pair from the layer table and the latency models.
-/// `accuracies[i]` is the accuracy of exit `i + 1`.
+/// `accuracies[i]` is the accuracy of exit `i + 1`. Each further request of a batch is
+/// charged the whole batch-1 edge time (no sharing) until [`apply_batching`] says better.
 pub fn exit_costs(
     table: &LayerTable,
     models: &LatencyModels,
@@ -29,11 +31,13 @@ pub fn exit_costs(
         .map(|(spec, &accuracy)| {
             let pairs = (0..=spec.len())
                 .map(|p| {
+                    // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+                    let edge_ms = models.chain_ms(Role::Edge, &spec.layers[p..])? + 0.0;
                     Ok(PairCost {
-                        // `+ 0.0` turns an empty sum's -0.0 into 0.0.
                         device_ms: models.chain_ms(Role::Device, &spec.layers[..p])? + 0.0,
-                        edge_ms: models.chain_ms(Role::Edge, &spec.layers[p..])? + 0.0,
+                        edge_ms,
                         bytes: wire_bytes(table, spec.exit, p),
+                        edge_ms_per_image: edge_ms,
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -45,6 +49,26 @@ pub fn exit_costs(
             })
         })
         .collect()
+}
+
+/// Sets every pair's edge time per further request of a batch from `profile`: the
+/// measured slope's fraction of the batch-1 time, applied to the pair's (calibrated)
+/// batch-1 prediction. Fails when the profile lacks a suffix the costs have.
+pub fn apply_batching(costs: &mut [ExitCosts], profile: &BatchProfile) -> Result<(), String> {
+    profile.check()?;
+    for exit in costs {
+        let n = exit.pairs.len() - 1;
+        for (p, pair) in exit.pairs.iter_mut().enumerate().take(n) {
+            let ratio = profile.per_image_ratio(exit.exit, p).ok_or_else(|| {
+                format!(
+                    "the batch profile has no time for exit {} partition {p}: measure it for this model with `cargo xtask profile-batches`",
+                    exit.exit
+                )
+            })?;
+            pair.edge_ms_per_image = pair.edge_ms * ratio;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use datasets::DatasetKind;
+use datasets::{Augmentation, DatasetKind};
 use runtime::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,9 @@ pub struct TrainConfig {
     pub test_limit: Option<usize>,
     /// Weight of each exit's loss, exit 1 first (BranchyNet's weighted sum).
     pub exit_weights: [f32; 5],
+    /// Training-time augmentation (runs from before it existed had none).
+    #[serde(default)]
+    pub augmentation: Augmentation,
     /// Entropy thresholds to evaluate BranchyNet's early-exit mode at.
     pub entropy_thresholds: Vec<f32>,
     /// The burn backend (autodiff is added for training).
@@ -50,7 +53,8 @@ impl Default for TrainConfig {
             seed: 42,
             limit: None,
             test_limit: None,
-            exit_weights: [1.0; 5],
+            exit_weights: [0.5, 0.5, 0.5, 0.5, 1.0],
+            augmentation: Augmentation::LIGHT,
             entropy_thresholds: vec![0.05, 0.1, 0.2, 0.4, 0.8],
             backend: Backend::default(),
             out: PathBuf::from("runs/train"),

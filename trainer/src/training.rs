@@ -1,5 +1,5 @@
 //! Joint training of all exits: the weighted sum of the five cross-entropy losses, Adam with
-//! cosine learning-rate decay.
+//! cosine learning-rate decay, light augmentation (shifts and flips) of the training images.
 
 use std::time::Instant;
 
@@ -127,7 +127,8 @@ pub fn train(config: &TrainConfig) -> Result<Metrics, TrainError> {
         let order = shuffled_indices(train_set.len(), config.seed, epoch);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for chunk in order.chunks(config.batch_size) {
-            let batch = batcher.batch(&train_set, chunk);
+            let batch =
+                batcher.augmented_batch(&train_set, chunk, config.augmentation, config.seed, epoch);
             let logits = model.forward_all(batch.images);
             let last = logits[logits.len() - 1].clone();
             let loss = logits

@@ -7,7 +7,8 @@ use clap::Args;
 use codegen::plan::{PLAN_VERSION, Plan, PlanEncoding, PlanExit, PlanLayer, PlanPartition};
 use runtime::wire::encoding::Encoding;
 use runtime::{BranchyAlexNetConfig, WeightMap};
-use toolchain::costs::exit_costs;
+use toolchain::batching::BatchProfile;
+use toolchain::costs::{apply_batching, exit_costs};
 use toolchain::encodings::EncodingMeasurements;
 use toolchain::latency::LatencyModels;
 use toolchain::profile::Role;
@@ -29,6 +30,11 @@ pub struct GenerateArgs {
     /// split. Without it, only the paper's routes (raw image, f32 activations).
     #[arg(long)]
     pub(crate) encodings: Option<PathBuf>,
+    /// The edge's times at batch sizes (`cargo xtask profile-batches`): the plan then knows
+    /// what each further request of a batch adds to the edge's time. Without it, each adds
+    /// the whole batch-1 time (no sharing).
+    #[arg(long)]
+    pub(crate) batches: Option<PathBuf>,
 }
 
 /// The note at the top of every generated plan file.
@@ -40,12 +46,24 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
+/// Reads `path` as `what`, made by the command `made_by`.
+fn read_input<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    made_by: &str,
+) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}: run `{made_by}` first", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not {what}", path.display()))
+}
+
 /// Builds the plan from a training run and latency models.
 pub fn build_plan(
     run: &Path,
     models: &LatencyModels,
     source: &str,
     encodings: Option<&EncodingMeasurements>,
+    batches: Option<&BatchProfile>,
 ) -> anyhow::Result<(Plan, WeightMap)> {
     let metrics = read_json(&run.join("metrics.json"))?;
     let config = read_json(&run.join("config.json"))?;
@@ -74,7 +92,22 @@ pub fn build_plan(
         .with_channels(channels)
         .with_classes(classes)
         .layer_table();
-    let costs = exit_costs(&table, models, &accuracies).map_err(anyhow::Error::msg)?;
+    let mut costs = exit_costs(&table, models, &accuracies).map_err(anyhow::Error::msg)?;
+    // Paper models describe no engine here: the binaries run the generated one.
+    let engine = |role| match models.roles.get(&role).map(|r| r.engine.as_str()) {
+        Some("burn") => "burn".to_string(),
+        _ => "generated".to_string(),
+    };
+    if let Some(profile) = batches {
+        ensure!(
+            profile.engine == engine(Role::Edge),
+            "the batch profile times the {} engine, but the plan's edge runs the {} one: run `cargo xtask profile-batches --engine {}`",
+            profile.engine,
+            engine(Role::Edge),
+            engine(Role::Edge)
+        );
+        apply_batching(&mut costs, profile).map_err(anyhow::Error::msg)?;
+    }
     let device_slowdown = models.roles.get(&Role::Device).map_or(1.0, |r| r.slowdown);
     if let Some(m) = encodings {
         ensure!(
@@ -110,6 +143,7 @@ pub fn build_plan(
             .map(|(p, pair)| PlanPartition {
                 device_ms: pair.device_ms,
                 edge_ms: pair.edge_ms,
+                edge_ms_per_image: pair.edge_ms_per_image,
                 bytes: pair.bytes,
                 encodings: encodings
                     .map(|m| {
@@ -133,11 +167,6 @@ pub fn build_plan(
             .unwrap_or_default()
     };
     let threads = |role| models.roles.get(&role).map_or(0, |r| r.threads);
-    // Paper models describe no engine here: the binaries run the generated one.
-    let engine = |role| match models.roles.get(&role).map(|r| r.engine.as_str()) {
-        Some("burn") => "burn".to_string(),
-        _ => "generated".to_string(),
-    };
     let plan = Plan {
         version: PLAN_VERSION,
         digest: String::new(),
@@ -198,21 +227,23 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let measurements = args
+    let measurements: Option<EncodingMeasurements> = args
         .encodings
-        .as_ref()
-        .map(|path| -> anyhow::Result<EncodingMeasurements> {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "cannot read {}: run `cargo xtask encodings` first",
-                    path.display()
-                )
-            })?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not an encodings.json", path.display()))
-        })
+        .as_deref()
+        .map(|path| read_input(path, "an encodings.json", "cargo xtask encodings"))
         .transpose()?;
-    let (plan, weights) = build_plan(&args.run, &models, &source, measurements.as_ref())?;
+    let batches: Option<BatchProfile> = args
+        .batches
+        .as_deref()
+        .map(|path| read_input(path, "a batch profile", "cargo xtask profile-batches"))
+        .transpose()?;
+    let (plan, weights) = build_plan(
+        &args.run,
+        &models,
+        &source,
+        measurements.as_ref(),
+        batches.as_ref(),
+    )?;
     let dir = args.out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let weights_path = dir.join(&plan.weights_file);
@@ -299,6 +330,7 @@ pub fn plan_costs(plan: &Plan) -> anyhow::Result<Vec<runtime::plan::ExitCosts>> 
                                     device_ms: r.device_ms,
                                     edge_ms: r.edge_ms,
                                     bytes: r.bytes,
+                                    edge_ms_per_image: r.edge_ms_per_image,
                                 },
                             })
                         })
@@ -329,6 +361,7 @@ pub fn plan_costs(plan: &Plan) -> anyhow::Result<Vec<runtime::plan::ExitCosts>> 
                         device_ms: p.device_ms,
                         edge_ms: p.edge_ms,
                         bytes: p.bytes,
+                        edge_ms_per_image: p.edge_ms_per_image,
                     })
                     .collect(),
                 families,

@@ -1,4 +1,4 @@
-//! `cargo xtask profile` and `cargo xtask fit`.
+//! `cargo xtask profile`, `cargo xtask profile-batches` and `cargo xtask fit`.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use runtime::model::backend::threads_in_words;
 use runtime::slowdown::{Repeats, Slowdown, median};
 use runtime::{Backend, EngineKind};
+use toolchain::batching::{self, BatchProfile};
 use toolchain::latency::{Calibration, LatencyModels, fit};
 use toolchain::profile::{self, ProfileSettings, Role, SliceCheck};
 
@@ -34,6 +35,32 @@ pub struct ProfileArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
     /// Output CSV file.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+/// Flags of `cargo xtask profile-batches`.
+#[derive(Args, Debug)]
+pub struct ProfileBatchesArgs {
+    /// Engine the edge serves with: generated or burn.
+    #[arg(long, default_value = "generated")]
+    pub(crate) engine: EngineKind,
+    /// Burn backend with `--engine burn`: flex, ndarray or wgpu.
+    #[arg(long, default_value = "flex")]
+    pub(crate) backend: Backend,
+    /// CPU threads the suffixes run on (0: one per core); as the edge's profile.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Batch sizes, comma-separated (1 is always measured).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16, 32, 64])]
+    pub(crate) batches: Vec<usize>,
+    /// Input channels of the model (1: Fashion-MNIST, 3: CIFAR-10).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) channels: usize,
+    /// Rounds over all suffixes; each suffix keeps the median of its rounds.
+    #[arg(long, default_value_t = 3, value_parser = crate::train::positive)]
+    pub(crate) rounds: usize,
+    /// Output JSON file (`generate --batches` reads it); a PNG is written beside it.
     #[arg(long)]
     pub(crate) out: PathBuf,
 }
@@ -112,6 +139,84 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+pub fn run_profile_batches(args: ProfileBatchesArgs) -> anyhow::Result<()> {
+    if let Some(b) = args.batches.iter().find(|&&b| b == 0 || b > 4096) {
+        bail!("--batches: {b} is not a batch size from 1 to 4096");
+    }
+    let settings = ProfileSettings {
+        role: Role::Edge,
+        engine: args.engine,
+        backend: args.backend,
+        slowdown: Slowdown::NONE,
+        repeats: Repeats::default(),
+        threads: args.threads,
+    };
+    let table = runtime::BranchyAlexNetConfig::new()
+        .with_channels(args.channels)
+        .layer_table();
+    let suffixes = profile::role_slices(&table, Role::Edge).len();
+    let bar = progress_bar(args.rounds * suffixes, "edge suffixes × batches");
+    let started = std::time::Instant::now();
+    let measured = batching::measure(&settings, args.channels, &args.batches, args.rounds, |s| {
+        bar.set_message(format!(
+            "exit {} [{}, N): {:.3} ms alone",
+            s.exit, s.partition, s.ms[0]
+        ));
+        bar.inc(1);
+    })
+    .map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&measured)? + "\n")
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    print_batches(&measured);
+    println!(
+        "{} suffixes at batches {:?} ({} engine on {}, {}) in {:.0} s → {}",
+        measured.suffixes.len(),
+        measured.batches,
+        args.engine,
+        settings.backend_name(),
+        threads_in_words(args.threads),
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    let png = args.out.with_extension("png");
+    match plot::batch_times(&measured, &png) {
+        Ok(()) => println!("plot → {}", png.display()),
+        Err(e) => eprintln!("warning: no plot: {e}"),
+    }
+    Ok(())
+}
+
+/// Each exit's edge-only suffix at every batch size, and how well the line fits all.
+fn print_batches(profile: &BatchProfile) {
+    print!("{:<6} {:>10}", "exit", "ms/request");
+    for b in &profile.batches {
+        print!(" {:>8}", format!("b={b}"));
+    }
+    println!("  (edge-only suffix [0, N): ms per request at each batch size)");
+    for s in profile.suffixes.iter().filter(|s| s.partition == 0) {
+        print!("{:<6} {:>10.3}", s.exit, s.per_image_ms(&profile.batches));
+        for (b, t) in profile.batches.iter().zip(&s.ms) {
+            print!(" {:>8.3}", t / *b as f64);
+        }
+        println!();
+    }
+    let mut errors: Vec<f64> = profile
+        .suffixes
+        .iter()
+        .map(|s| 100.0 * s.worst_error(&profile.batches))
+        .collect();
+    let worst = errors.iter().copied().fold(0.0, f64::max);
+    println!(
+        "the line ms(1) + (b − 1)·slope against every suffix's measured batches: median of the worst errors {:.1} %, worst {:.1} %",
+        median(&mut errors),
+        worst
+    );
 }
 
 pub fn run_fit(args: FitArgs) -> anyhow::Result<()> {

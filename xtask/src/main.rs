@@ -37,6 +37,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Time every layer kind over a sweep of configurations on one role (device or edge).
     Profile(latency::ProfileArgs),
+    /// Time every edge suffix of the model at batch sizes 1…64: what each further request
+    /// of a batch adds (`generate --batches` puts it in the plan).
+    ProfileBatches(latency::ProfileBatchesArgs),
     /// Fit per-layer-kind linear latency models to profiles (or load the paper's).
     Fit(latency::FitArgs),
     /// Write the plan file the device and edge binaries are compiled from.
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => latency::run_profile(args),
+        Command::ProfileBatches(args) => latency::run_profile_batches(args),
         Command::Fit(args) => latency::run_fit(args),
         Command::Generate(args) => generate::run(args),
         Command::Experiments(args) => experiments::run(args),

@@ -297,6 +297,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         ("train", train_s),
         ("profile-device", 30.0),
         ("profile-edge", 30.0),
+        ("profile-batches", if args.quick { 10.0 } else { 30.0 }),
         ("fit", if args.quick { 90.0 } else { 480.0 }),
         ("encodings", if args.quick { 60.0 } else { 420.0 }),
         ("generate", 2.0),
@@ -346,6 +347,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 seed: trainer::TrainConfig::default().seed,
                 limit: None,
                 test_limit: None,
+                exit_weights: None,
+                no_augment: false,
                 backend: Backend::Flex,
                 out: train_dir.clone(),
                 quiet: false,
@@ -389,6 +392,31 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
             },
         )?;
     }
+
+    // The edge's suffixes at batch sizes: what batching adds to the plan's edge times.
+    let batches_json = profiles.join("batches.json");
+    runner.run(
+        Step {
+            name: "profile-batches",
+            settings: format!(
+                "edge suffixes at batches 1–64, {} engine, {} thread(s)",
+                args.engine, args.threads
+            ),
+            inputs: vec![],
+            outputs: vec![batches_json.clone()],
+        },
+        || {
+            latency::run_profile_batches(latency::ProfileBatchesArgs {
+                engine: args.engine,
+                backend: Backend::Flex,
+                threads: args.threads,
+                batches: vec![1, 2, 4, 8, 16, 32, 64],
+                channels: datasets::DatasetKind::FashionMnist.channels(),
+                rounds: if args.quick { 1 } else { 3 },
+                out: batches_json.clone(),
+            })
+        },
+    )?;
 
     // 4. Fit, and check against the real chains.
     let latency_json = out.join("latency").join("latency.json");
@@ -449,6 +477,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 latency: latency_json.display().to_string(),
                 out: base_json.clone(),
                 encodings: None,
+                batches: None,
             })?;
             crate::encodings::run(crate::encodings::EncodingsArgs::new(
                 base_json.clone(),
@@ -464,7 +493,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         Step {
             name: "generate",
             settings: "plan from the trained model, the fitted models and the encodings".into(),
-            inputs: [trained, vec![encodings_json.clone()]].concat(),
+            inputs: [trained, vec![encodings_json.clone(), batches_json.clone()]].concat(),
             outputs: vec![plan_json.clone(), weights.clone()],
         },
         || {
@@ -473,6 +502,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 latency: latency_json.display().to_string(),
                 out: plan_json.clone(),
                 encodings: Some(encodings_json.clone()),
+                batches: Some(batches_json.clone()),
             })
         },
     )?;

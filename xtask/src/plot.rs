@@ -345,6 +345,48 @@ pub struct Series {
     pub dashed: bool,
 }
 
+/// The edge's time per request against batch size: each exit's edge-only suffix as
+/// measured (solid) and as the plan's line predicts it (dashed).
+pub fn batch_times(profile: &toolchain::batching::BatchProfile, path: &Path) -> anyhow::Result<()> {
+    let mut series = Vec::new();
+    for s in profile.suffixes.iter().filter(|s| s.partition == 0) {
+        let slope = s.per_image_ms(&profile.batches);
+        let per_request = |b: usize, total: f64| (b as f64, total / b as f64);
+        series.push(Series {
+            name: format!("exit {} measured", s.exit),
+            points: profile
+                .batches
+                .iter()
+                .zip(&s.ms)
+                .map(|(&b, &t)| per_request(b, t))
+                .collect(),
+            dashed: false,
+        });
+        series.push(Series {
+            name: format!("exit {} plan", s.exit),
+            points: profile
+                .batches
+                .iter()
+                .map(|&b| per_request(b, s.ms[0] + (b as f64 - 1.0) * slope))
+                .collect(),
+            dashed: true,
+        });
+    }
+    lines(
+        path,
+        &format!(
+            "Edge time per request against batch size ({} on {})",
+            profile.engine, profile.backend
+        ),
+        ("requests in a batch", "ms per request (edge-only suffix)"),
+        &series,
+        Scale {
+            log_x: true,
+            log_y: true,
+        },
+    )
+}
+
 /// How the axes of a [`lines`] chart are scaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Scale {
@@ -980,6 +1022,7 @@ mod tests {
             device_ms,
             edge_ms,
             bytes,
+            edge_ms_per_image: edge_ms,
         };
         vec![
             ExitCosts {

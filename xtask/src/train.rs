@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use datasets::DatasetKind;
+use datasets::{Augmentation, DatasetKind};
 use runtime::Backend;
 use trainer::TrainConfig;
 
@@ -35,6 +35,12 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only.
     #[arg(long, value_parser = positive)]
     pub(crate) test_limit: Option<usize>,
+    /// Weight of each exit's loss, exit 1 first, comma-separated [default: 0.5,0.5,0.5,0.5,1].
+    #[arg(long, value_parser = exit_weights)]
+    pub(crate) exit_weights: Option<[f32; 5]>,
+    /// Train on the images as they are: no random shifts or flips.
+    #[arg(long)]
+    pub(crate) no_augment: bool,
     /// Burn backend: flex, ndarray or wgpu (a GPU, or Mesa's CPU Vulkan driver).
     #[arg(long, default_value = "flex")]
     pub(crate) backend: Backend,
@@ -54,6 +60,23 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses five comma-separated loss weights, exit 1 first.
+fn exit_weights(s: &str) -> Result<[f32; 5], String> {
+    let weights: Vec<f32> = s
+        .split(',')
+        .map(|w| w.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{s}`: {e}; give five numbers such as 0.5,0.5,0.5,0.5,1"))?;
+    match <[f32; 5]>::try_from(weights) {
+        Ok(w) if w.iter().all(|w| w.is_finite() && *w >= 0.0) => Ok(w),
+        Ok(_) => Err(format!("`{s}`: weights must be finite and at least 0")),
+        Err(w) => Err(format!(
+            "`{s}` has {} weights; give one per exit, five",
+            w.len()
+        )),
+    }
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = TrainConfig {
         dataset: args.dataset,
@@ -64,6 +87,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         limit: args.limit,
         test_limit: args.test_limit,
+        exit_weights: args
+            .exit_weights
+            .unwrap_or(TrainConfig::default().exit_weights),
+        augmentation: if args.no_augment {
+            Augmentation::NONE
+        } else {
+            Augmentation::LIGHT
+        },
         backend: args.backend,
         out: args.out,
         progress: !args.quiet,

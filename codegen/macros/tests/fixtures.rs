@@ -56,6 +56,10 @@ fn valid() -> Plan {
                     .iter()
                     .map(|l| l.edge_ms)
                     .fold(0.0, |a, b| a + b),
+                edge_ms_per_image: layers[p..]
+                    .iter()
+                    .map(|l| 0.5 * l.edge_ms)
+                    .fold(0.0, |a, b| a + b),
                 bytes: match p {
                     0 => 16,
                     p if p == n => 0,

@@ -327,8 +327,12 @@ pub struct Header {
     pub partition: u8,
     /// Error code for [`MessageType::Error`], else 0.
     pub code: u16,
-    /// Request: the device's latency requirement, µs (informational). Reply: 0.
+    /// Infer: the device's latency requirement, µs (informational); 0 in other messages.
+    /// Bytes 52–55; a Result holds [`Header::batch`] there instead.
     pub deadline_us: u32,
+    /// Result: how many requests the edge ran in one batch with this one, itself included
+    /// (1 unbatched; 0 from an edge that predates batching). Bytes 52–55 of a Result.
+    pub batch: u32,
     /// Reply: time the edge spent running layers, µs.
     pub edge_us: u32,
     /// Reply: time the request waited for a worker, µs.
@@ -351,6 +355,7 @@ impl Header {
             partition: 0,
             code: 0,
             deadline_us: 0,
+            batch: 0,
             edge_us: 0,
             queue_us: 0,
             shape: Vec::new(),
@@ -408,7 +413,12 @@ impl Header {
         b[48] = self.exit;
         b[49] = self.partition;
         b[50..52].copy_from_slice(&self.code.to_le_bytes());
-        b[52..56].copy_from_slice(&self.deadline_us.to_le_bytes());
+        let word52 = if self.kind == MessageType::Result {
+            self.batch
+        } else {
+            self.deadline_us
+        };
+        b[52..56].copy_from_slice(&word52.to_le_bytes());
         b[56..60].copy_from_slice(&self.edge_us.to_le_bytes());
         b[60..64].copy_from_slice(&self.queue_us.to_le_bytes());
         for (i, d) in self.shape.iter().enumerate() {
@@ -547,7 +557,16 @@ impl Header {
             exit: b[48],
             partition: b[49],
             code: u16::from_le_bytes([b[50], b[51]]),
-            deadline_us: word(52),
+            deadline_us: if kind == MessageType::Result {
+                0
+            } else {
+                word(52)
+            },
+            batch: if kind == MessageType::Result {
+                word(52)
+            } else {
+                0
+            },
             edge_us: word(56),
             queue_us: word(60),
             shape: dims[..ndim].to_vec(),
@@ -924,6 +943,20 @@ mod tests {
         assert_eq!(h[64..72], [2, 0, 0, 0, 2, 0, 0, 0]);
         assert_eq!(p.len(), 16);
         assert_eq!(p[4..8], (-2.5f32).to_le_bytes());
+    }
+
+    #[test]
+    fn a_result_holds_its_batch_where_a_request_holds_its_deadline() {
+        let mut h = Header::new(MessageType::Result, [0; 32], 9);
+        h.batch = 7;
+        h.deadline_us = 123; // not a Result's: not written
+        let bytes = h.encode();
+        assert_eq!(bytes[52..56], 7u32.to_le_bytes());
+        let back = Header::decode(&bytes).unwrap();
+        assert_eq!((back.batch, back.deadline_us), (7, 0));
+        let [request, _] = request().encode();
+        let back = Header::decode(&request).unwrap();
+        assert_eq!((back.batch, back.deadline_us), (0, 300_000));
     }
 
     #[test]
