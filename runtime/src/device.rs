@@ -95,9 +95,10 @@ impl DevicePlan {
 }
 
 impl DevicePlan {
-    /// The decision under `policy`: Edgent from the generated tables (the edge running
-    /// batches of `batch`), a baseline by [`decide_policy`] over the same costs (whose
-    /// edge times are batch 1's: the baselines are the paper's).
+    /// The decision under `policy` when the edge runs requests in batches of `batch`:
+    /// Edgent's from the generated tables, each route priced at that batch; a baseline's
+    /// by [`decide_policy`] over the same costs (it chooses as the paper's, alone), its
+    /// prediction then taken at that batch.
     pub fn decide_policy(
         &self,
         policy: Policy,
@@ -110,7 +111,7 @@ impl DevicePlan {
         }
         let exits: Vec<(f64, &[crate::plan::PairCost])> =
             self.tables.iter().map(|t| (t.accuracy, t.pairs)).collect();
-        decide_policy(&exits, policy, link, deadline_ms)
+        decide_policy(&exits, policy, link, deadline_ms).in_batch(batch, deadline_ms)
     }
 }
 
@@ -168,17 +169,17 @@ impl LinkEstimator {
     /// Records the size of the batch a reply says the edge ran the request in (0 from an
     /// edge that does not say: counted as 1).
     pub fn observe_batch(&mut self, batch: u32) {
-        push(&mut self.edge_batches, f64::from(batch.max(1)), self.window);
+        let window = self.window.max(BATCH_WINDOW);
+        push(&mut self.edge_batches, f64::from(batch.max(1)), window);
     }
 
     /// The batch size to plan for: the median of the recent replies' (1 before any). The
     /// plan's edge cost at that size ([`crate::plan::PairCost::edge_ms_at`]) is what a
     /// request is predicted to take on a busy, batching edge; the edge's excess over it is
     /// learned as before ([`LinkEstimator::observe_edge`]).
+    /// A [fixed](LinkEstimator::fixed) estimator learns it too: it fixes the link, not
+    /// the edge's load.
     pub fn edge_batch(&self) -> f64 {
-        if self.fixed.is_some() {
-            return 1.0;
-        }
         let mut batches: Vec<f64> = self.edge_batches.iter().copied().collect();
         batches.sort_by(f64::total_cmp);
         batches.get(batches.len() / 2).copied().unwrap_or(1.0)
@@ -293,6 +294,9 @@ impl LinkEstimator {
         }
     }
 }
+
+/// Replies at least over which [`LinkEstimator::edge_batch`] takes its median.
+const BATCH_WINDOW: usize = 8;
 
 fn push<T>(queue: &mut VecDeque<T>, value: T, window: usize) {
     if queue.len() == window {
@@ -1444,13 +1448,8 @@ impl DeviceClient {
         let backing_off =
             self.config.fallback && self.backoff_until.is_some_and(|t| Instant::now() < t);
         let link = self.estimator.link();
-        // The batch size the plan's edge times are taken at: the recent replies' for
-        // Edgent, 1 for the paper's baselines.
-        let batch = if self.config.policy == Policy::Edgent {
-            self.estimator.edge_batch()
-        } else {
-            1.0
-        };
+        // The batch size the plan's edge times are taken at: the recent replies'.
+        let batch = self.estimator.edge_batch();
         let margin = self.margin();
         let plan_deadline_ms = deadline_ms / margin;
         let plan = if backing_off {
@@ -1815,7 +1814,13 @@ mod tests {
             1.0,
             "the window forgets a load that has gone"
         );
-        assert_eq!(LinkEstimator::fixed(link).edge_batch(), 1.0);
+        let mut fixed = LinkEstimator::fixed(link);
+        fixed.observe_batch(4);
+        assert_eq!(
+            fixed.edge_batch(),
+            4.0,
+            "a fixed link, a busy edge all the same"
+        );
     }
 
     #[test]

@@ -266,6 +266,18 @@ pub struct Decision {
     pub edge_ms_per_image: f64,
 }
 
+impl Decision {
+    /// This decision's prediction when the edge runs its request in a batch of `batch`
+    /// instead of alone (a device-only plan does not change).
+    pub fn in_batch(mut self, batch: f64, deadline_ms: f64) -> Self {
+        let extra = (batch - 1.0).max(0.0) * self.edge_ms_per_image;
+        self.edge_ms += extra;
+        self.predicted_ms += extra;
+        self.feasible = self.predicted_ms <= deadline_ms;
+        self
+    }
+}
+
 /// Bytes on the wire at partition `p` of a chain of `n` layers: the raw `u8` image at 0,
 /// the `f32` activation entering layer `p` in between, nothing at `n`.
 pub fn wire_bytes(table: &LayerTable, exit: usize, p: usize) -> u64 {

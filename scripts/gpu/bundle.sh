@@ -46,6 +46,6 @@ vulkan=$(ldconfig -p | awk '/libvulkan\.so\.1 / {print $NF; exit}')
 [ -n "$vulkan" ] || { echo "no libvulkan.so.1 here: run scripts/setup.sh" >&2; exit 1; }
 cp -L "$vulkan" "$out/lib/"
 for f in "${data[@]}"; do cp -L "/usr/share/datasets/fashion-mnist/$f" "$out/data/"; done
-cp "scripts/gpu/$script" scripts/gpu/common.sh "$out/"
+cp "scripts/gpu/$script" scripts/gpu/common.sh scripts/gpu/load.sh "$out/"
 gzip -9 "$out"/bin/*
 du -sh "$out"

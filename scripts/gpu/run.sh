@@ -29,32 +29,9 @@ log "1. in process: batch-1 latency per exit, exit 5's throughput against batch 
 cat "$out/bench-wgpu.json" "$out/bench-generated.json" | tee -a "$out/run.log"
 
 log "2. end to end: one GPU edge, N device processes (edge-only exit 5, CURVE)"
-keys="$out/keys"
-mkdir -p "$keys"
-[ -e "$keys/edge.key" ] || "$edge" keygen --name edge --out "$keys" > /dev/null
 for n in 16 64; do
-  for i in $(seq 1 "$n"); do
-    [ -e "$keys/d$i.key" ] || "$device" keygen --name "d$i" --out "$keys" > /dev/null
-  done
-  cat "$keys"/d*.pub > "$keys/allow.pub"
-  "$edge" serve --engine burn --backend wgpu --workers 4 --queue 1024 \
-    --max-batch 64 --max-wait-us 500 \
-    --bind tcp://127.0.0.1:5555 --key "$keys/edge.key" --allow "$keys/allow.pub" \
-    --stats "$out/edge-$n.json" > "$out/edge-$n.log" 2>&1 &
-  edge_pid=$!
-  sleep 3
-  pids=()
-  for i in $(seq 1 "$n"); do
-    "$device" eval --data "$here/data" --policy edge-only --slowdown 1 --threads 1 \
-      --bandwidth 10Gbit --deadline 1s --duration 20s --no-fallback \
-      --key "$keys/d$i.key" --server-key "$keys/edge.pub" --json \
-      > "$out/device-$n-$i.json" 2> "$out/device-$n-$i.log" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-  kill -TERM "$edge_pid"
-  wait "$edge_pid"
-  log "$n devices: the edge's counters (results_per_s, queue and compute means)"
+  bash "$here/load.sh" "$bin" "$here/data" "$out" "$n" 20 --engine burn --backend wgpu \
+    --workers 4 --max-batch 64 --max-wait-us 500 2>&1 | tee -a "$out/run.log"
   tee -a "$out/run.log" < "$out/edge-$n.json"
   echo | tee -a "$out/run.log"
 done

@@ -526,6 +526,10 @@ struct Report {
     latency_ms_max: f64,
     /// Mean of measured / predicted latency over edge answers.
     measured_over_predicted: f64,
+    /// Median of |measured − predicted| / predicted over edge answers, %.
+    prediction_error_pct_p50: f64,
+    /// Mean size of the batches the edge says it ran the answers in (1: unbatched).
+    edge_batch_mean: f64,
     from_edge: u64,
     device_only: u64,
     fallbacks: u64,
@@ -555,12 +559,14 @@ impl Report {
             100.0 * self.deadline_hit_rate
         );
         outln!(
-            "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; measured/predicted {:.3}",
+            "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; measured/predicted {:.3} (median error {:.1} %); edge batches of {:.1} on average",
             self.latency_ms_p50,
             self.latency_ms_p95,
             self.latency_ms_p99,
             self.latency_ms_max,
-            self.measured_over_predicted
+            self.measured_over_predicted,
+            self.prediction_error_pct_p50,
+            self.edge_batch_mean
         );
         outln!(
             "answers: {} from the edge, {} device-only, {} local fallbacks ({} late replies discarded; {} local runs while waiting, {} cancelled); {:.1} s",
@@ -624,6 +630,7 @@ fn eval(
     let (mut correct, mut correct_in_time, mut met) = (0usize, 0usize, 0usize);
     let mut latencies = Vec::new();
     let mut ratios = Vec::new();
+    let mut batches = Vec::new();
     for request in 0..requests {
         if stop_after.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -637,6 +644,7 @@ fn eval(
         latencies.push(answer.total_ms);
         if answer.source == Source::Edge {
             ratios.push(answer.total_ms / answer.plan.predicted_ms);
+            batches.push(f64::from(answer.batch.max(1)));
         }
         if let Some(out) = trace.as_mut() {
             let mut line = serde_json::to_value(&answer)?;
@@ -666,6 +674,15 @@ fn eval(
     let n = latencies.len();
     latencies.sort_by(f64::total_cmp);
     let counters = client.counters();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let mut errors: Vec<f64> = ratios.iter().map(|r| 100.0 * (r - 1.0).abs()).collect();
+    errors.sort_by(f64::total_cmp);
     Ok(Report {
         images: n,
         deadline_ms: deadline,
@@ -676,11 +693,9 @@ fn eval(
         latency_ms_p95: percentile(&latencies, 0.95),
         latency_ms_p99: percentile(&latencies, 0.99),
         latency_ms_max: latencies.last().copied().unwrap_or(f64::NAN),
-        measured_over_predicted: if ratios.is_empty() {
-            f64::NAN
-        } else {
-            ratios.iter().sum::<f64>() / ratios.len() as f64
-        },
+        measured_over_predicted: mean(&ratios),
+        prediction_error_pct_p50: percentile(&errors, 0.5),
+        edge_batch_mean: mean(&batches),
         from_edge: counters.edge,
         device_only: counters.local,
         fallbacks: counters.fallback,
