@@ -207,6 +207,12 @@ pub fn run_slice_clocked(
     if cancelled() {
         return Err(ModelError::Cancelled);
     }
+    if clock.is_none() && cancel.is_none() {
+        // Nothing to do between layers: the engine runs the slice its fastest way.
+        let started = Instant::now();
+        let y = engine.forward_slice(exit, range, x)?;
+        return Ok((y, started.elapsed()));
+    }
     let mut total = Duration::ZERO;
     let mut last = Instant::now();
     let y = engine.run(exit, range, x, &mut |index| {

@@ -64,4 +64,19 @@ impl Engine for BurnEngine {
         let dims = y.dims();
         Activation::from_values(y.to_values(), &dims)
     }
+
+    /// The whole slice as one chain of burn operations, without waiting for the backend
+    /// after every layer (nothing asks for per-layer times): a GPU backend queues all of
+    /// it, and reading the result back is the one wait.
+    fn forward_slice(
+        &self,
+        exit: usize,
+        range: Range<usize>,
+        x: &Activation,
+    ) -> Result<Activation, ModelError> {
+        let y = Features::from_values(x.to_values(), x.dims(), &self.device)?;
+        let y = self.model.forward_slice(exit, range, y)?;
+        let dims = y.dims();
+        Activation::from_values(y.to_values(), &dims)
+    }
 }
