@@ -87,6 +87,7 @@ impl DevicePlan {
                 network_ms: 0.0,
                 edge_ms: 0.0,
                 edge_ms_per_image: 0.0,
+                edge_batch: 1.0,
             };
             (self.tables[i].accuracy, plan)
         };
@@ -123,8 +124,8 @@ impl DevicePlan {
 pub struct LinkEstimator {
     rtts: VecDeque<f64>,
     edge_excess: VecDeque<f64>,
-    /// Sizes of the batches recent replies say the edge ran them in.
-    edge_batches: VecDeque<f64>,
+    /// Sizes of the batches recent replies say the edge ran them in, and when heard.
+    edge_batches: VecDeque<(f64, Instant)>,
     /// Recent transfers: (bytes, network ms, when observed).
     transfers: VecDeque<(f64, f64, Instant)>,
     window: usize,
@@ -169,18 +170,40 @@ impl LinkEstimator {
     /// Records the size of the batch a reply says the edge ran the request in (0 from an
     /// edge that does not say: counted as 1).
     pub fn observe_batch(&mut self, batch: u32) {
-        let window = self.window.max(BATCH_WINDOW);
-        push(&mut self.edge_batches, f64::from(batch.max(1)), window);
+        self.observe_batch_at(batch, Instant::now());
     }
 
-    /// The batch size to plan for: the median of the recent replies' (1 before any). The
-    /// plan's edge cost at that size ([`crate::plan::PairCost::edge_ms_at`]) is what a
-    /// request is predicted to take on a busy, batching edge; the edge's excess over it is
-    /// learned as before ([`LinkEstimator::observe_edge`]).
-    /// A [fixed](LinkEstimator::fixed) estimator learns it too: it fixes the link, not
-    /// the edge's load.
+    /// [`LinkEstimator::observe_batch`], heard at `at`.
+    pub fn observe_batch_at(&mut self, batch: u32, at: Instant) {
+        let window = self.window.max(BATCH_WINDOW);
+        push(
+            &mut self.edge_batches,
+            (f64::from(batch.max(1)), at),
+            window,
+        );
+    }
+
+    /// The batch size to plan for: the median of the replies' of the last
+    /// [`LinkEstimator::MAX_AGE`] (1 when none: a device that a busy edge drove to local
+    /// plans sends nothing, so it must forget the load to try the edge again). The plan's
+    /// edge cost at that size ([`crate::plan::PairCost::edge_ms_at`]) is what a request is
+    /// predicted to take on a busy, batching edge; the edge's excess over it is learned as
+    /// before ([`LinkEstimator::observe_edge`]). One size for every route: the edge forms
+    /// batches per (exit, partition), so a route this device rarely takes is priced at the
+    /// load of the ones it takes. A [fixed](LinkEstimator::fixed) estimator learns it too:
+    /// it fixes the link, not the edge's load.
     pub fn edge_batch(&self) -> f64 {
-        let mut batches: Vec<f64> = self.edge_batches.iter().copied().collect();
+        self.edge_batch_at(Instant::now())
+    }
+
+    /// [`LinkEstimator::edge_batch`] at `now`.
+    pub fn edge_batch_at(&self, now: Instant) -> f64 {
+        let mut batches: Vec<f64> = self
+            .edge_batches
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= Self::MAX_AGE)
+            .map(|&(b, _)| b)
+            .collect();
         batches.sort_by(f64::total_cmp);
         batches.get(batches.len() / 2).copied().unwrap_or(1.0)
     }
@@ -601,6 +624,8 @@ impl InFlight {
         if let Some(gave_up) = sent.gave_up {
             estimator.late_reply(gave_up, edge_time_ms(header));
         }
+        // Late replies often ran in the largest batches: they count for the batch size.
+        estimator.observe_batch(header.batch);
         true
     }
 
@@ -1557,9 +1582,9 @@ impl DeviceClient {
                     }
                     self.estimator.observe(bytes, network_ms);
                     // The excess over what the plan says for the batch it actually ran in.
-                    let ran_in_f = f64::from(ran_in.max(1));
-                    let planned_ms = plan.edge_ms + (ran_in_f - batch) * plan.edge_ms_per_image;
-                    self.estimator.observe_edge(edge_ms + queue_ms - planned_ms);
+                    let planned = plan.in_batch(f64::from(ran_in.max(1)), plan_deadline_ms);
+                    self.estimator
+                        .observe_edge(edge_ms + queue_ms - planned.edge_ms);
                     self.estimator.observe_batch(ran_in);
                     answer.batch = ran_in;
                     self.backoff = INITIAL_BACKOFF;
@@ -1814,6 +1839,15 @@ mod tests {
             1.0,
             "the window forgets a load that has gone"
         );
+        // Sizes heard longer ago than MAX_AGE are forgotten: back to planning alone.
+        let now = Instant::now();
+        e.observe_batch_at(32, now);
+        e.observe_batch_at(32, now);
+        e.observe_batch_at(32, now);
+        e.observe_batch_at(32, now);
+        assert_eq!(e.edge_batch_at(now), 32.0);
+        let later = now + LinkEstimator::MAX_AGE + Duration::from_secs(1);
+        assert_eq!(e.edge_batch_at(later), 1.0);
         let mut fixed = LinkEstimator::fixed(link);
         fixed.observe_batch(4);
         assert_eq!(

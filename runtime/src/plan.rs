@@ -31,7 +31,6 @@ pub struct PairCost {
     /// Predicted edge time each further request adds when the edge runs this suffix for a
     /// batch of them (DESIGN.md §11), ms: a batch of `b` takes
     /// [`edge_ms_at(b)`](PairCost::edge_ms_at). 0 when device-only.
-    #[serde(default)]
     pub edge_ms_per_image: f64,
 }
 
@@ -133,7 +132,11 @@ impl Route {
     pub fn evaluate_at(&self, exit: usize, link: Link, deadline_ms: f64, batch: f64) -> Decision {
         let device_only = self.encoding.is_none();
         let network_ms = self.cost.network_ms(link, device_only);
-        let edge_ms = self.cost.edge_ms_at(batch);
+        let (edge_ms, batch) = if device_only {
+            (self.cost.edge_ms, 1.0)
+        } else {
+            (self.cost.edge_ms_at(batch), batch.max(1.0))
+        };
         let predicted_ms = self.cost.device_ms + network_ms + edge_ms;
         Decision {
             exit,
@@ -144,7 +147,12 @@ impl Route {
             device_ms: self.cost.device_ms,
             network_ms,
             edge_ms,
-            edge_ms_per_image: self.cost.edge_ms_per_image,
+            edge_ms_per_image: if device_only {
+                0.0
+            } else {
+                self.cost.edge_ms_per_image
+            },
+            edge_batch: batch,
         }
     }
 }
@@ -262,17 +270,23 @@ pub struct Decision {
     pub network_ms: f64,
     /// Predicted edge time, ms (of the batch the request is predicted to run in).
     pub edge_ms: f64,
-    /// Predicted edge time each further request of a batch adds, ms ([`PairCost`]).
+    /// Predicted edge time each further request of a batch adds, ms ([`PairCost`]; 0 when
+    /// device-only).
     pub edge_ms_per_image: f64,
+    /// The batch size `edge_ms` is predicted at (1: the request alone).
+    pub edge_batch: f64,
 }
 
 impl Decision {
     /// This decision's prediction when the edge runs its request in a batch of `batch`
-    /// instead of alone (a device-only plan does not change).
+    /// (at least 1) instead of [`Decision::edge_batch`] (a device-only plan does not
+    /// change).
     pub fn in_batch(mut self, batch: f64, deadline_ms: f64) -> Self {
-        let extra = (batch - 1.0).max(0.0) * self.edge_ms_per_image;
+        let batch = batch.max(1.0);
+        let extra = (batch - self.edge_batch) * self.edge_ms_per_image;
         self.edge_ms += extra;
         self.predicted_ms += extra;
+        self.edge_batch = batch;
         self.feasible = self.predicted_ms <= deadline_ms;
         self
     }
@@ -964,7 +978,6 @@ mod tests {
         };
         let alone = table.best(link, 100.0);
         assert_eq!(alone.partition, 0);
-        assert_eq!(alone, table.best_at(link, 100.0, 1.0));
         assert!((alone.edge_ms - 3.0).abs() < 1e-12);
         let busy = table.best_at(link, 100.0, 8.0);
         assert_eq!(busy.partition, 1, "{busy:?}");
@@ -982,7 +995,20 @@ mod tests {
         assert_eq!(best, busy);
         let tables = [table];
         assert_eq!(decide_tables_at(&tables, &[0], link, 100.0, 8.0), busy);
-        // A device-only route never waits for a batch.
-        assert_eq!(local.cost.edge_ms_at(8.0), 0.0);
+        // A decision moves between batch sizes by its own per-request time.
+        let back = busy.in_batch(1.0, 100.0);
+        assert!((back.edge_ms - 4.0).abs() < 1e-12 && back.edge_batch == 1.0);
+        assert!((back.predicted_ms - (busy.predicted_ms - 1.4)).abs() < 1e-12);
+        // A device-only route never waits for a batch, even with a per-request cost set.
+        let odd_local = Route {
+            cost: PairCost {
+                edge_ms_per_image: 9.0,
+                ..local.cost
+            },
+            ..local
+        };
+        let d = odd_local.evaluate_at(1, link, 100.0, 8.0);
+        assert_eq!((d.edge_ms, d.edge_batch), (0.0, 1.0));
+        assert_eq!(d.in_batch(8.0, 100.0).predicted_ms, 50.0);
     }
 }

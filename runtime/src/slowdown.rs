@@ -172,8 +172,9 @@ pub fn probe_input(layer: &LayerSpec) -> Activation {
     Activation::from_values(values, &dims).expect("shape from the spec")
 }
 
-/// Times layers `[start, end)` of `exit` on `engine` on this machine, layer by layer, as the
-/// edge runs them. Returns the output and the total time.
+/// Times layers `[start, end)` of `exit` on `engine` on this machine as the edge runs them
+/// ([`Engine::forward_slice`]: input upload and result read-back included). Returns the
+/// output and the total time.
 pub fn run_slice(
     engine: &dyn Engine,
     exit: usize,

@@ -67,7 +67,7 @@ fn queued_requests_of_one_kind_run_as_one_batch_and_get_their_own_logits() {
         device.send_multipart(request.encode(), 0).unwrap();
     }
     // Each reply names the size of its batch: over the replies, 1/size adds up to the
-    // number of batches, and replies of one batch carry the same compute time.
+    // number of batches.
     let mut batch_shares = 0.0;
     let mut largest = 0;
     for _ in 0..12 {

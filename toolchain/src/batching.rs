@@ -33,6 +33,8 @@ pub struct BatchProfile {
     pub backend: String,
     /// CPU threads the suffixes ran on (0: one per core).
     pub threads: usize,
+    /// Input channels of the model measured (1: Fashion-MNIST, 3: CIFAR-10).
+    pub channels: usize,
     /// Batch sizes, ascending, 1 first.
     pub batches: Vec<usize>,
     /// Every suffix of every exit.
@@ -41,13 +43,18 @@ pub struct BatchProfile {
 
 /// The least-squares line `ms = a + slope·b` through `(batches, ms)`: `(a, slope)`.
 pub fn line(batches: &[usize], ms: &[f64]) -> (f64, f64) {
-    let n = batches.len().min(ms.len()) as f64;
-    let mean_b = batches.iter().map(|&b| b as f64).sum::<f64>() / n;
-    let mean_t = ms.iter().sum::<f64>() / n;
+    let points: Vec<(f64, f64)> = batches
+        .iter()
+        .map(|&b| b as f64)
+        .zip(ms.iter().copied())
+        .collect();
+    let n = points.len().max(1) as f64;
+    let mean_b = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_t = points.iter().map(|p| p.1).sum::<f64>() / n;
     let (mut cov, mut var) = (0.0, 0.0);
-    for (&b, &t) in batches.iter().zip(ms) {
-        cov += (b as f64 - mean_b) * (t - mean_t);
-        var += (b as f64 - mean_b).powi(2);
+    for &(b, t) in &points {
+        cov += (b - mean_b) * (t - mean_t);
+        var += (b - mean_b).powi(2);
     }
     let slope = if var > 0.0 { cov / var } else { 0.0 };
     (mean_t - slope * mean_b, slope)
@@ -122,7 +129,7 @@ pub fn measure(
     rounds: usize,
     mut progress: impl FnMut(&SuffixTimes) + Send,
 ) -> Result<BatchProfile, String> {
-    let mut batches = batches.to_vec();
+    let mut batches: Vec<usize> = batches.iter().copied().filter(|&b| b > 0).collect();
     batches.sort_unstable();
     batches.dedup();
     if batches.first() != Some(&1) {
@@ -175,6 +182,7 @@ pub fn measure(
             engine: settings.engine.name().into(),
             backend: settings.backend_name().into(),
             threads: settings.threads,
+            channels,
             batches,
             suffixes: out,
         })
@@ -201,6 +209,7 @@ mod tests {
             engine: "generated".into(),
             backend: "kernels".into(),
             threads: 1,
+            channels: 1,
             batches: batches.to_vec(),
             suffixes: vec![s],
         };
@@ -216,6 +225,7 @@ mod tests {
             engine: "generated".into(),
             backend: "kernels".into(),
             threads: 1,
+            channels: 1,
             batches: vec![2, 4],
             suffixes: Vec::new(),
         };

@@ -74,6 +74,7 @@ pub fn apply_batching(costs: &mut [ExitCosts], profile: &BatchProfile) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batching::SuffixTimes;
     use runtime::model::layers::b_alexnet;
     use runtime::plan::{Link, Policy, best_partition, decide, decide_policy};
 
@@ -85,6 +86,45 @@ mod tests {
             &[0.6, 0.7, 0.75, 0.8, 0.85],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn batching_scales_each_pairs_batch_one_time_and_refuses_a_missing_suffix() {
+        let mut costs = paper_costs();
+        let batches = vec![1, 2, 4];
+        let suffixes = costs
+            .iter()
+            .flat_map(|e| (0..e.pairs.len() - 1).map(move |p| (e.exit, p)))
+            .map(|(exit, p)| SuffixTimes {
+                exit,
+                partition: p,
+                // 2 ms alone, 0.5 ms for each further request: a quarter.
+                ms: vec![2.0, 2.5, 3.5],
+            })
+            .collect();
+        let mut profile = BatchProfile {
+            engine: "generated".into(),
+            backend: "kernels".into(),
+            threads: 1,
+            channels: 3,
+            batches,
+            suffixes,
+        };
+        apply_batching(&mut costs, &profile).unwrap();
+        for exit in &costs {
+            let (local, remote) = exit.pairs.split_last().unwrap();
+            assert_eq!(local.edge_ms_per_image, 0.0, "device-only shares nothing");
+            for pair in remote {
+                assert!((pair.edge_ms_per_image - pair.edge_ms / 4.0).abs() < 1e-9);
+                let eight = pair.edge_ms_at(8.0);
+                assert!((eight - pair.edge_ms * (1.0 + 7.0 / 4.0)).abs() < 1e-9);
+            }
+        }
+        profile
+            .suffixes
+            .retain(|s| !(s.exit == 3 && s.partition == 2));
+        let err = apply_batching(&mut paper_costs(), &profile).unwrap_err();
+        assert!(err.contains("exit 3 partition 2"), "{err}");
     }
 
     #[test]

@@ -106,6 +106,13 @@ pub fn build_plan(
             engine(Role::Edge),
             engine(Role::Edge)
         );
+        let edge_threads = models.roles.get(&Role::Edge).map_or(0, |r| r.threads);
+        ensure!(
+            profile.channels == channels && profile.threads == edge_threads,
+            "the batch profile is of a {}-channel model on {} thread(s), the plan of a {channels}-channel one whose edge runs {edge_threads}: run `cargo xtask profile-batches --channels {channels} --threads {edge_threads}`",
+            profile.channels,
+            profile.threads
+        );
         apply_batching(&mut costs, profile).map_err(anyhow::Error::msg)?;
     }
     let device_slowdown = models.roles.get(&Role::Device).map_or(1.0, |r| r.slowdown);
