@@ -81,14 +81,15 @@ fn every_pair_matches_single_process_inference() {
             .zip(reference)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        // Exact encodings give the logits; f16 rounds to 11 bits, q8/q8c to 8 bits of range,
-        // q4/q4c to 4.
+        // Exact encodings give the logits up to f32 rounding (the generated kernels sum in
+        // another order than burn), relative to the largest logit; f16 rounds to 11 bits,
+        // q8/q8c to 8 bits of range, q4/q4c to 4.
         let values = encoding.split('+').next().unwrap();
         let tolerance = match values {
             "f16" => 1e-3 * scale,
             "q8" | "q8c" => 0.05 * scale,
             "q4" | "q4c" => 0.25 * scale,
-            _ => 1e-5,
+            _ => 1e-5 * scale,
         };
         assert!(
             diff <= tolerance,
