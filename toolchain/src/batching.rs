@@ -9,9 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use runtime::slowdown::{median, probe_input};
+use runtime::slowdown::median;
 
-use crate::profile::{ProfileSettings, Role, role_slices};
+use crate::profile::{ProfileSettings, Role, slices_with_inputs};
 
 /// One suffix's measured times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,20 +136,14 @@ pub fn measure(
         batches.insert(0, 1);
     }
     let pool = runtime::model::backend::thread_pool(settings.threads)?;
+    let settings = ProfileSettings {
+        role: Role::Edge,
+        ..settings.clone()
+    };
     pool.install(|| {
-        let device = settings.backend.open()?;
-        let model = runtime::BranchyAlexNetConfig::new()
-            .with_channels(channels)
-            .init_seeded(&device, 0);
-        let table = model.layer_table().clone();
-        let engine = settings.engine_of(model)?;
+        let (engine, _, slices) = slices_with_inputs(&settings, channels)?;
         let mut suffixes = Vec::new();
-        for (exit, range) in role_slices(&table, Role::Edge) {
-            let spec = table.exit(exit).expect("exit from the table");
-            let image = probe_input(&spec.layers[0]);
-            let input = engine
-                .forward_slice(exit, 0..range.start, &image)
-                .map_err(|e| e.to_string())?;
+        for (exit, range, input) in slices {
             let inputs: Vec<_> = batches.iter().map(|&b| input.repeated(b)).collect();
             suffixes.push((exit, range, inputs, vec![Vec::new(); batches.len()]));
         }

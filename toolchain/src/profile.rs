@@ -785,6 +785,42 @@ pub fn role_slices(
     out
 }
 
+/// A `channels`-channel B-AlexNet with seeded weights (time does not depend on them) on
+/// `settings`' engine, its layer table, and every slice of `settings.role`
+/// ([`role_slices`]) with the input it takes: a probe image run through the layers before
+/// it. Call it on the thread pool the slices will run on.
+#[allow(clippy::type_complexity)]
+pub fn slices_with_inputs(
+    settings: &ProfileSettings,
+    channels: usize,
+) -> Result<
+    (
+        Box<dyn Engine>,
+        LayerTable,
+        Vec<(usize, std::ops::Range<usize>, runtime::engine::Activation)>,
+    ),
+    String,
+> {
+    let device = settings.backend.open()?;
+    let model = runtime::BranchyAlexNetConfig::new()
+        .with_channels(channels)
+        .init_seeded(&device, 0);
+    let table = model.layer_table().clone();
+    let engine = settings.engine_of(model)?;
+    let slices = role_slices(&table, settings.role)
+        .into_iter()
+        .map(|(exit, range)| {
+            let spec = table.exit(exit).expect("exit from the table");
+            let image = probe_input(&spec.layers[0]);
+            let input = engine
+                .forward_slice(exit, 0..range.start, &image)
+                .map_err(|e| e.to_string())?;
+            Ok((exit, range, input))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((engine, table, slices))
+}
+
 /// Rounds over all slices that [`check_slices`] makes for `role`; a slice's time is the
 /// median of its rounds, so a slow drift of this machine's speed does not bias the slices
 /// measured while it lasts. The edge's slices take micro- to milliseconds, where one
@@ -819,21 +855,12 @@ fn check_slices_here(
     mut progress: impl FnMut(&SliceCheck),
 ) -> Result<Vec<SliceCheck>, String> {
     let rounds = rounds.max(1);
-    let device = settings.backend.open()?;
-    let model = runtime::BranchyAlexNetConfig::new()
-        .with_channels(channels)
-        .init_seeded(&device, 0);
-    let table = model.layer_table().clone();
-    let engine = settings.engine_of(model)?;
+    let (engine, table, inputs) = slices_with_inputs(settings, channels)?;
     let mut slices = Vec::new();
-    for (exit, range) in role_slices(&table, settings.role) {
+    for (exit, range, input) in inputs {
         let spec = table.exit(exit).expect("exit from the table");
         let predicted_ms = models.chain_ms(settings.role, &spec.layers[range.clone()])?;
         let predicted_by_kind = models.chain_by_kind(settings.role, &spec.layers[range.clone()])?;
-        let image = probe_input(&spec.layers[0]);
-        let input = engine
-            .forward_slice(exit, 0..range.start, &image)
-            .map_err(|e| e.to_string())?;
         let check = SliceCheck {
             role: settings.role,
             exit,

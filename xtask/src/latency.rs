@@ -24,6 +24,16 @@ pub struct ProfileArgs {
     /// device runs.
     #[arg(long, default_value = "1")]
     pub(crate) slowdown: Slowdown,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+    /// Output CSV file.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+/// What runs the layers a profile times: the engine, burn's backend and the CPU threads.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct EngineArgs {
     /// Engine to profile: generated (the kernels the binaries run by default) or burn.
     #[arg(long, default_value = "generated")]
     pub(crate) engine: EngineKind,
@@ -34,23 +44,27 @@ pub struct ProfileArgs {
     /// plan's models were profiled with.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
-    /// Output CSV file.
-    #[arg(long)]
-    pub(crate) out: PathBuf,
+}
+
+impl EngineArgs {
+    /// Profile settings for `role` with these, at `slowdown`.
+    fn settings(self, role: Role, slowdown: Slowdown) -> ProfileSettings {
+        ProfileSettings {
+            role,
+            engine: self.engine,
+            backend: self.backend,
+            slowdown,
+            repeats: Repeats::default(),
+            threads: self.threads,
+        }
+    }
 }
 
 /// Flags of `cargo xtask profile-batches`.
 #[derive(Args, Debug)]
 pub struct ProfileBatchesArgs {
-    /// Engine the edge serves with: generated or burn.
-    #[arg(long, default_value = "generated")]
-    pub(crate) engine: EngineKind,
-    /// Burn backend with `--engine burn`: flex, ndarray or wgpu.
-    #[arg(long, default_value = "flex")]
-    pub(crate) backend: Backend,
-    /// CPU threads the suffixes run on (0: one per core); as the edge's profile.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) threads: usize,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
     /// Batch sizes, comma-separated (1 is always measured).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16, 32, 64])]
     pub(crate) batches: Vec<usize>,
@@ -101,14 +115,7 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
 }
 
 pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
-    let settings = ProfileSettings {
-        role: args.role,
-        engine: args.engine,
-        backend: args.backend,
-        slowdown: args.slowdown,
-        repeats: Repeats::default(),
-        threads: args.threads,
-    };
+    let settings = args.engine.settings(args.role, args.slowdown);
     let bar = progress_bar(
         profile::profile_len(),
         &format!("profile {}", args.role.name()),
@@ -131,10 +138,10 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
         "{} samples for the {} role ({} engine on {}, slowdown {}, {}) in {:.0} s → {}",
         samples.len(),
         args.role.name(),
-        args.engine,
+        args.engine.engine,
         settings.backend_name(),
         args.slowdown.factor(),
-        threads_in_words(args.threads),
+        threads_in_words(args.engine.threads),
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
@@ -145,14 +152,7 @@ pub fn run_profile_batches(args: ProfileBatchesArgs) -> anyhow::Result<()> {
     if let Some(b) = args.batches.iter().find(|&&b| b == 0 || b > 4096) {
         bail!("--batches: {b} is not a batch size from 1 to 4096");
     }
-    let settings = ProfileSettings {
-        role: Role::Edge,
-        engine: args.engine,
-        backend: args.backend,
-        slowdown: Slowdown::NONE,
-        repeats: Repeats::default(),
-        threads: args.threads,
-    };
+    let settings = args.engine.settings(Role::Edge, Slowdown::NONE);
     let table = runtime::BranchyAlexNetConfig::new()
         .with_channels(args.channels)
         .layer_table();
@@ -178,9 +178,9 @@ pub fn run_profile_batches(args: ProfileBatchesArgs) -> anyhow::Result<()> {
         "{} suffixes at batches {:?} ({} engine on {}, {}) in {:.0} s → {}",
         measured.suffixes.len(),
         measured.batches,
-        args.engine,
+        args.engine.engine,
         settings.backend_name(),
-        threads_in_words(args.threads),
+        threads_in_words(args.engine.threads),
         started.elapsed().as_secs_f64(),
         args.out.display()
     );

@@ -297,7 +297,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         ("train", train_s),
         ("profile-device", 30.0),
         ("profile-edge", 30.0),
-        ("profile-batches", if args.quick { 10.0 } else { 30.0 }),
+        ("profile-batches", if args.quick { 40.0 } else { 110.0 }),
         ("fit", if args.quick { 90.0 } else { 480.0 }),
         ("encodings", if args.quick { 60.0 } else { 420.0 }),
         ("generate", 2.0),
@@ -357,6 +357,11 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     )?;
 
     // 2, 3. Profile both roles.
+    let engine_args = latency::EngineArgs {
+        engine: args.engine,
+        backend: Backend::Flex,
+        threads: args.threads,
+    };
     let profiles = out.join("profile");
     for role in Role::ALL {
         let csv = profiles.join(format!("{}.csv", role.name()));
@@ -384,9 +389,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
                 latency::run_profile(latency::ProfileArgs {
                     role,
                     slowdown,
-                    engine: args.engine,
-                    backend: Backend::Flex,
-                    threads: args.threads,
+                    engine: engine_args,
                     out: csv.clone(),
                 })
             },
@@ -395,11 +398,16 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
 
     // The edge's suffixes at batch sizes: what batching adds to the plan's edge times.
     let batches_json = profiles.join("batches.json");
+    let batches: Vec<usize> = if args.quick {
+        vec![1, 8, 64]
+    } else {
+        vec![1, 2, 4, 8, 16, 32, 64]
+    };
     runner.run(
         Step {
             name: "profile-batches",
             settings: format!(
-                "edge suffixes at batches 1–64, {} engine, {} thread(s)",
+                "edge suffixes at batches {batches:?}, {} engine, {} thread(s)",
                 args.engine, args.threads
             ),
             inputs: vec![],
@@ -407,10 +415,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         },
         || {
             latency::run_profile_batches(latency::ProfileBatchesArgs {
-                engine: args.engine,
-                backend: Backend::Flex,
-                threads: args.threads,
-                batches: vec![1, 2, 4, 8, 16, 32, 64],
+                engine: engine_args,
+                batches: batches.clone(),
                 channels: datasets::DatasetKind::FashionMnist.channels(),
                 rounds: if args.quick { 1 } else { 3 },
                 out: batches_json.clone(),
